@@ -1,0 +1,1 @@
+"""Scenes, tiles and the Zarr stores every stage reads and writes."""

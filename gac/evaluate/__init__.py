@@ -1,0 +1,1 @@
+"""Evaluation: metrics, ablations, plots, quicklooks and GeoTIFF exports."""

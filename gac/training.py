@@ -1,0 +1,105 @@
+"""Lightning plumbing shared by the trainable stages (2 and 3).
+
+The Trainer owns precision, accumulation, checkpointing, resume and the
+distributed strategy; the stages only bring a LightningModule and data. This
+module turns `TrainingParams` into that Trainer, so both stages behave alike.
+
+Checkpoints live outside DVC's outs (`data/checkpoints/<stage>/`): DVC deletes a
+stage's outs before re-running it, which would make resume impossible. A
+checkpoint is resumed only when it was written with the same params hash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from gac.params import TrainingParams
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_ROOT = Path("data/checkpoints")
+
+
+def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up to the base LR, then cosine decay to zero at `total_steps` (optimizer steps)."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    total_steps = max(total_steps, warmup_steps + 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return LambdaLR(optimizer, factor)
+
+
+def count_parameters(model) -> dict[str, Any]:
+    """Trainable and total parameter counts and the trainable share (recorded by every trainable stage)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total, "trainable_share": trainable / total if total else 0.0}
+
+
+class ResumeState:
+    """Where a stage keeps its checkpoints, and whether the last one may be resumed."""
+
+    def __init__(self, stage: str, params_hash: str, root: Path = CHECKPOINT_ROOT):
+        self.dir = Path(root) / stage
+        self.params_hash = params_hash
+        self._stamp = self.dir / "params_hash.json"
+
+    def last_checkpoint(self) -> Path | None:
+        last = self.dir / "last.ckpt"
+        if not last.is_file():
+            return None
+        stamp = json.loads(self._stamp.read_text()) if self._stamp.is_file() else {}
+        if stamp.get("params_hash") != self.params_hash:
+            log.info("checkpoints in %s were made with other params; starting fresh", self.dir)
+            return None
+        log.info("resuming from %s", last)
+        return last
+
+    def prepare(self) -> Path | None:
+        """Return the checkpoint to resume from, clearing checkpoints of other params."""
+        resume = self.last_checkpoint()
+        if resume is None and self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._stamp.write_text(json.dumps({"params_hash": self.params_hash}))
+        return resume
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, monitor: str = "val/loss", extra_callbacks=()):
+    """A Lightning Trainer for `train`: best + last checkpoints, early stopping, DVCLive metrics and plots."""
+    import lightning.pytorch as pl
+    from dvclive.lightning import DVCLiveLogger
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="min", save_top_k=1, save_last=True)
+    stop = EarlyStopping(monitor=monitor, mode="min", patience=train.early_stopping_patience)
+    logger = DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None)
+    return pl.Trainer(
+        max_epochs=train.max_epochs,
+        max_steps=train.max_steps,
+        accumulate_grad_batches=train.accumulate_grad_batches,
+        precision=train.precision,
+        accelerator=train.accelerator,
+        devices=train.devices,
+        strategy=train.strategy,
+        callbacks=[best, stop, LearningRateMonitor(logging_interval="step"), *extra_callbacks],
+        logger=logger,
+        log_every_n_steps=1,
+        deterministic="warn",
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )

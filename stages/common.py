@@ -1,0 +1,39 @@
+"""What every stage command shares: the params option, logging, and turning user mistakes into one line."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, TypeVar
+
+import typer
+
+from gac.errors import GacError
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="params file (validated; unknown keys are errors)")]
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def user_errors_as_one_line(func: F) -> F:
+    """A GacError ends the command with its message on one line and exit code 2; other errors keep their traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        setup_logging()
+        try:
+            return func(*args, **kwargs)
+        except GacError as exc:
+            typer.echo(f"gac: error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def not_implemented(stage: str, issue: str) -> None:
+    raise GacError(f"stage '{stage}' is not implemented yet ({issue}); nothing was written")
