@@ -1,13 +1,28 @@
-"""`gac tile`: placeholder until issue 2 lands; fails clearly and writes nothing."""
+"""`gac tile`: cut the scene pairs into tiles, split them spatially, and write data/tiles.zarr."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
 from gac.params import DEFAULT_PARAMS, load_params
-from stages.common import ParamsOption, not_implemented, user_errors_as_one_line
+from stages.common import ParamsOption, user_errors_as_one_line
 
 
 @user_errors_as_one_line
-def main(params: ParamsOption = DEFAULT_PARAMS) -> None:
-    """Not implemented yet."""
-    load_params(params)
-    not_implemented("tile", "issue 2")
+def main(
+    params: ParamsOption = DEFAULT_PARAMS,
+    scenes: Annotated[Path, typer.Option(help="scene directory (S1RTC|S1GRD/ and S2L2A/)")] = Path("data/scenes"),
+    out: Annotated[Path, typer.Option(help="tile store to write")] = Path("data/tiles.zarr"),
+) -> None:
+    """Tile co-registered S1/S2 scenes into a Zarr store (tile, band, y, x) with georeference and splits."""
+    from gac import __version__
+    from gac.data.tiling import make_tiles
+    from gac.params import params_hash
+
+    p = load_params(params)
+    attrs = {"gac_version": __version__, "stage": "tile", "params_hash": params_hash(p, ["seed", "tile"]), "source": str(scenes)}
+    summary = make_tiles(scenes, out, p.tile, p.seed, attrs)
+    typer.echo(f"{out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))

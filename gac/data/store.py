@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -85,6 +86,15 @@ def _encoding(ds, shard_tiles: int) -> dict[str, dict[str, Any]]:
     return encoding
 
 
+def consolidate(path: Path) -> None:
+    """Consolidate metadata so `xr.open_zarr(path)` opens fast and without a fallback warning."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(str(path), zarr_format=3)
+
+
 def write_store(ds, path: Path, shard_tiles: int) -> None:
     """Write a whole in-memory dataset atomically (temporary name, then rename)."""
     path = Path(path)
@@ -93,6 +103,7 @@ def write_store(ds, path: Path, shard_tiles: int) -> None:
         shutil.rmtree(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds, shard_tiles))
+    consolidate(tmp)
     replace_dir(tmp, path)
 
 
@@ -105,7 +116,9 @@ def open_store(path: Path, need: Iterable[str] = ("s2",), what: str = "tile stor
         hint = " (an unfinished run left it under .partial; re-run the stage)" if partial_path(path).exists() else ""
         raise GacError(f"{path}: {what} not found{hint}; run the stage that makes it (dvc repro) or fix the path")
     try:
-        ds = xr.open_zarr(path, consolidated=False)
+        with warnings.catch_warnings():  # stores written before consolidation still open, just slower
+            warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
+            ds = xr.open_zarr(path)
     except Exception as exc:  # zarr raises several types for a store it cannot parse
         raise GacError(f"{path}: not a readable Zarr store ({type(exc).__name__}); delete it and re-run the stage that makes it") from None
     missing = [name for name in need if name not in ds.data_vars]
@@ -215,5 +228,6 @@ class PredictionStore:
         if pending:
             raise RuntimeError(f"{self.partial}: {len(pending)} shard(s) not written yet")
         shutil.rmtree(self.partial / _PROGRESS_DIR)
+        consolidate(self.partial)
         replace_dir(self.partial, self.path)
         return self.path

@@ -1,0 +1,43 @@
+"""The scenes the pipeline starts from: generated demo pairs, or a checked copy of the user's directory.
+
+Copying real pairs under data/scenes lets DVC hash and version exactly what was
+tiled; the check happens here so a broken pair fails before anything is copied.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from gac import __version__
+from gac.data.scenes import find_pairs, read_pair
+from gac.data.store import partial_path, replace_dir
+from gac.params import params_hash
+
+
+def prepare_scenes(params, out: Path) -> dict:
+    out = Path(out)
+    tmp = partial_path(out)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if params.data.source == "demo":
+        from gac.data.synth import write_demo
+
+        names = write_demo(tmp, params.seed, params.data.demo_scenes, params.data.demo_size)
+        source = "demo (synthetic, procedural land cover)"
+    else:
+        pairs = find_pairs(Path(params.data.source))
+        for pair in pairs:
+            read_pair(pair, params.tile.reproject)  # fail on a broken pair before copying anything
+            for path in (pair.s1, pair.s2):
+                target = tmp / path.parent.name / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+        names = [pair.name for pair in pairs]
+        source = str(Path(params.data.source).resolve())
+    manifest = {"gac_version": __version__, "source": source, "scenes": names,
+                "params_hash": params_hash(params, ["seed", "data"])}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    replace_dir(tmp, out)
+    return {"scenes": len(names), "source": source}

@@ -1,0 +1,148 @@
+"""Finding and reading paired S1/S2 scenes, with a clear error for every way a pair can be wrong.
+
+Layout of a scene directory (the TerraMesh layout; the demo writes the same):
+
+    <root>/S1RTC/<name>.tif   (or S1GRD/)  2 bands, VV and VH backscatter in dB
+    <root>/S2L2A/<name>.tif                12 bands B01..B12 (no B10), reflectance x 10^4
+
+Files are paired by name. S1 is read onto the S2 grid: same CRS, resolution
+and extent, or reprojected when `tile.reproject` is on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gac.data.store import S1_BANDS, S2_BANDS
+from gac.errors import GacError
+
+S1_FOLDERS = ("S1RTC", "S1GRD")
+S2_FOLDER = "S2L2A"
+_DATE = re.compile(r"(\d{4})[-:](\d{2})[-:](\d{2})")
+_DATE_TAGS = ("ACQUISITION_DATE", "datetime", "TIFFTAG_DATETIME", "DATE_ACQUIRED")
+
+
+@dataclass(frozen=True)
+class ScenePair:
+    name: str
+    s1: Path
+    s2: Path
+    s1_product: str  # S1RTC or S1GRD
+
+
+@dataclass
+class Scene:
+    """One pair on the S2 grid: NaN marks nodata in both arrays."""
+
+    name: str
+    s1: np.ndarray  # (2, H, W) float32 dB
+    s2: np.ndarray  # (12, H, W) float32 reflectance x 1e4
+    crs: str
+    transform: tuple[float, ...]  # GDAL order a b c d e f
+    month: int  # 1-12, 0 when unknown
+
+
+def find_pairs(root: Path) -> list[ScenePair]:
+    """Match S1 and S2 files by name; a file without its partner is an error, not a skip."""
+    root = Path(root)
+    if not root.is_dir():
+        raise GacError(f"{root}: scene directory not found; set data.source to a directory with S1RTC/ (or S1GRD/) and S2L2A/ inside")
+    s1_dirs = [root / name for name in S1_FOLDERS if (root / name).is_dir()]
+    s2_dir = root / S2_FOLDER
+    if len(s1_dirs) != 1 or not s2_dir.is_dir():
+        found = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir())) or "no folders"
+        raise GacError(f"{root}: expected exactly one of {'/'.join(S1_FOLDERS)} and one {S2_FOLDER} folder, found {found}; arrange the GeoTIFFs in that layout")
+    s1_dir = s1_dirs[0]
+    s1_files = {p.stem: p for p in sorted(s1_dir.glob("*.tif*"))}
+    s2_files = {p.stem: p for p in sorted(s2_dir.glob("*.tif*"))}
+    for stem, path in s1_files.items():
+        if stem not in s2_files:
+            raise GacError(f"{path}: no S2 partner (expected {s2_dir / path.name}); add the S2L2A scene or remove this file")
+    for stem, path in s2_files.items():
+        if stem not in s1_files:
+            raise GacError(f"{path}: no S1 partner (expected {s1_dir / path.name}); add the {s1_dir.name} scene or remove this file")
+    if not s1_files:
+        raise GacError(f"{root}: no GeoTIFFs in {s1_dir.name}/ and {S2_FOLDER}/; add scene pairs or use data.source: demo")
+    return [ScenePair(stem, s1_files[stem], s2_files[stem], s1_dir.name) for stem in sorted(s1_files)]
+
+
+def _open(path: Path):
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        return rasterio.open(path)
+    except RasterioIOError:
+        raise GacError(f"{path}: unreadable or not a GeoTIFF; copy or export the file again") from None
+
+
+def _read(dataset, path: Path) -> np.ndarray:
+    from rasterio.errors import RasterioError
+
+    try:
+        data = dataset.read(masked=True).astype(np.float32)
+    except RasterioError:
+        raise GacError(f"{path}: truncated or corrupt GeoTIFF (reading its pixels failed); copy or export the file again") from None
+    return np.ma.filled(data, np.nan)
+
+
+def _month(*datasets) -> int:
+    for dataset in datasets:
+        tags = dataset.tags()
+        for key in _DATE_TAGS:
+            match = _DATE.search(tags.get(key, ""))
+            if match:
+                return int(match.group(2))
+    return 0
+
+
+def _check_bands(dataset, path: Path, expected: tuple[str, ...], kind: str) -> None:
+    if dataset.count != len(expected):
+        raise GacError(f"{path}: {dataset.count} band(s), but {kind} needs {len(expected)} ({' '.join(expected)}); export the file with exactly those bands in that order")
+
+
+def _s1_on_s2_grid(s1, s2, path: Path, reproject: bool) -> np.ndarray:
+    """S1 in dB on the S2 grid: read as is when grids match, else reproject (in linear power) or refuse."""
+    same = s1.crs == s2.crs and s1.transform == s2.transform and s1.shape == s2.shape
+    if same:
+        return _read(s1, path)
+    if not reproject:
+        if s1.crs != s2.crs:
+            problem = f"CRS {s1.crs.to_string()} differs from its S2 partner's {s2.crs.to_string()}"
+        elif s1.res != s2.res:
+            problem = f"resolution {s1.res} differs from its S2 partner's {s2.res}"
+        else:
+            problem = "grid (extent or alignment) differs from its S2 partner's"
+        raise GacError(f"{path}: {problem}; set tile.reproject: true to reproject S1 onto the S2 grid")
+    from rasterio.warp import Resampling, reproject as warp
+
+    source = _read(s1, path)
+    linear = np.where(np.isnan(source), np.nan, 10.0 ** (source / 10.0)).astype(np.float32)
+    out = np.full((s1.count, s2.height, s2.width), np.nan, dtype=np.float32)
+    warp(linear, out, src_transform=s1.transform, src_crs=s1.crs, dst_transform=s2.transform, dst_crs=s2.crs,
+         src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(out > 0, 10.0 * np.log10(out), np.nan).astype(np.float32)
+
+
+def read_pair(pair: ScenePair, reproject: bool) -> Scene:
+    """Read one pair onto the S2 grid, checking bands, CRS, grid and that some data is there."""
+    with _open(pair.s1) as s1, _open(pair.s2) as s2:
+        _check_bands(s1, pair.s1, S1_BANDS, "Sentinel-1")
+        _check_bands(s2, pair.s2, S2_BANDS, "Sentinel-2 L2A")
+        for dataset, path in ((s1, pair.s1), (s2, pair.s2)):
+            if dataset.crs is None:
+                raise GacError(f"{path}: has no CRS; write the GeoTIFF with its projection (e.g. its UTM EPSG code)")
+        s2_data = _read(s2, pair.s2)
+        s1_data = _s1_on_s2_grid(s1, s2, pair.s1, reproject)
+        month = _month(s2, s1)
+        crs = s2.crs.to_string()
+        transform = tuple(s2.transform)[:6]
+    for data, path in ((s1_data, pair.s1), (s2_data, pair.s2)):
+        if np.isnan(data).all():
+            raise GacError(f"{path}: every pixel is nodata; remove this scene pair or fix its nodata value")
+    return Scene(pair.name, s1_data, s2_data, crs, transform, month)

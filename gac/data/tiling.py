@@ -1,0 +1,167 @@
+"""Cutting scenes into tiles, assigning train/val/test spatially, and writing tiles.zarr.
+
+Splits are drawn per square block of `split_block` px (at least one tile), not
+per tile: neighbouring tiles share texture and, with stride < size, pixels, so
+a per-tile split would leak the test set into training. A tile that reaches
+into a block of another split is dropped, which guarantees that tiles of
+different splits never overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gac.data.scenes import Scene, ScenePair, find_pairs, read_pair
+from gac.data.store import S1_BANDS, S2_BANDS, tile_coords, write_store
+from gac.errors import GacError
+from gac.params import TileParams
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Window:
+    scene: str
+    row: int
+    col: int
+
+
+def tile_offsets(length: int, size: int, stride: int) -> list[int]:
+    """Offsets along one axis: every `stride` px, plus one flush with the far edge so the scene is covered."""
+    offsets = list(range(0, length - size + 1, stride))
+    if offsets and offsets[-1] != length - size:
+        offsets.append(length - size)
+    return offsets
+
+
+def tile_transform(scene_transform: tuple[float, ...], row: int, col: int) -> tuple[float, ...]:
+    """The affine (GDAL order) of a tile whose top-left pixel is (row, col) of the scene."""
+    a, b, c, d, e, f = scene_transform
+    return (a, b, c + a * col + b * row, d, e, f + d * col + e * row)
+
+
+def _block_size(tile: TileParams) -> int:
+    return max(tile.split_block, tile.size)
+
+
+def assign_blocks(blocks: list[tuple[str, int, int]], tile: TileParams, seed: int) -> dict[tuple[str, int, int], str]:
+    """Deterministic split per block: a seeded shuffle, then test and val counts by fraction (at least one each when asked for)."""
+    order = sorted(blocks)
+    rng = np.random.default_rng(seed)
+    order = [order[i] for i in rng.permutation(len(order))]
+    n = len(order)
+
+    def count(fraction: float) -> int:
+        return 0 if fraction == 0 else max(1, int(round(fraction * n)))
+
+    n_test, n_val = count(tile.test_fraction), count(tile.val_fraction)
+    if n_test + n_val >= n:
+        raise GacError(
+            f"tile: only {n} spatial block(s) of {_block_size(tile)} px, too few for val_fraction {tile.val_fraction} and "
+            f"test_fraction {tile.test_fraction} with training data left; use more or larger scenes or a smaller tile.split_block"
+        )
+    splits = ["test"] * n_test + ["val"] * n_val + ["train"] * (n - n_test - n_val)
+    return dict(zip(order, splits))
+
+
+def plan_tiles(scenes: list[Scene], tile: TileParams, seed: int) -> tuple[list[dict], dict[str, int]]:
+    """Per-tile records (geometry, split, metadata) for the tiles that survive the nodata and split rules."""
+    block = _block_size(tile)
+    candidates: list[tuple[Scene, int, int]] = []
+    dropped = {"nodata": 0, "split_border": 0}
+    for scene in scenes:
+        height, width = scene.s2.shape[1:]
+        if tile.size > min(height, width):
+            raise GacError(f"tile.size {tile.size} is larger than scene '{scene.name}' ({height}x{width} px); use tile.size <= {min(height, width) // 16 * 16}")
+        for row in tile_offsets(height, tile.size, tile.stride):
+            for col in tile_offsets(width, tile.size, tile.stride):
+                window = (slice(None), slice(row, row + tile.size), slice(col, col + tile.size))
+                invalid = np.isnan(scene.s1[window]).any(0) | np.isnan(scene.s2[window]).any(0)
+                if invalid.mean() > tile.max_nodata:
+                    dropped["nodata"] += 1
+                    continue
+                candidates.append((scene, row, col))
+    if not candidates:
+        raise GacError(f"tile: no tile has at most {tile.max_nodata:.0%} nodata; check the scenes' nodata or raise tile.max_nodata")
+
+    def blocks_of(scene: Scene, row: int, col: int) -> set[tuple[str, int, int]]:
+        rows = range(row // block, (row + tile.size - 1) // block + 1)
+        cols = range(col // block, (col + tile.size - 1) // block + 1)
+        return {(scene.name, r, c) for r in rows for c in cols}
+
+    all_blocks = sorted({(s.name, r // block, c // block) for s, r, c in candidates})
+    split_of = assign_blocks(all_blocks, tile, seed)
+    records = []
+    for scene, row, col in candidates:
+        home = split_of[(scene.name, row // block, col // block)]
+        if any(split_of.get(b, home) != home for b in blocks_of(scene, row, col)):
+            dropped["split_border"] += 1
+            continue
+        transform = tile_transform(scene.transform, row, col)
+        records.append({
+            "tile": f"{scene.name}_r{row:05d}_c{col:05d}", "scene": scene.name, "row_off": row, "col_off": col,
+            "crs": scene.crs, "transform": transform, "month": scene.month, "split": home,
+            **_centre_lonlat(scene.crs, transform, tile.size),
+        })
+    return records, dropped
+
+
+def _centre_lonlat(crs: str, transform: tuple[float, ...], size: int) -> dict[str, float]:
+    from rasterio.warp import transform as warp_points
+
+    a, b, c, d, e, f = transform
+    x = c + a * size / 2 + b * size / 2
+    y = f + d * size / 2 + e * size / 2
+    lon, lat = warp_points(crs, "EPSG:4326", [x], [y])
+    return {"lat": float(lat[0]), "lon": float(lon[0])}
+
+
+def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, attrs: dict):
+    """The tiles as one xarray Dataset in the store layout of gac.data.store."""
+    import xarray as xr
+
+    by_name = {scene.name: scene for scene in scenes}
+    size = tile.size
+
+    def cut(record: dict, key: str) -> np.ndarray:
+        data = getattr(by_name[record["scene"]], key)
+        return data[:, record["row_off"] : record["row_off"] + size, record["col_off"] : record["col_off"] + size]
+
+    s1 = np.stack([cut(r, "s1") for r in records]).astype(np.float32)
+    s2 = np.stack([cut(r, "s2") for r in records]).astype(np.float32)
+    coords = tile_coords(records)
+    coords["band"] = np.array(S2_BANDS, dtype=object)
+    coords["s1_band"] = np.array(S1_BANDS, dtype=object)
+    ds = xr.Dataset(
+        {"s1": (("tile", "s1_band", "y", "x"), s1), "s2": (("tile", "band", "y", "x"), s2)},
+        coords=coords,
+        attrs=attrs,
+    )
+    ds["s1"].attrs.update(units="dB", long_name="Sentinel-1 backscatter (VV, VH)")
+    ds["s2"].attrs.update(units="reflectance x 10^4", long_name="Sentinel-2 L2A surface reflectance")
+    return ds
+
+
+def read_scenes(pairs: list[ScenePair], reproject: bool) -> list[Scene]:
+    return [read_pair(pair, reproject) for pair in pairs]
+
+
+def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: dict) -> dict:
+    """Scene pairs -> tiles.zarr (written atomically). Returns a summary for the log."""
+    pairs = find_pairs(scene_dir)
+    products = {pair.s1_product for pair in pairs}
+    scenes = read_scenes(pairs, tile.reproject)
+    records, dropped = plan_tiles(scenes, tile, seed)
+    counts = {split: sum(r["split"] == split for r in records) for split in SPLITS}
+    attrs = {**attrs, "s1_product": products.pop(), "tile_size": tile.size, "tile_stride": tile.stride,
+             "scenes": [s.name for s in scenes], "dropped_nodata": dropped["nodata"], "dropped_split_border": dropped["split_border"]}
+    ds = tiles_dataset(scenes, records, tile, attrs)
+    write_store(ds, out, tile.shard_tiles)
+    summary = {"tiles": len(records), **counts, **{f"dropped_{k}": v for k, v in dropped.items()}}
+    log.info("wrote %s: %s", out, summary)
+    return summary
