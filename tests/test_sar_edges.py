@@ -1,0 +1,127 @@
+"""SAR-edge agreement: the definition's properties, its gradient, and real S1/S2 pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gac.sar_edges import (
+    edge_agreement,
+    gradient_magnitude,
+    lee_filter,
+    margin,
+    optical_edge_map,
+    sar_edge_agreement,
+    sar_edge_loss,
+    sar_edge_map,
+)
+
+torch.set_num_threads(2)
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "terramesh-samples"
+
+
+def _scene(size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A field boundary (vertical) and a river (horizontal band) in S1 dB with speckle, and a matching S2 image."""
+    torch.manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    field = (xx >= size // 2).double()
+    river = ((yy >= size // 3) & (yy < size // 3 + 6)).double()
+    vv = -8.0 - 4.0 * field - 12.0 * river
+    vh = vv - 7.0
+    clean = torch.stack([vv, vh]).unsqueeze(0)
+    # Multiplicative speckle (gamma, 4.4 looks) in linear power.
+    gamma = torch.distributions.Gamma(torch.tensor(4.4), torch.tensor(4.4))
+    speckle = gamma.sample((1, 2, size, size)).double()
+    s1 = 10 * torch.log10(10 ** (clean / 10) * speckle)
+    refl = 1500 + 1500 * field - 1200 * river
+    s2 = refl.expand(12, size, size).clone().unsqueeze(0)
+    s2[:, 7] += 2000 * field  # NIR brighter over the vegetated field
+    return s2, s1
+
+
+def test_lee_filter_keeps_constant_and_reduces_speckle():
+    flat = torch.full((1, 2, 32, 32), -10.0, dtype=torch.float64)
+    assert torch.allclose(lee_filter(flat), flat, atol=1e-9)
+    s2, s1 = _scene()
+    filtered = lee_filter(s1)
+    # Homogeneous left half, away from the river: speckle std in dB drops by more than half.
+    for channel in (0, 1):
+        patch = (0, channel, slice(2, 18), slice(4, 28))
+        assert filtered[patch].std() < 0.5 * s1[patch].std()
+        # Mean power preserved there to within 5 %.
+        ratio = (10 ** (filtered[patch] / 10)).mean() / (10 ** (s1[patch] / 10)).mean()
+        assert abs(float(ratio) - 1) < 0.05
+
+
+def test_gradient_magnitude_of_a_step_by_hand():
+    step = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    step[..., 4:] = 1.0
+    mag = gradient_magnitude(step)
+    # Sobel x across a unit step: 1 + 2 + 1 = 4 on the two columns either side of it, 0 elsewhere.
+    assert torch.allclose(mag[0, 0, 3, 3], torch.tensor(4.0, dtype=torch.float64))
+    assert torch.allclose(mag[0, 0, 3, 4], torch.tensor(4.0, dtype=torch.float64))
+    assert float(mag[0, 0, 3, 1]) < 1e-5
+
+
+def test_own_edges_score_one_and_are_maximal():
+    s2, s1 = _scene()
+    edges = optical_edge_map(s2)
+    assert torch.allclose(edge_agreement(edges, edges), torch.ones(1, dtype=edges.dtype), atol=1e-9)
+    # Any other map scores less than the map itself.
+    other = sar_edge_map(s1)
+    assert float(edge_agreement(edges, other)) < 1 - 1e-3
+    assert float(edge_agreement(edges, 3 * edges + 0.5)) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_matching_scene_scores_high_and_unrelated_low():
+    s2, s1 = _scene()
+    match = float(sar_edge_agreement(s2, s1))
+    rotated = float(sar_edge_agreement(torch.rot90(s2, 1, dims=(-2, -1)), s1))
+    flat = float(sar_edge_agreement(torch.full_like(s2, 1234.0), s1))
+    assert match > 0.6
+    assert rotated < match - 0.3
+    assert flat == pytest.approx(0.0, abs=1e-6)
+    # Brightness and contrast of the whole image do not change the score.
+    assert float(sar_edge_agreement(2 * s2 + 300, s1)) == pytest.approx(match, abs=1e-6)
+
+
+def test_nodata_is_excluded_not_propagated():
+    s2, s1 = _scene()
+    holed = s2.clone()
+    holed[..., 40:50, 5:15] = float("nan")
+    score = float(sar_edge_agreement(holed, s1))
+    assert np.isfinite(score) and score > 0.5
+
+
+def test_loss_is_differentiable_and_descends():
+    s2, s1 = _scene()
+    pred = torch.full_like(s2, 1500.0) + 10 * torch.randn_like(s2, generator=torch.Generator().manual_seed(1))
+    pred.requires_grad_(True)
+    loss = sar_edge_loss(pred, s1)
+    loss.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+    before = float(loss.detach())
+    with torch.no_grad():
+        stepped = pred - 2e5 * pred.grad
+    assert float(sar_edge_loss(stepped, s1)) < before
+
+
+def test_too_small_tiles_fail_clearly():
+    with pytest.raises(ValueError, match="larger tiles"):
+        sar_edge_agreement(torch.zeros(1, 12, 2 * margin(), 2 * margin()), torch.zeros(1, 2, 2 * margin(), 2 * margin()))
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"real TerraMesh samples not present at {SAMPLES}")
+def test_real_pairs_agree_better_than_mismatched_pairs():
+    import rasterio
+
+    names = sorted(p.name for p in (SAMPLES / "S1RTC").glob("*.tif"))
+    s1 = torch.stack([torch.from_numpy(rasterio.open(SAMPLES / "S1RTC" / n).read().astype(np.float64)) for n in names])
+    s2 = torch.stack([torch.from_numpy(rasterio.open(SAMPLES / "S2L2A" / n).read().astype(np.float64)) for n in names])
+    matched = sar_edge_agreement(s2, s1)
+    shuffled = sar_edge_agreement(s2, torch.roll(s1, 1, dims=0))
+    assert (matched > shuffled).all(), (matched, shuffled)
+    assert float(matched.mean()) > 0.2
