@@ -135,7 +135,7 @@ def test_sar_edge_in_tile_metrics_prefers_the_matching_truth():
     s2 = np.stack([1000 + 700 * field + 50 * b for b in range(12)])
     s1 = np.stack([-18 + 3 * field, -25 + 3 * field])
     matched = tile_metrics(s2, s2, s1_db=s1)["sar_edge"]
-    shifted = tile_metrics(np.roll(s2, 12, axis=2), s2, s1_db=s1)["sar_edge"]
+    shifted = tile_metrics(np.roll(s2, (14, 14), axis=(1, 2)), s2, s1_db=s1)["sar_edge"]
     flat = tile_metrics(np.full_like(s2, 1500), s2, s1_db=s1)["sar_edge"]
     assert matched > 0.8
     assert shifted < matched - 0.3
