@@ -18,6 +18,8 @@ F = TypeVar("F", bound=Callable[..., object])
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # GDAL reports every problem it meets at INFO; our own one-line error says what matters.
+    logging.getLogger("rasterio").setLevel(logging.WARNING)
 
 
 def user_errors_as_one_line(func: F) -> F:

@@ -121,6 +121,9 @@ def open_store(path: Path, need: Iterable[str] = ("s2",), what: str = "tile stor
             ds = xr.open_zarr(path)
     except Exception as exc:  # zarr raises several types for a store it cannot parse
         raise GacError(f"{path}: not a readable Zarr store ({type(exc).__name__}); delete it and re-run the stage that makes it") from None
+    # Zarr v3 strings come back as numpy's StringDType, which `.astype(str)` cannot cast: use plain objects.
+    strings = {name: coord.astype(object) for name, coord in ds.coords.items() if coord.dtype.kind == "T"}
+    ds = ds.assign_coords(strings)
     missing = [name for name in need if name not in ds.data_vars]
     if missing:
         raise GacError(f"{path}: {what} lacks variable(s) {', '.join(missing)}; it holds {', '.join(ds.data_vars) or 'nothing'}")

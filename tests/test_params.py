@@ -1,0 +1,58 @@
+import yaml
+import pytest
+
+from gac.errors import GacError
+from gac.params import load_params, params_hash, validate_params
+from tests.conftest import REPO, run_gac
+
+
+def test_project_params_file_is_valid_and_complete():
+    params = load_params(REPO / "params.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(raw) <= {"seed", "data", "tile", "stage1", "stage2", "stage3", "evaluate"}
+    assert params.tile.size % 16 == 0
+
+
+def test_misspelled_key_names_key_suggestion_and_allowed_keys():
+    with pytest.raises(GacError) as err:
+        validate_params({"stage2": {"lora_rnak": 16}})
+    message = str(err.value)
+    assert "'stage2.lora_rnak'" in message and "did you mean 'lora_rank'" in message
+    assert "lora_alpha" in message and "\n" not in message
+
+
+def test_unknown_section_and_wrong_type_are_rejected():
+    with pytest.raises(GacError, match="unknown key 'stage4'"):
+        validate_params({"stage4": {}})
+    with pytest.raises(GacError, match=r"tile\.stride: .*integer"):
+        validate_params({"tile": {"stride": "wide"}})
+    with pytest.raises(GacError, match="not a multiple of 16.*try 48"):
+        validate_params({"tile": {"size": 50}})
+
+
+def test_params_hash_is_stable_and_tracks_values():
+    a = validate_params({"tile": {"size": 32}})
+    assert params_hash(a) == params_hash(validate_params({"tile": {"size": 32}}))
+    assert params_hash(a) != params_hash(validate_params({"tile": {"size": 48}}))
+    # a change outside the hashed sections leaves a section hash alone
+    b = validate_params({"tile": {"size": 32}, "stage2": {"lora_rank": 4}})
+    assert params_hash(a, ["tile"]) == params_hash(b, ["tile"])
+
+
+def test_cli_reports_a_params_typo_in_one_line(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 1\nstage2:\n  lora_rnak: 16\n")
+    result = run_gac("check-params", "--params", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert str(bad) in lines[0] and "lora_rnak" in lines[0]
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from stages.cli import app; print('torch' in sys.modules, 'terratorch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.split() == ["False", "False"]
