@@ -1,0 +1,467 @@
+"""The shared TerraMind layer: build a generator, standardise, sample tokens, detokenise.
+
+Stages 1 and 3 both generate S2L2A with TerraMind; this module is the one
+place that knows how, so both get the fixes for what upstream does silently
+wrong (see DESIGN.md):
+
+- weights: `ckpt_path=` on the generate models loads nothing; here weights
+  come from `gac.weights` (random | hf | local) and load strictly, TerraMind
+  and the S2L2A tokenizer alike.
+- the diffusion decoder's scheduler clamps every x0 estimate to [-1, 1] in
+  standardised units (reflectance capped at mean +/- 1 std per band); the
+  scheduler used here has thresholding and clipping off unless asked for.
+- `decoding_steps > 1` crashes upstream; `sample_tokens` does real MaskGIT
+  decoding: each step predicts every masked token, keeps the most confident
+  ones, and feeds them back to the encoder as S2L2A tokens for the next step.
+- tiles whose side is a multiple of 16 but not 32 crash the diffusion UNet;
+  the token grid is padded by edge replication for the UNet and cropped back.
+- randomness is per tile (a seed per tile, not one stream per batch), so an
+  output does not depend on batch size, batch composition, rank or resume.
+
+Heavy imports (torch, terratorch) happen inside functions: importing this
+module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+from gac.errors import GacError
+from gac.weights import WeightsSource, load_strict, read_state_dict, resolve_weights
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = logging.getLogger(__name__)
+
+GENERATE_MODELS = tuple(f"terramind_v1_{size}_generate" for size in ("tiny", "small", "base", "large"))
+S1_MODALITIES = ("S1GRD", "S1RTC")
+TARGET = "S2L2A"
+# Bands each input modality takes, in order; S2L2A as an input is stage 3's conditioning.
+INPUT_BANDS = {"S1GRD": ("VV", "VH"), "S1RTC": ("VV", "VH"), "S2L2A": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")}
+# Keys of TerraMind's modality registry (MODALITY_INFO and the pretraining statistics).
+_RAW_KEY = {"S1GRD": "untok_sen1grd@224", "S1RTC": "untok_sen1rtc@224", "S2L2A": "untok_sen2l2a@224"}
+TOKENS_KEY = "tok_sen2l2a@224"
+PATCH = 16
+# Hugging Face hub file names; a local weights directory holds the same files.
+TOKENIZER_FILE = "TerraMind_Tokenizer_S2L2A.pt"
+TOKENIZER_REPO = "ibm-esa-geospatial/TerraMind-1.0-Tokenizer-S2L2A"
+
+
+def model_size(name: str) -> str:
+    """'tiny' for 'terramind_v1_tiny_generate'."""
+    if name not in GENERATE_MODELS:
+        raise GacError(f"unknown TerraMind generator '{name}'; use one of {', '.join(GENERATE_MODELS)}")
+    return name.split("_")[2]
+
+
+def hub_files(name: str) -> tuple[str, str, str]:
+    """(repo id, TerraMind file, tokenizer file) on the Hugging Face hub for a generator name."""
+    size = model_size(name)
+    return f"ibm-esa-geospatial/TerraMind-1.0-{size}", f"TerraMind_v1_{size}.pt", TOKENIZER_FILE
+
+
+def tile_seed(seed: int, tile_id: str) -> int:
+    """A tile's own seed: the same tile gets the same randomness in any batch, rank or resumed run."""
+    return zlib.crc32(f"{seed}:{tile_id}".encode()) & 0x7FFFFFFF
+
+
+# ----------------------------------------------------------------------------- standardisation
+
+
+def _stats(modality: str):
+    import torch
+    from terratorch.models.backbones.terramind.model.terramind_register import v1_pretraining_mean, v1_pretraining_std
+
+    key = _RAW_KEY.get(modality, modality)
+    if key not in v1_pretraining_mean:
+        raise GacError(f"no TerraMind pretraining statistics for modality '{modality}'; use one of {', '.join(_RAW_KEY)}")
+    mean = torch.tensor(v1_pretraining_mean[key], dtype=torch.float32)[None, :, None, None]
+    std = torch.tensor(v1_pretraining_std[key], dtype=torch.float32)[None, :, None, None]
+    return mean, std
+
+
+def standardize(x: "torch.Tensor", modality: str) -> "torch.Tensor":
+    """Physical units (dB for S1, reflectance x1e4 for S2) -> TerraMind's standardised units (v1 pretraining mean/std)."""
+    mean, std = _stats(modality)
+    return (x - mean.to(x.device, x.dtype)) / std.to(x.device, x.dtype)
+
+
+def destandardize(x: "torch.Tensor", modality: str = TARGET) -> "torch.Tensor":
+    """Inverse of `standardize`."""
+    mean, std = _stats(modality)
+    return x * std.to(x.device, x.dtype) + mean.to(x.device, x.dtype)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_generator(
+    name: str,
+    inputs: Sequence[str] = ("S1RTC",),
+    weights: str | WeightsSource = "random",
+    tile_size: int = 224,
+    seed: int = 0,
+    key: str = "stage1.weights",
+):
+    """A TerraMind generate model for `inputs` -> S2L2A, with weights loaded strictly; in eval mode.
+
+    `inputs` are modality names (S1GRD, S1RTC, and S2L2A as conditioning for
+    stage 3). Positional embeddings are built for `tile_size` (a tile is a
+    crop of what the model saw in pre-training, not a squeezed 224 px image).
+    An S2L2A *token* embedding is added to the encoder so iterative decoding
+    can feed decoded tokens back (it is part of TerraMind's pre-trained
+    encoder; the upstream generate model leaves it out). Random weights are
+    seeded with `seed`, so every process builds the same model.
+
+    The returned model carries `gac_weights` (a WeightsSource) for provenance.
+    """
+    import torch
+    from terratorch.registry import FULL_MODEL_REGISTRY
+
+    model_size(name)
+    inputs = list(inputs)
+    unknown = [m for m in inputs if m not in INPUT_BANDS]
+    if unknown or not inputs:
+        raise GacError(f"unknown TerraMind input modality {unknown or inputs}; use {', '.join(INPUT_BANDS)}")
+    if tile_size % PATCH:
+        raise GacError(f"tile size {tile_size} is not a multiple of {PATCH} (TerraMind's patch size)")
+    source = weights if isinstance(weights, WeightsSource) else resolve_weights(weights, name, key)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = FULL_MODEL_REGISTRY.build(
+            name, modalities=inputs, output_modalities=[TARGET], pretrained=False, img_size=tile_size, standardize=False
+        )
+        _add_token_feedback(model, tile_size)
+    finally:
+        torch.random.set_rng_state(state)
+    model.gac_weights = source
+    model.gac_name = name
+    model.gac_inputs = tuple(inputs)
+    if source.kind == "hf":
+        load_hf(model, name)
+    elif source.kind == "local":
+        load_local(model, name, source.path)
+    return model.eval()
+
+
+def _add_token_feedback(model, tile_size: int) -> None:
+    from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
+
+    mae = model.sampler.model
+    if TOKENS_KEY in mae.encoder_embeddings:
+        return
+    dim = mae.decoder_embeddings[TOKENS_KEY].dim_tokens
+    info = MODALITY_INFO[TOKENS_KEY]
+    embedding = info["encoder_embedding"](image_size=tile_size, dim_tokens=None, patch_size=PATCH)
+    embedding.init(dim_tokens=dim, init_std=mae.init_std)
+    mae.encoder_embeddings[TOKENS_KEY] = embedding
+    mae.encoder_modalities.add(TOKENS_KEY)
+    mae.share_modality_embeddings()  # as in pre-training: one modality embedding for encoder and decoder
+
+
+def _is_derived(key: str) -> bool:
+    """Fixed sin-cos position tables: a function of the tile size, rebuilt, never loaded."""
+    return key.startswith("sampler.model.") and key.endswith("pos_emb")
+
+
+def _load_terramind(model, hub_state: Mapping, source: Path | str) -> None:
+    """Map a hub-format TerraMind checkpoint (keys without 'sampler.model.') onto the model, strictly.
+
+    The hub file holds every modality TerraMind was trained on; the model keeps
+    only its own. Anything the model has that the file lacks, or any shape
+    that differs (another model size), is an error, not a random fill-in.
+    """
+    mae = model.sampler.model
+    own = {k: v for k, v in mae.state_dict().items() if not _is_derived("sampler.model." + k)}
+    picked = {k: v for k, v in hub_state.items() if k in own}
+    load_strict(_WithoutDerived(mae, own), picked, source, getattr(model, "gac_name", "TerraMind"))
+
+
+class _WithoutDerived:
+    """`load_strict` sees the model without its derived position tables; those keep their rebuilt values."""
+
+    def __init__(self, module, own):
+        self.module, self.own = module, own
+
+    def state_dict(self):
+        return self.own
+
+    def load_state_dict(self, state, strict=True):
+        missing, unexpected = self.module.load_state_dict(state, strict=False)
+        leftover = [k for k in missing if not k.endswith("pos_emb")]
+        if leftover or unexpected:  # cannot happen after load_strict's checks; guard anyway
+            raise RuntimeError(f"partial load: missing {leftover[:3]}, unexpected {unexpected[:3]}")
+
+
+def _load_tokenizer(model, state: Mapping, source: Path | str) -> None:
+    load_strict(model.tokenizer[TOKENS_KEY], state, source, "the S2L2A tokenizer")
+
+
+def load_local(model, name: str, directory: Path) -> None:
+    """Load TerraMind and the S2L2A tokenizer from a directory holding the hub's files."""
+    directory = Path(directory)
+    _, tm_file, tok_file = hub_files(name)
+    if not directory.is_dir():
+        raise GacError(f"{directory}: weights for {name} must be a directory holding {tm_file} and {tok_file}")
+    for file in (tm_file, tok_file):
+        if not (directory / file).is_file():
+            present = sorted(p.name for p in directory.iterdir())[:4]
+            raise GacError(f"{directory}: {file} not found (holds {present or 'nothing'}); put the hub files for {name} there")
+    _load_terramind(model, read_state_dict(directory / tm_file), directory / tm_file)
+    _load_tokenizer(model, read_state_dict(directory / tok_file), directory / tok_file)
+
+
+def load_hf(model, name: str) -> None:
+    """Load both files from the local Hugging Face cache; the hub stays offline (no download at run time)."""
+    from huggingface_hub import hf_hub_download
+
+    repo, tm_file, tok_file = hub_files(name)
+    paths = []
+    for repo_id, file in ((repo, tm_file), (TOKENIZER_REPO, tok_file)):
+        try:
+            paths.append(Path(hf_hub_download(repo_id=repo_id, filename=file, local_files_only=True)))
+        except Exception:
+            raise GacError(
+                f"{repo_id}/{file}: not in the local Hugging Face cache (weights: hf never downloads); "
+                f"fetch it once with `huggingface-cli download {repo_id} {file}` or set weights to a local directory"
+            ) from None
+    _load_terramind(model, read_state_dict(paths[0]), paths[0])
+    _load_tokenizer(model, read_state_dict(paths[1]), paths[1])
+
+
+def save_hub_checkpoint(model, directory: Path) -> Path:
+    """Write the model as the hub's files (TerraMind without 'sampler.model.', the tokenizer on its own).
+
+    What `load_local` reads back; used by tests and to export fine-tuned weights.
+    """
+    import torch
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _, tm_file, tok_file = hub_files(model.gac_name)
+    torch.save({k: v.detach().cpu() for k, v in model.sampler.model.state_dict().items()}, directory / tm_file)
+    torch.save({k: v.detach().cpu() for k, v in model.tokenizer[TOKENS_KEY].state_dict().items()}, directory / tok_file)
+    return directory
+
+
+def diffusion_scheduler(model, capped: bool = False):
+    """The tokenizer's DDIM scheduler; uncapped (thresholding and clipping off) unless `capped`.
+
+    Upstream's scheduler thresholds every x0 estimate to [-1, 1] standardised,
+    i.e. mean +/- 1 std per band: water NIR, snow and bright sand are out of
+    reach. `capped=True` gives upstream's behaviour back, for comparison.
+    """
+    from terratorch.models.backbones.terramind.tokenizer.scheduling import DDIMScheduler
+
+    config = {k: v for k, v in model.tokenizer[TOKENS_KEY].noise_scheduler.config.items() if not k.startswith("_")}
+    if not capped:
+        config.update(thresholding=False, clip_sample=False)
+    return DDIMScheduler(**config)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How tokens are sampled and detokenised (stage 1's params carry the same names)."""
+
+    decoding_steps: int = 1
+    temperature: float = 1.0
+    top_p: float = 0.8
+    top_k: int = 0
+    timesteps: int = 2
+    capped: bool = False  # upstream's mean +/- 1 std cap on the diffusion decoder
+
+
+def token_schedule(num_tokens: int, steps: int) -> list[int]:
+    """Tokens decoded per MaskGIT step: cosine, few first (uncertain) and many last; every step >= 1."""
+    steps = max(1, min(steps, num_tokens))
+    remaining = [math.cos(math.pi / 2 * (k + 1) / steps) for k in range(steps)]
+    left = [round(num_tokens * r) for r in remaining]
+    counts, before = [], num_tokens
+    for k, after in enumerate(left):
+        after = min(after, before - 1, num_tokens - (k + 1))  # at least one per step, room for the rest
+        after = max(after, steps - k - 1)
+        counts.append(before - after)
+        before = after
+    return counts
+
+
+def _autocast(device, precision: str):
+    import contextlib
+
+    import torch
+
+    if device.type != "cuda" or precision == "32":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
+    import torch
+    from terratorch.models.backbones.terramind.model.generate import init_full_input_modality
+    from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
+
+    mod_dict, size, batch = {}, None, None
+    for modality, x in inputs.items():
+        if modality not in model.gac_inputs:
+            raise GacError(f"the model takes {', '.join(model.gac_inputs)}, not '{modality}'")
+        bands = len(INPUT_BANDS[modality])
+        if x.ndim != 4 or x.shape[1] != bands:
+            raise GacError(f"{modality} input has shape {tuple(x.shape)}; TerraMind takes (batch, {bands}, H, W) for {modality}")
+        if x.shape[-1] != x.shape[-2] or x.shape[-1] % PATCH:
+            raise GacError(f"{modality} tiles are {x.shape[-2]}x{x.shape[-1]} px; TerraMind takes square tiles, a multiple of {PATCH} px")
+        if size is not None and (x.shape[-1] != size or x.shape[0] != batch):
+            raise GacError(f"inputs disagree in batch or tile size ({modality}: {tuple(x.shape)})")
+        size, batch = x.shape[-1], x.shape[0]
+        key = model.mod_name_mapping[modality]
+        n = (size // PATCH) ** 2
+        value = {
+            "tensor": standardize(x.to(device, torch.float32), modality),
+            "input_mask": torch.zeros(batch, n, dtype=torch.bool, device=device),
+            "target_mask": torch.ones(batch, n, dtype=torch.bool, device=device),
+            "decoder_attention_mask": torch.zeros(batch, n, dtype=torch.bool, device=device),
+        }
+        mod_dict[key] = init_full_input_modality(value, MODALITY_INFO, key, device)
+    n = (size // PATCH) ** 2
+    mod_dict[TOKENS_KEY] = {  # every target token masked: not an encoder input yet, all to predict
+        "tensor": torch.zeros(batch, n, dtype=torch.int64, device=device),
+        "input_mask": torch.ones(batch, n, dtype=torch.bool, device=device),
+        "target_mask": torch.zeros(batch, n, dtype=torch.bool, device=device),
+        "decoder_attention_mask": torch.zeros(batch, n, dtype=torch.bool, device=device),
+    }
+    return mod_dict, size, batch
+
+
+def _sample_one(sampler, logits, decoding: Decoding, generator):
+    """Sample a token per position for one tile; returns tokens and their confidence (sampled probability)."""
+    import torch
+
+    logits = logits.float()
+    if decoding.temperature == 0:
+        probs = torch.softmax(logits, dim=-1)
+        confidence, tokens = probs.max(dim=-1)
+        return tokens, confidence
+    filtered = sampler.top_k_top_p_filtering(logits.clone(), decoding.top_k, decoding.top_p)
+    probs = torch.softmax(filtered / decoding.temperature, dim=-1)
+    tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return tokens, probs.gather(-1, tokens[:, None])[:, 0]
+
+
+def sample_tokens(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[int], decoding: Decoding = Decoding(), precision: str = "32"):
+    """MaskGIT decoding of the S2L2A token grid: (B, h, w) token ids, h = w = tile size / 16.
+
+    Each of `decoding_steps` steps runs the encoder on the inputs plus the
+    tokens decided so far, predicts every still-masked token, samples them
+    (temperature, top-k, top-p; one RNG per tile seeded from `seeds`), and
+    keeps the most confident share given by a cosine schedule.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    mod_dict, size, batch = _input_dict(model, inputs, device)
+    if len(seeds) != batch:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {batch}")
+    generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    sampler = model.sampler
+    n = (size // PATCH) ** 2
+    target = mod_dict[TOKENS_KEY]
+    with torch.inference_mode(), _autocast(device, precision):
+        for count in token_schedule(n, decoding.decoding_steps):
+            logits, positions = sampler.forward_enc_dec_maskgit_batched(mod_dict, TOKENS_KEY)
+            chosen_tokens, chosen_positions = [], []
+            for b in range(batch):
+                tokens, confidence = _sample_one(sampler, logits[b], decoding, generators[b])
+                keep = torch.topk(confidence, count).indices
+                chosen_tokens.append(tokens[keep])
+                chosen_positions.append(positions[b, keep])
+            tokens, where = torch.stack(chosen_tokens), torch.stack(chosen_positions)
+            target["tensor"] = target["tensor"].scatter(-1, where, tokens)
+            target["input_mask"] = target["input_mask"].scatter(-1, where, False)  # now an encoder input
+            target["target_mask"] = target["target_mask"].scatter(-1, where, True)  # no longer predicted
+            for key in ("x", "emb", "ids"):  # embeddings of the previous step; rebuilt from the tensor
+                target.pop(key, None)
+    side = size // PATCH
+    return target["tensor"].reshape(batch, side, side)
+
+
+def decode_tokens(model, tokens: "torch.Tensor", seeds: Sequence[int], timesteps: int = 2, capped: bool = False, precision: str = "32"):
+    """Token grid (B, h, w) -> reflectance x1e4 (B, 12, 16h, 16w) through the tokenizer's diffusion UNet (DDIM).
+
+    Starting noise is drawn per tile from `seeds` (on the CPU, so it does not
+    depend on the device). A grid with an odd side is padded by one row and
+    column of edge tokens for the UNet, which needs sides that are a multiple
+    of 32 px, and cropped back.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    tokenizer = model.tokenizer[TOKENS_KEY]
+    batch, h, w = tokens.shape
+    with torch.inference_mode():
+        quant = tokenizer.tokens_to_embedding(tokens.to(device))
+        pad_h, pad_w = h % 2, w % 2
+        if pad_h or pad_w:
+            quant = F.pad(quant, (0, pad_w, 0, pad_h), mode="replicate")
+        size_h, size_w = (h + pad_h) * PATCH, (w + pad_w) * PATCH
+        noise = [torch.randn((tokenizer.n_channels, size_h, size_w), generator=torch.Generator().manual_seed(int(s) + 1)) for s in seeds]
+        image = torch.stack(noise).to(device)
+        scheduler = diffusion_scheduler(model, capped=capped)
+        scheduler.set_timesteps(timesteps, mode="trailing")
+        for t in scheduler.timesteps:
+            with _autocast(device, precision):
+                x0 = tokenizer.decoder(image, t, quant)
+            image = scheduler.step(x0.float(), t, image).prev_sample
+        image = image[:, :, : h * PATCH, : w * PATCH]
+        return destandardize(image.float(), TARGET)
+
+
+def generate(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[int], decoding: Decoding = Decoding(), precision: str = "32"):
+    """Inputs in physical units -> generated S2L2A reflectance x1e4, (B, 12, H, W) float32.
+
+    `model` is any generator from `build_generator` (stage 3 passes one with
+    LoRA adapters and S1 + S2L2A inputs); `inputs` maps modality names (S1RTC,
+    S1GRD, S2L2A) to (B, C, H, W) tensors in dB / reflectance x1e4; `seeds`
+    holds one seed per tile (see `tile_seed`).
+    """
+    tokens = sample_tokens(model, inputs, seeds, decoding, precision)
+    return decode_tokens(model, tokens, seeds, decoding.timesteps, decoding.capped, precision)
+
+
+def tokenizer_roundtrip(model, s2: "torch.Tensor", seeds: Sequence[int] | None = None, timesteps: int = 2, capped: bool = False, precision: str = "32"):
+    """Ground truth encoded and decoded by the S2L2A tokenizer: the best any token-based generator can do.
+
+    The evaluation's "tokenizer ceiling": (B, 12, H, W) reflectance x1e4 in,
+    the same shape out. NaNs (no data) are filled with the band mean first.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    seeds = list(range(s2.shape[0])) if seeds is None else seeds
+    tokenizer = model.tokenizer[TOKENS_KEY]
+    with torch.inference_mode():
+        x = standardize(s2.to(device, torch.float32), TARGET)
+        x = torch.nan_to_num(x, nan=0.0)
+        _, _, tokens = tokenizer.encode(x)
+    return decode_tokens(model, tokens, seeds, timesteps, capped, precision)
+
+
+def iter_batches(indices: Iterable[int], batch_size: int):
+    """Consecutive runs of at most `batch_size` indices."""
+    batch: list[int] = []
+    for index in indices:
+        batch.append(index)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
