@@ -1,0 +1,115 @@
+"""`gac ground`: generate opt_v3 with the trained LoRA, shard by shard, resumable.
+
+Generation is stage 1's engine (gac.terramind.generate: iterative token
+decoding with temperature/top-k/top-p, then the uncapped diffusion decoder)
+run on TerraMind with stage 3's adapter and S1 + an optical store as inputs.
+The optical input is opt_v2 normally; opt_v1 for the evaluation's ablation
+"stage 3 on opt_v1, skipping stage 2". Each tile gets its own seed, so an
+output does not depend on batch size or on where a killed run resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gac.errors import GacError
+
+log = logging.getLogger(__name__)
+
+# `--input` of `gac ground`: which optical store conditions stage 3, and where the output goes.
+GROUND_INPUTS = {
+    "v2": ("data/opt_v2.zarr", "data/opt_v3.zarr"),
+    "v1": ("data/opt_v1.zarr", "data/opt_v3_on_v1.zarr"),
+}
+
+
+def _fill_nodata(x: np.ndarray, modality: str) -> np.ndarray:
+    """NaN -> the modality's pretraining mean, i.e. 0 after standardisation: no data reads as 'typical'."""
+    import torch
+
+    from gac.terramind import destandardize
+
+    if not np.isnan(x).any():
+        return x
+    mean = destandardize(torch.zeros(1, x.shape[1], 1, 1), modality).numpy()
+    return np.where(np.isnan(x), mean, x).astype(np.float32)
+
+
+def load_grounding_model(params, adapter_root: Path, tile_size: int, device: str = "cpu"):
+    """The stage-3 TerraMind (S1 + S2L2A inputs) with the trained adapter, frozen; returns (peft model, adapter record)."""
+    from gac.ground.lora import load_adapter, read_adapter_record
+    from gac.terramind import TARGET, build_generator
+
+    s3 = params.stage3
+    record = read_adapter_record(adapter_root)
+    inputs = [params.stage1.input, TARGET]
+    if record.get("inputs") != inputs:
+        raise GacError(f"{adapter_root}: adapter was trained on inputs {record.get('inputs')} but grounding uses {inputs}; "
+                       "re-run `gac train-stage3`")
+    bare = build_generator(s3.model, inputs=inputs, weights=s3.weights, tile_size=tile_size, seed=params.seed, key="stage3.weights")
+    net = load_adapter(bare, adapter_root, s3.model).to(device).eval()
+    return net, record
+
+
+def _device(accelerator: str) -> str:
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, input_label: str = "v2") -> dict[str, Any]:
+    """Write `out` (opt_v3) from tiles.zarr's S1 and `optical`'s S2L2A; returns the output attrs."""
+    import torch
+
+    from gac.data.store import PredictionStore, check_aligned, open_store
+    from gac.params import params_hash
+    from gac.terramind import TARGET, Decoding, generate, iter_batches, tile_seed
+
+    tiles, optical, out, adapter_root = Path(tiles), Path(optical), Path(out), Path(adapter_root)
+    tiles_ds = open_store(tiles, need=("s1", "s2"), what="tiles store")
+    optical_ds = open_store(optical, need=("s2",), what=f"opt_{input_label} store")
+    check_aligned(tiles_ds, optical_ds, tiles, optical)
+    s3, s1_name = params.stage3, params.stage1.input
+    device = _device(s3.accelerator)
+    net, record = load_grounding_model(params, adapter_root, int(tiles_ds.sizes["y"]), device)
+    model = net.get_base_model()
+    decoding = Decoding(decoding_steps=s3.decoding_steps, temperature=s3.temperature, top_p=s3.top_p, top_k=s3.top_k,
+                        timesteps=s3.timesteps, capped=False)
+    attrs = {
+        "stage": "ground",
+        "input": f"opt_{input_label}",
+        "params_hash": f"{params_hash(params, ['seed', 'stage1', 'stage3'])}-{input_label}-{record.get('params_hash')}",
+        "model": s3.model,
+        "adapter": str(adapter_root),
+        "adapter_params_hash": record.get("params_hash"),
+        **model.gac_weights.provenance(),
+        "decoding": str(decoding),
+    }
+    store = PredictionStore(out, like=tiles_ds, attrs=attrs, shard_tiles=params.tile.shard_tiles)
+    done = store.open()
+    if done:
+        log.info("%s: resuming, %d of %d shard(s) already written", out, done, store.n_shards)
+    tile_ids = tiles_ds["tile"].values.astype(str)
+    s1_all, opt_all = tiles_ds["s1"], optical_ds["s2"]
+    for shard in store.pending_shards():
+        window = store.shard_slice(shard)
+        values = np.empty((window.stop - window.start, 12, tiles_ds.sizes["y"], tiles_ds.sizes["x"]), dtype=np.float32)
+        for batch in iter_batches(range(window.start, window.stop), s3.batch_size):
+            s1 = np.asarray(s1_all[batch].values, dtype=np.float32)
+            opt = np.asarray(opt_all[batch].values, dtype=np.float32)
+            inputs = {s1_name: torch.from_numpy(_fill_nodata(s1, s1_name)), TARGET: torch.from_numpy(_fill_nodata(opt, TARGET))}
+            seeds = [tile_seed(params.seed, tile_ids[i]) for i in batch]
+            pred = generate(model, inputs, seeds, decoding).cpu().numpy()
+            # No output where the radar saw nothing: stage 3 is grounded in S1.
+            pred = np.where(np.isnan(s1).any(axis=1, keepdims=True), np.nan, pred)
+            values[batch[0] - window.start : batch[-1] - window.start + 1] = pred
+        store.write_shard(shard, values)
+        log.info("%s: shard %d/%d written", out, shard + 1, store.n_shards)
+    store.finalize()
+    return attrs

@@ -1,0 +1,89 @@
+"""LoRA on TerraMind, with the target regex checked against the real module names first.
+
+peft applies `target_modules` as a full-match regex and fails late and vaguely
+when it matches nothing, or quietly adapts whatever it matches, including the
+frozen S2L2A tokenizer, whose attention layers have names a loose regex (say
+`.*attn.*`) also hits. Checking the names up front turns both into one line.
+Adapters are saved and loaded in peft's own format, beside a small JSON of
+what they were trained with (`adapter.json`), which loading checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from gac.errors import GacError
+
+ADAPTER_DIR = "adapter"
+ADAPTER_JSON = "adapter.json"
+
+
+def lora_target_names(model, pattern: str, model_name: str, key: str = "stage3.lora_targets") -> list[str]:
+    """Names of the modules `pattern` selects; a GacError if none, a tokenizer module, or a non-Linear module."""
+    import torch.nn as nn
+
+    regex = re.compile(pattern)
+    matched = [(name, module) for name, module in model.named_modules() if name and regex.fullmatch(name)]
+    if not matched:
+        raise GacError(
+            f"params.yaml: {key} '{pattern}' matches no module of {model_name}; "
+            r"use e.g. 'sampler\.model\.decoder\.\d+\.cross_attn\.(q|kv|proj)' (full match on module names)"
+        )
+    tokenizer = [name for name, _ in matched if not name.startswith("sampler.model.")]
+    if tokenizer:
+        raise GacError(
+            f"params.yaml: {key} '{pattern}' matches {len(tokenizer)} module(s) outside TerraMind, e.g. {tokenizer[0]} "
+            r"(the S2L2A tokenizer stays frozen); anchor the regex on 'sampler\.model\.'"
+        )
+    other = [name for name, module in matched if not isinstance(module, nn.Linear)]
+    if other:
+        raise GacError(
+            f"params.yaml: {key} '{pattern}' matches {len(other)} module(s) that are not Linear layers, e.g. {other[0]}; "
+            "LoRA adapts Linear layers: end the regex on q, kv, qkv or proj"
+        )
+    return [name for name, _ in matched]
+
+
+def apply_lora(model, pattern: str, rank: int, alpha: float, dropout: float, model_name: str, key: str = "stage3.lora_targets"):
+    """Wrap `model` in a peft LoRA model on the checked targets; everything else is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    lora_target_names(model, pattern, model_name, key)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
+    return get_peft_model(model, config)
+
+
+def save_adapter(peft_model, out_dir: Path, record: dict[str, Any]) -> None:
+    """peft's own adapter files under `out_dir/adapter`, and what they were trained with in `out_dir/adapter.json`."""
+    out_dir = Path(out_dir)
+    peft_model.save_pretrained(str(out_dir / ADAPTER_DIR))
+    (out_dir / ADAPTER_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def read_adapter_record(adapter_root: Path) -> dict[str, Any]:
+    adapter_root = Path(adapter_root)
+    record_path = adapter_root / ADAPTER_JSON
+    if not (adapter_root / ADAPTER_DIR / "adapter_config.json").is_file() or not record_path.is_file():
+        raise GacError(f"{adapter_root}: no trained stage-3 adapter there; run `gac train-stage3` (dvc repro) first")
+    return json.loads(record_path.read_text())
+
+
+def load_adapter(model, adapter_root: Path, model_name: str):
+    """Load a saved adapter onto `model` (frozen, for inference); refuses an adapter trained for another model."""
+    from peft import PeftModel
+
+    adapter_root = Path(adapter_root)
+    record = read_adapter_record(adapter_root)
+    if record.get("model") != model_name:
+        raise GacError(
+            f"{adapter_root}: adapter was trained for {record.get('model')} but the model is {model_name}; "
+            "re-run `gac train-stage3` or set the model back"
+        )
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_root / ADAPTER_DIR), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise GacError(f"{adapter_root / ADAPTER_DIR}: adapter does not fit {model_name} ({first}); re-run `gac train-stage3`") from None

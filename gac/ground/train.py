@@ -1,0 +1,213 @@
+"""Training TerraMind's LoRA through the differentiable path, on Lightning.
+
+One function serves two jobs:
+
+- stage 3 (`train_stage3`): inputs S1 + opt_v2 (as TerraMind's S2L2A input),
+  target the ground-truth S2L2A; LoRA on the decoder's cross-attention.
+- stage 1 fine-tuning (`finetune_stage1`, `stage1.finetune`): the same path
+  with S1 alone as input, which is stage 1's generator. The original project
+  could not fine-tune it because it trained through `generate()`.
+
+The Trainer (gac.training) owns accumulation, precision, schedule, early
+stopping, DDP and resume. Checkpoints hold only the trainable (LoRA) tensors
+and the optimizer: the frozen TerraMind and its 289M-parameter tokenizer are
+rebuilt from `weights`, so a checkpoint is megabytes, not a gigabyte.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gac.errors import GacError
+from gac.training import CHECKPOINT_ROOT
+
+log = logging.getLogger(__name__)
+
+OPTICAL_KEY = "opt"
+
+
+@dataclass(frozen=True)
+class GroundingJob:
+    """What differs between stage 3 and stage 1 fine-tuning; the training knobs come from `stage3`."""
+
+    stage: str  # checkpoint / record name: "stage3" or "stage1_finetune"
+    model: str
+    weights: str
+    weights_key: str  # the params key `weights` came from, for error messages
+    s1_input: str
+    optical: Path | None  # opt_v2 (or opt_v1) store: S2L2A conditioning; None = S1 alone
+
+
+def _lightning_module():
+    """The LightningModule class, defined on first use so importing this module stays light."""
+    import lightning.pytorch as pl
+    import torch
+
+    from gac.ground import differentiable as D
+    from gac.training import cosine_with_warmup
+
+    class GroundingModule(pl.LightningModule):
+        def __init__(self, net, objective, train):
+            super().__init__()
+            self.net = net
+            self.objective = objective
+            self.train_params = train
+            # Checkpoints hold the trainable tensors only (see on_save_checkpoint).
+            self.strict_loading = False
+
+        @property
+        def bare(self):
+            return self.net.get_base_model()
+
+        def trainable_names(self) -> set[str]:
+            return {name for name, p in self.named_parameters() if p.requires_grad}
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            D.s2_tokenizer(self.bare).eval()  # frozen: no dropout, no EMA/codebook updates
+            return self
+
+        def _step(self, batch, prefix: str):
+            loss, logs = self.objective(self.bare, batch)
+            size = batch["s1"].shape[0]
+            self.log_dict({f"{prefix}/{k}": v for k, v in logs.items()}, batch_size=size, prog_bar=False,
+                          on_step=prefix == "train", on_epoch=True, sync_dist=prefix == "val")
+            return loss
+
+        def training_step(self, batch, batch_idx):
+            return self._step(batch, "train")
+
+        def validation_step(self, batch, batch_idx):
+            return self._step(batch, "val")
+
+        def on_after_backward(self):
+            grads = [p.grad.detach().float().norm() for p in self.parameters() if p.requires_grad and p.grad is not None]
+            norm = torch.stack(grads).norm() if grads else torch.zeros(())
+            self.log("train/lora_grad_norm", norm, on_step=True, on_epoch=False)
+
+        def configure_optimizers(self):
+            params = [p for p in self.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=self.train_params.lr, weight_decay=self.train_params.weight_decay)
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler = cosine_with_warmup(optimizer, self.train_params.warmup_steps, total)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+        def on_save_checkpoint(self, checkpoint):
+            keep = self.trainable_names()
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    return GroundingModule
+
+
+def build_grounding_model(job: GroundingJob, train, tile_size: int, seed: int, lora_key: str = "stage3.lora_targets"):
+    """TerraMind for the job's inputs with LoRA from `train` (Stage3Params); returns (peft model, parameter counts)."""
+    from gac.ground.lora import apply_lora
+    from gac.terramind import TARGET, build_generator
+    from gac.training import count_parameters
+
+    inputs = [job.s1_input] + ([TARGET] if job.optical is not None else [])
+    bare = build_generator(job.model, inputs=inputs, weights=job.weights, tile_size=tile_size, seed=seed, key=job.weights_key)
+    net = apply_lora(bare, train.lora_targets, train.lora_rank, train.lora_alpha, train.lora_dropout, job.model, lora_key)
+    counts = count_parameters(net)
+    counts["lora_modules"] = sum(1 for name, _ in net.named_modules() if name.endswith(".lora_A"))
+    log.info("%s: LoRA on %d modules, %d trainable of %d parameters (%.4f%%)", job.stage, counts["lora_modules"],
+             counts["trainable"], counts["total"], 100 * counts["trainable_share"])
+    return net, counts
+
+
+def _datasets(job: GroundingJob, tiles: Path):
+    from gac.data.dataset import TileDataset
+
+    inputs = {OPTICAL_KEY: job.optical} if job.optical is not None else None
+    train = TileDataset(tiles, split="train", inputs=inputs)
+    val = TileDataset(tiles, split="val", inputs=inputs)
+    if len(train) == 0:
+        raise GacError(f"{tiles}: no 'train' tiles to train {job.stage} on; lower tile.val_fraction/test_fraction or add scenes")
+    if len(val) == 0:
+        raise GacError(f"{tiles}: no 'val' tiles for {job.stage}'s early stopping; raise tile.val_fraction or add scenes")
+    return train, val
+
+
+def _tile_size(tiles: Path) -> int:
+    from gac.data.store import open_store
+
+    ds = open_store(tiles, need=("s1", "s2"), what="tiles store")
+    return int(ds.sizes["y"])
+
+
+def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir: Path,
+                 checkpoint_root: Path = CHECKPOINT_ROOT) -> dict[str, Any]:
+    """Train the job's LoRA; write `out_dir/adapter` (peft) + `out_dir/adapter.json`, whole or not at all."""
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader
+
+    from gac.data.store import partial_path, replace_dir
+    from gac.ground.lora import save_adapter
+    from gac.ground.objective import GroundingObjective
+    from gac.params import params_hash
+    from gac.training import ResumeState, build_trainer
+
+    train = params.stage3
+    tiles, out_dir, live_dir = Path(tiles), Path(out_dir), Path(live_dir)
+    train_ds, val_ds = _datasets(job, tiles)  # checks opt_v2 against tiles.zarr before any model is built
+    pl.seed_everything(params.seed, workers=True)
+    net, counts = build_grounding_model(job, train, _tile_size(tiles), params.seed)
+    objective = GroundingObjective(job.s1_input, OPTICAL_KEY if job.optical is not None else None, train.pixel_weight,
+                                   train.pixel_terms, train.sar_weight, train.soft_temperature)
+    module = _lightning_module()(net, objective, train)
+
+    run_hash = f"{params_hash(params, ['seed', 'stage3'])}-{job.model}-{job.weights}-{job.s1_input}-{job.optical is not None}"
+    resume = ResumeState(job.stage, run_hash, Path(checkpoint_root))
+    ckpt = resume.prepare()
+    trainer = build_trainer(train, resume.dir, live_dir)
+    loader = dict(batch_size=train.batch_size, num_workers=train.num_workers, persistent_workers=train.num_workers > 0)
+    trainer.fit(module, DataLoader(train_ds, shuffle=True, drop_last=False, **loader), DataLoader(val_ds, **loader),
+                 ckpt_path=str(ckpt) if ckpt else None)
+
+    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    if best_path and Path(best_path).is_file():
+        state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state, strict=False)
+    record = {
+        "stage": job.stage,
+        "model": job.model,
+        "inputs": [job.s1_input] + (["S2L2A"] if job.optical is not None else []),
+        "optical_store": str(job.optical) if job.optical is not None else None,
+        **net.get_base_model().gac_weights.provenance(),
+        "lora": {"targets": train.lora_targets, "rank": train.lora_rank, "alpha": train.lora_alpha, "dropout": train.lora_dropout},
+        "parameters": counts,
+        "loss": {"pixel_weight": train.pixel_weight, "pixel_terms": dict(train.pixel_terms), "sar_weight": train.sar_weight,
+                 "pixel_loss": objective.pixel.describe() if objective.pixel is not None else None},
+        "best_val_loss": float(best_score) if best_score is not None and math.isfinite(float(best_score)) else None,
+        "global_steps": int(trainer.global_step),
+        "params_hash": run_hash,
+        "tile_size": _tile_size(tiles),
+    }
+    if trainer.is_global_zero:
+        tmp = partial_path(out_dir)
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_adapter(module.net, tmp, record)
+        replace_dir(tmp, out_dir)
+        log.info("%s: adapter written to %s (%s)", job.stage, out_dir, json.dumps(counts))
+    return record
+
+
+def stage3_job(params, optical: Path) -> GroundingJob:
+    s3 = params.stage3
+    return GroundingJob("stage3", s3.model, s3.weights, "stage3.weights", params.stage1.input, Path(optical))
+
+
+def stage1_finetune_job(params) -> GroundingJob:
+    s1 = params.stage1
+    return GroundingJob("stage1_finetune", s1.model, s1.weights, "stage1.weights", s1.input, None)
