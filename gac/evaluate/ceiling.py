@@ -1,0 +1,39 @@
+"""The tokenizer ceiling: ground truth encoded and decoded by TerraMind's S2L2A tokenizer.
+
+Stages 1 and 3 output images through that tokenizer's decoder, so no TerraMind
+output can be closer to the truth than the truth's own round trip; the gap
+between opt_v1/opt_v3 and this variant is what better token prediction could
+still gain, the rest is the tokenizer's loss. It uses stage 1's generator
+name, weights and diffusion steps, and per-tile seeds, so it is reproducible
+and matches what stage 1 decodes with.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def tokenizer_ceiling(truth: np.ndarray, tile_ids: Sequence[str], stage1: Any, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """(N, 12, H, W) ground truth x 10^4 -> its tokenizer round trip (same shape, float32) and provenance."""
+    import torch
+
+    from gac.terramind import build_generator, iter_batches, tile_seed, tokenizer_roundtrip
+
+    model = build_generator(stage1.model, inputs=(stage1.input,), weights=stage1.weights, tile_size=truth.shape[-1], seed=seed)
+    capped = bool(getattr(stage1, "capped", False))
+    out = np.empty(truth.shape, dtype=np.float32)
+    for batch in iter_batches(range(len(truth)), getattr(stage1, "batch_size", 4)):
+        seeds = [tile_seed(seed, str(tile_ids[i])) for i in batch]
+        decoded = tokenizer_roundtrip(model, torch.from_numpy(np.asarray(truth[batch], dtype=np.float32)), seeds, stage1.timesteps, capped)
+        out[batch] = decoded.cpu().numpy()
+    provenance = {
+        "model": f"{stage1.model} S2L2A tokenizer, round trip of the ground truth, {stage1.timesteps} DDIM steps",
+        **model.gac_weights.provenance(),
+    }
+    log.info("tokenizer ceiling: %d tiles through the S2L2A tokenizer of %s", len(truth), stage1.model)
+    return out, provenance

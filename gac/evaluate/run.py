@@ -1,0 +1,239 @@
+"""`gac evaluate`: every variant against the ground truth of one split, written for DVC and for people.
+
+Outputs under `out_dir` (data/eval):
+
+- metrics.json: split-level metrics per variant under small stable keys
+  (`opt_v3.psnr`, `opt_v1.rmse.B04`, `ground_truth.sar_edge`) for
+  `dvc metrics diff`, plus provenance (model, weights, random_weights and
+  params hash of every store), the conventions behind each number, and a
+  top-level `random_weights` that is true when any variant ran on random weights.
+- per_tile.csv: one row per tile, a column per variant and metric
+  (`opt_v3_psnr`), and `tile_index` for the x axis of `dvc plots`.
+- quicklooks/<tile>.png and contact_sheet.png: S1 | variants | ground truth.
+- cogs/<variant>/<tile>.tif: the predictions as Cloud-Optimized GeoTIFFs.
+
+Variants are the prediction stores data/<name>.zarr named in
+`evaluate.variants`, plus the tokenizer ceiling computed here. A missing store
+is an error unless `evaluate.allow_missing` is true; then it is skipped and
+listed under `missing_variants`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gac.data.store import S2_BANDS, check_aligned, open_store, partial_path, replace_dir
+from gac.errors import GacError
+from gac.export import safe_name, write_cog
+from gac.metrics import CONVENTIONS, SCALAR_METRICS, LpipsMetric, aggregate, json_safe, sar_edge, tile_metrics
+from gac.params import params_hash
+
+log = logging.getLogger(__name__)
+
+CEILING = "tokenizer_ceiling"
+GROUND_TRUTH = "ground_truth"
+# Store attributes that say what made a prediction; copied into metrics.json.
+PROVENANCE_KEYS = ("stage", "model", "models", "backbone", "weights", "random_weights", "params_hash", "gac_version")
+CSV_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips")
+
+
+@dataclass(frozen=True)
+class EvalPaths:
+    tiles: Path = Path("data/tiles.zarr")
+    data_dir: Path = Path("data")
+    out_dir: Path = Path("data/eval")
+
+    def variant(self, name: str) -> Path:
+        return self.data_dir / f"{name}.zarr"
+
+
+def _provenance(attrs: dict[str, Any], path: Path) -> dict[str, Any]:
+    kept = {key: attrs[key] for key in PROVENANCE_KEYS if key in attrs}
+    lacking = [key for key in ("weights", "random_weights", "params_hash") if key not in kept]
+    if lacking:
+        log.warning("%s: attrs lack %s; metrics.json records them as null", path, ", ".join(lacking))
+        kept.update({key: None for key in lacking})
+    kept["store"] = str(path)
+    return kept
+
+
+def load_variants(params, tiles, paths: EvalPaths) -> tuple[dict[str, Any], list[str]]:
+    """Open each variant store named in params, aligned with tiles.zarr; missing ones fail unless allowed."""
+    stores, missing = {}, []
+    for name in params.evaluate.variants:
+        path = paths.variant(name)
+        if not path.exists():
+            if params.evaluate.allow_missing:
+                log.warning("%s: variant %s not found; skipped (evaluate.allow_missing is true)", path, name)
+                missing.append(name)
+                continue
+            raise GacError(
+                f"{path}: prediction store for variant '{name}' not found; run `dvc repro` to make it, "
+                f"or remove '{name}' from evaluate.variants, or set evaluate.allow_missing: true"
+            )
+        store = open_store(path, need=("s2",), what=f"prediction store ({name})")
+        check_aligned(tiles, store, paths.tiles, path)
+        stores[name] = store
+    return stores, missing
+
+
+def _split_indices(tiles, split: str, path: Path) -> np.ndarray:
+    splits = tiles.split.values.astype(str)
+    idx = np.flatnonzero(splits == split)
+    if idx.size == 0:
+        present = ", ".join(sorted(set(splits))) or "none"
+        raise GacError(f"{path}: no tiles in split '{split}' (present: {present}); set evaluate.split to one of them or re-tile")
+    return idx
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def write_per_tile_csv(path: Path, tile_ids, scenes, rows: dict[str, list[dict]], truth_edges: list[float]) -> None:
+    """Wide table: a row per tile, `<variant>_<metric>` columns; infinite PSNR and unavailable LPIPS are empty."""
+    names = list(rows)
+    header = ["tile_index", "tile", "scene"] + [f"{n}_{m}" for n in names for m in CSV_METRICS] + [f"{GROUND_TRUTH}_sar_edge"]
+    lines = []
+    for i, tile in enumerate(tile_ids):
+        line = [i, str(tile), str(scenes[i])]
+        line += [_csv_value(rows[n][i].get(m)) for n in names for m in CSV_METRICS]
+        line.append(_csv_value(truth_edges[i]))
+        lines.append(line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(lines)
+    os.replace(tmp, path)
+
+
+def _fresh_dir(path: Path) -> Path:
+    tmp = partial_path(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_quicklooks(out_dir: Path, tile_ids, s1, truth, preds: dict[str, np.ndarray], count: int) -> int:
+    from gac.evaluate.quicklooks import contact_sheet, tile_quicklook
+
+    chosen = range(min(count, len(tile_ids)))
+    tmp = _fresh_dir(out_dir / "quicklooks")
+    sheet = []
+    for i in chosen:
+        panels = {name: values[i] for name, values in preds.items()}
+        tile_quicklook(tmp / f"{safe_name(tile_ids[i])}.png", str(tile_ids[i]), s1[i], panels, truth[i])
+        sheet.append((str(tile_ids[i]), s1[i], panels, truth[i]))
+    replace_dir(tmp, out_dir / "quicklooks")
+    if sheet:
+        contact_sheet(out_dir / "contact_sheet.png", sheet)
+    return len(sheet)
+
+
+def write_cogs(out_dir: Path, tiles, idx: np.ndarray, preds: dict[str, np.ndarray], provenance: dict[str, dict], enabled: bool = True) -> int:
+    tmp = _fresh_dir(out_dir / "cogs")
+    if not enabled:  # DVC expects the out to exist
+        (tmp / "NOT_WRITTEN.txt").write_text("evaluate.cogs is false: no GeoTIFFs were written\n")
+        replace_dir(tmp, out_dir / "cogs")
+        return 0
+    crs = tiles.crs.values[idx].astype(str)
+    transforms = tiles.transform.values[idx]
+    tile_ids = tiles.tile.values[idx].astype(str)
+    count = 0
+    for name, values in preds.items():
+        tags = {"variant": name, **{k: v for k, v in provenance.get(name, {}).items() if v is not None}}
+        for i, tile in enumerate(tile_ids):
+            write_cog(tmp / name / f"{safe_name(tile)}.tif", values[i], crs[i], transforms[i], S2_BANDS, tags)
+            count += 1
+    replace_dir(tmp, out_dir / "cogs")
+    return count
+
+
+def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict[str, Any]:
+    """Score every variant on `params.evaluate.split`; write metrics, table, quicklooks and COGs. Returns metrics.json's content."""
+    import torch
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    cfg = params.evaluate
+    tiles = open_store(paths.tiles, need=("s1", "s2"), what="tile store")
+    stores, missing = load_variants(params, tiles, paths)
+    idx = _split_indices(tiles, cfg.split, paths.tiles)
+    tile_ids = tiles.tile.values[idx].astype(str)
+    scenes = tiles.scene.values[idx].astype(str) if "scene" in tiles.coords else np.array([""] * len(idx))
+    truth = tiles.s2.values[idx].astype(np.float32)
+    s1 = tiles.s1.values[idx].astype(np.float32)
+    preds = {name: store.s2.values[idx].astype(np.float32) for name, store in stores.items()}
+    provenance = {name: _provenance(dict(store.attrs), paths.variant(name)) for name, store in stores.items()}
+    sections = ["evaluate", "stage1"] if cfg.tokenizer_ceiling else ["evaluate"]
+    if cfg.tokenizer_ceiling:
+        from gac.evaluate.ceiling import tokenizer_ceiling
+
+        preds[CEILING], provenance[CEILING] = tokenizer_ceiling(truth, tile_ids, params.stage1, params.seed)
+    if not preds:
+        raise GacError(f"no variant to evaluate: every store in evaluate.variants is missing ({', '.join(missing)}) and evaluate.tokenizer_ceiling is false")
+
+    lpips = LpipsMetric(enabled=cfg.lpips)
+    log.info("%s", lpips.reason)
+    edge_options = {"window": cfg.sar_edge.window, "looks": cfg.sar_edge.looks, "sigma": cfg.sar_edge.sigma}
+    rows = {name: [tile_metrics(values[i], truth[i], s1[i], lpips, edge_options) for i in range(len(idx))] for name, values in preds.items()}
+    truth_edges = [sar_edge(truth[i], s1[i], **edge_options) for i in range(len(idx))]
+
+    random_variants = sorted(name for name, prov in provenance.items() if prov.get("random_weights"))
+    if random_variants:
+        log.warning(
+            "RANDOM WEIGHTS: %s ran on random weights; these metrics show the pipeline working, not the models' skill",
+            ", ".join(random_variants),
+        )
+    from gac.losses import ms_ssim_scales
+
+    metrics: dict[str, Any] = {
+        "random_weights": bool(random_variants),
+        "random_weight_variants": random_variants,
+        "split": cfg.split,
+        "tiles": int(len(idx)),
+        **{name: aggregate(variant_rows) for name, variant_rows in rows.items()},
+        GROUND_TRUTH: {"sar_edge": float(np.nanmean(truth_edges)) if truth_edges else None},
+        "missing_variants": missing,
+        "lpips_status": lpips.reason,
+        "ms_ssim_scales": ms_ssim_scales(int(truth.shape[-1]))[0],
+        "params_hash": params_hash(params, sections),
+        "provenance": provenance,
+        "conventions": CONVENTIONS,
+    }
+    for name in rows:
+        metrics[name].pop("tiles", None)
+
+    out = paths.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_per_tile_csv(out / "per_tile.csv", tile_ids, scenes, rows, truth_edges)
+    drawn = write_quicklooks(out, tile_ids, s1, truth, preds, cfg.quicklooks)
+    cogs = write_cogs(out, tiles, idx, preds, provenance, enabled=cfg.cogs)
+    metrics = json_safe(metrics)
+    _write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    log.info("evaluated %d %s tiles, %d variants; %d quicklooks, %d COGs under %s", len(idx), cfg.split, len(rows), drawn, cogs, out)
+    return metrics
+
+
+__all__ = ["CEILING", "GROUND_TRUTH", "SCALAR_METRICS", "EvalPaths", "evaluate", "load_variants", "write_per_tile_csv"]

@@ -1,0 +1,92 @@
+"""Predictions as Cloud-Optimized GeoTIFFs, one per tile, in each tile's own CRS and place.
+
+Users check a translation against a basemap or the real S2 scene in QGIS; a
+tile that opens in its true position needs no guessing. Each store tile keeps
+its CRS and affine transform (gac.data.store), so this is a straight write:
+float32 reflectance x 10^4 as in the stores, NaN as nodata, band names as band
+descriptions, provenance (weights, random_weights, model, params hash) as tags.
+GDAL's COG driver writes the layout; each file is written under a temporary
+name and renamed when whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from gac.errors import GacError
+
+
+def safe_name(tile_id: str) -> str:
+    """A file name for a tile id (ids are scene names plus offsets; keep them readable)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(tile_id)).strip("._") or "tile"
+
+
+def write_cog(
+    path: Path,
+    values: np.ndarray,
+    crs: str,
+    transform: Sequence[float],
+    band_names: Sequence[str],
+    tags: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one (bands, H, W) array as a COG at `path` with the given georeference (GDAL-order affine a b c d e f)."""
+    import rasterio
+    from rasterio.errors import CRSError
+    from rasterio.transform import Affine
+
+    path = Path(path)
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 3 or values.shape[0] != len(band_names):
+        raise ValueError(f"expected ({len(band_names)}, H, W) values, got {values.shape}")
+    try:
+        crs_obj = rasterio.crs.CRS.from_user_input(crs)
+    except CRSError:
+        raise GacError(f"{path.name}: tile CRS {crs!r} is not one rasterio understands; re-run `gac tile`") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    profile = dict(
+        driver="COG",
+        width=values.shape[2],
+        height=values.shape[1],
+        count=values.shape[0],
+        dtype="float32",
+        crs=crs_obj,
+        transform=Affine(*transform[:6]),
+        nodata=float("nan"),
+        compress="deflate",
+        predictor=3,
+    )
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(values)
+        dst.descriptions = tuple(band_names)
+        if tags:
+            dst.update_tags(**{key: str(value) for key, value in tags.items()})
+    os.replace(tmp, path)
+    return path
+
+
+def export_tiles(ds, out_dir: Path, tile_ids: Iterable[str] | None = None, tags: Mapping[str, Any] | None = None, var: str = "s2") -> list[Path]:
+    """Write the chosen tiles of a store-layout Dataset (all when `tile_ids` is None) as COGs under `out_dir`."""
+    out_dir = Path(out_dir)
+    if tile_ids is not None:
+        ds = ds.sel(tile=list(tile_ids))
+    bands = [str(b) for b in ds[var].coords[ds[var].dims[1]].values]
+    written = []
+    for i, tile in enumerate(ds.tile.values):
+        tile_tags = {**(tags or {}), "tile": str(tile), "units": "reflectance x 10^4"}
+        written.append(
+            write_cog(
+                out_dir / f"{safe_name(tile)}.tif",
+                ds[var].isel(tile=i).values,
+                str(ds.crs.values[i]),
+                [float(v) for v in ds.transform.values[i]],
+                bands,
+                tile_tags,
+            )
+        )
+    return written
