@@ -1,0 +1,149 @@
+"""The Prithvi-EO-2.0 backbone of stage 2: built by name, weights loaded strictly, frozen, optionally 8-bit, LoRA on top.
+
+Upstream honours `ckpt_path` only with `pretrained=True`, and then loads with
+`strict=False` (a wrong file loads nothing, with a warning). So the backbone is
+always built with `pretrained=False` and the checkpoint (HF cache or local
+file) goes through terratorch's own key filter (which also adapts the patch
+embedding to our bands) and then `gac.weights.load_strict`.
+
+Random weights are drawn from a fixed seed, so `refine` rebuilds exactly the
+backbone that was trained on; a fingerprint recorded beside the adapter checks it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gac.errors import GacError
+from gac.weights import WeightsSource, load_strict, read_state_dict, resolve_weights
+
+log = logging.getLogger(__name__)
+
+# Sentinel-2 names of the bands Prithvi was pretrained on (HLS names); others enter as new patch-embedding channels.
+S2_TO_HLS = {"B02": "BLUE", "B03": "GREEN", "B04": "RED", "B8A": "NIR_NARROW", "B11": "SWIR_1", "B12": "SWIR_2"}
+BACKBONE_SEED = 20240917
+
+
+def prithvi_names() -> list[str]:
+    from terratorch.models.backbones.prithvi_vit import pretrained_weights
+
+    return sorted(pretrained_weights)
+
+
+def model_bands(channels: list[str]) -> list:
+    """terratorch band ids for our input channels: HLS enums where Prithvi knows the band, our names otherwise."""
+    from terratorch.datasets.utils import HLSBands
+
+    return [HLSBands(S2_TO_HLS[c]) if c in S2_TO_HLS else c for c in channels]
+
+
+def _checkpoint_file(source: WeightsSource, name: str) -> Path:
+    if source.kind == "local":
+        path = source.path
+        if path.is_dir():
+            files = sorted([*path.glob("*.pt"), *path.glob("*.pth"), *path.glob("*.safetensors")])
+            if len(files) != 1:
+                raise GacError(f"{path}: expected exactly one .pt/.pth/.safetensors file for {name} (stage2.weights), found {len(files)}")
+            path = files[0]
+        return path
+    from huggingface_hub import hf_hub_download
+    from terratorch.models.backbones.prithvi_vit import pretrained_weights
+
+    spec = pretrained_weights[name]
+    try:
+        return Path(hf_hub_download(repo_id=spec["hf_hub_id"], filename=spec["hf_hub_filename"]))
+    except Exception as exc:  # offline: LocalEntryNotFoundError and friends
+        raise GacError(
+            f"stage2.weights: hf: {spec['hf_hub_id']}/{spec['hf_hub_filename']} is not in the Hugging Face cache "
+            f"({type(exc).__name__}); download it where there is network, or set stage2.weights to a local file or 'random'"
+        ) from None
+
+
+def build_backbone(name: str, weights: str, channels: list[str]) -> tuple[nn.Module, WeightsSource]:
+    """A frozen Prithvi encoder for `channels`, weights from random | hf | a local file (strict)."""
+    from terratorch.models.backbones.prithvi_vit import PRETRAINED_BANDS, checkpoint_filter_fn_vit
+    from terratorch.registry import BACKBONE_REGISTRY
+
+    known = prithvi_names()
+    if name not in known:
+        raise GacError(f"stage2.backbone: unknown backbone {name!r}; use one of {', '.join(known)}")
+    source = resolve_weights(weights, name, "stage2.weights")
+    bands = model_bands(channels)
+    with torch.random.fork_rng():
+        torch.manual_seed(BACKBONE_SEED)
+        model = BACKBONE_REGISTRY.build(name, pretrained=False, bands=bands, num_frames=1)
+    if not source.is_random:
+        path = _checkpoint_file(source, name)
+        state = checkpoint_filter_fn_vit(read_state_dict(path), model, list(PRETRAINED_BANDS), bands)
+        load_strict(model, state, path, f"{name} (stage2.backbone)")
+        log.info("loaded %s weights from %s", name, path)
+    model.requires_grad_(False)
+    return model, source
+
+
+def fingerprint(model: nn.Module) -> float:
+    """A cheap checksum of the frozen backbone, recorded so a different backbone at refine time is caught."""
+    with torch.no_grad():
+        return float(sum(p.double().sum() for n, p in model.named_parameters() if "lora_" not in n))
+
+
+def quantize_frozen_linears(model: nn.Module, keep_blocks: set[int]) -> int:
+    """Swap the Linear layers of every block not in `keep_blocks` for bitsandbytes Linear8bitLt (int8 weights, frozen)."""
+    import bitsandbytes as bnb
+
+    count = 0
+    for index, block in enumerate(model.blocks):
+        if index in keep_blocks:
+            continue
+        for parent in block.modules():
+            for child_name, child in list(parent.named_children()):
+                if type(child) is not nn.Linear:
+                    continue
+                q = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=child.bias is not None, has_fp16_weights=False, threshold=6.0)
+                q.weight = bnb.nn.Int8Params(child.weight.data, requires_grad=False, has_fp16_weights=False)
+                if child.bias is not None:
+                    q.bias = nn.Parameter(child.bias.data, requires_grad=False)
+                setattr(parent, child_name, q.to(child.weight.device))  # moving to a device quantises
+                count += 1
+    return count
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    import bitsandbytes as bnb
+
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, bnb.nn.Linear8bitLt))]
+
+
+def _summarise(names: list[str]) -> str:
+    """Module names with block numbers folded (blocks.N.attn.qkv), so the list fits on one line."""
+    folded = dict.fromkeys(re.sub(r"\.\d+\.", ".N.", n) for n in names)
+    return ", ".join(folded)
+
+
+def add_lora(model: nn.Module, targets: str, rank: int, alpha: float, dropout: float):
+    """peft LoRA on the Linear layers whose full name matches `targets`; a clear error when none does."""
+    from peft import LoraConfig, get_peft_model
+
+    linears = _linear_names(model)
+    pattern = re.compile(targets)
+    matched = [n for n in linears if pattern.fullmatch(n)]
+    if not matched:
+        others = [n for n, _ in model.named_modules() if n and pattern.fullmatch(n)]
+        why = f"it matches only non-Linear modules ({_summarise(others)})" if others else "it matches no module"
+        raise GacError(f"stage2.lora_targets: {targets!r}: {why}; Linear modules of the backbone: {_summarise(linears)}")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    return get_peft_model(model, config), len(matched)
+
+
+def unfreeze_last_blocks(model: nn.Module, n: int, depth: int) -> None:
+    """Make every non-LoRA parameter of the last `n` blocks trainable (LoRA there stays trainable too)."""
+    wanted = {str(i) for i in range(depth - n, depth)}
+    for name, param in model.named_parameters():
+        match = re.search(r"(?:^|\.)blocks\.(\d+)\.", name)
+        if match and match.group(1) in wanted:
+            param.requires_grad_(True)

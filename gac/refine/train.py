@@ -1,0 +1,111 @@
+"""Train the stage-2 refiner on tiles.zarr + opt_v1.zarr and export adapter, head and record to data/stage2/.
+
+Order matters for "nothing half-written": stores are checked (aligned tiles,
+non-empty splits) and the model is built (band names, LoRA targets, weights)
+before any checkpoint directory or output is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from gac.data.store import S2_BANDS
+from gac.errors import GacError
+from gac.losses import WeightedLoss
+from gac.refine.params import Stage2Params
+from gac.training import CHECKPOINT_ROOT, ResumeState, build_trainer
+
+log = logging.getLogger(__name__)
+
+STAGE = "stage2"
+
+
+def _datasets(tiles: Path, opt_v1: Path):
+    from gac.data.dataset import TileDataset
+
+    train = TileDataset(tiles, "train", {"opt_v1": opt_v1})
+    val = TileDataset(tiles, "val", {"opt_v1": opt_v1})
+    for name, ds in (("train", train), ("val", val)):
+        if len(ds) == 0:
+            raise GacError(f"{tiles}: no '{name}' tiles; make more tiles or raise tile.val_fraction so both splits hold some")
+    return train, val
+
+
+def _store_hash(path: Path) -> str:
+    from gac.data.store import open_store
+
+    ds = open_store(path, need=())
+    return str(ds.attrs.get("params_hash", "")) + ":" + str(ds.sizes.get("tile"))
+
+
+def training_hash(p: Stage2Params, seed: int, tiles: Path, opt_v1: Path) -> str:
+    """What a checkpoint must match to be resumed: the model/training keys, the seed and the input stores' provenance."""
+    payload = {"stage2": p.training_dict(), "seed": seed, "tiles": _store_hash(tiles), "opt_v1": _store_hash(opt_v1)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_stage2(
+    p: Stage2Params,
+    seed: int,
+    tiles: Path,
+    opt_v1: Path,
+    out_dir: Path,
+    live_dir: Path,
+    checkpoint_root: Path = CHECKPOINT_ROOT,
+    extra_callbacks: Iterable = (),
+) -> dict[str, Any]:
+    """Fit (resuming an interrupted run with the same params), then export the best checkpoint. Returns the record."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from gac.refine.build import build_refiner, save_refiner
+    from gac.refine.module import RefinerModule
+
+    train_ds, val_ds = _datasets(Path(tiles), Path(opt_v1))
+    pl.seed_everything(seed, workers=True, verbose=False)
+    refiner, info = build_refiner(p.training_dict())
+    counts = info["parameters"]
+    log.info(
+        "stage 2 trainable parameters: %d of %d (%.2f%%): LoRA on %d modules, head, %d unfrozen block(s)",
+        counts["trainable"], counts["total"], 100 * counts["trainable_share"], info["lora_modules"], p.unfreeze_last_blocks,
+    )
+    loss = WeightedLoss(p.loss_weights(), S2_BANDS, p.lpips_net)
+    log.info("%s", loss.lpips_status)
+
+    resume = ResumeState(STAGE, training_hash(p, seed, Path(tiles), Path(opt_v1)), Path(checkpoint_root))
+    ckpt = resume.prepare()
+    trainer = build_trainer(p, resume.dir, Path(live_dir), extra_callbacks=list(extra_callbacks))
+    module = RefinerModule(refiner, loss, p)
+    loader = dict(batch_size=p.batch_size, num_workers=p.num_workers, persistent_workers=p.num_workers > 0)
+    trainer.fit(
+        module,
+        DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > p.batch_size, **loader),
+        DataLoader(val_ds, shuffle=False, **loader),
+        ckpt_path=str(ckpt) if ckpt else None,
+    )
+    best = resume.dir / "best.ckpt"
+    best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    if best.is_file():
+        state = torch.load(best, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["state_dict"], strict=False)
+    record = {
+        "config": p.training_dict(),
+        "seed": seed,
+        **{k: info[k] for k in ("weights", "random_weights", "backbone_fingerprint", "quantized_linears", "lora_modules")},
+        "parameters": counts,
+        "losses": loss.describe(),
+        "best_val_loss": float(best_score) if best_score is not None else None,
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "resumed_from": str(ckpt) if ckpt else None,
+        "inputs": {"tiles": str(tiles), "opt_v1": str(opt_v1)},
+    }
+    if trainer.is_global_zero:
+        save_refiner(refiner, Path(out_dir), record)
+    return record
