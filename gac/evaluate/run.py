@@ -173,9 +173,6 @@ def write_cogs(out_dir: Path, tiles, idx: np.ndarray, preds: dict[str, np.ndarra
 
 def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict[str, Any]:
     """Score every variant on `params.evaluate.split`; write metrics, table, quicklooks and COGs. Returns metrics.json's content."""
-    import torch
-
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     cfg = params.evaluate
     tiles = open_store(paths.tiles, need=("s1", "s2"), what="tile store")
     stores, missing = load_variants(params, tiles, paths)

@@ -1,0 +1,225 @@
+"""`gac evaluate` end to end on the demo tiles, with prediction stores fabricated from the ground truth.
+
+opt_v1 is flat (what stage 1 gives on random weights), opt_v2 a blurred copy,
+opt_v3 the truth plus mild noise, opt_v3_on_v1 stronger noise: the metrics must
+rank them that way, and every output (JSON, CSV, PNG, COG) must hold what it claims.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from gac.data.store import S2_BANDS, open_store, write_store
+from gac.errors import GacError
+from gac.params import validate_params
+from tests.conftest import run_gac
+
+NOISE = {"opt_v3": 100.0, "opt_v3_on_v1": 400.0}
+
+
+def _write_variant(tiles, path: Path, values: np.ndarray, random: bool, name: str) -> None:
+    ds = tiles.drop_vars("s1").copy()
+    ds["s2"] = (("tile", "band", "y", "x"), values.astype(np.float32))
+    ds.attrs = {"stage": name, "model": f"test-{name}", "weights": "random" if random else "/models/x", "random_weights": random, "params_hash": f"hash-{name}"}
+    write_store(ds, path, shard_tiles=4)
+
+
+def make_variants(tiles_path: Path, data_dir: Path) -> None:
+    tiles = open_store(tiles_path, need=("s1", "s2")).load()
+    truth = tiles.s2.values
+    means = np.nanmean(truth, axis=(0, 2, 3))[None, :, None, None]
+    _write_variant(tiles, data_dir / "opt_v1.zarr", np.broadcast_to(means, truth.shape), True, "opt_v1")
+    _write_variant(tiles, data_dir / "opt_v2.zarr", gaussian_filter(np.nan_to_num(truth, nan=1000.0), sigma=(0, 0, 2, 2)), False, "opt_v2")
+    for seed, (name, noise) in enumerate(NOISE.items()):
+        _write_variant(tiles, data_dir / f"{name}.zarr", truth + np.random.default_rng(seed).normal(0, noise, truth.shape), False, name)
+
+
+@pytest.fixture(scope="module")
+def project(tiles_store, tmp_path_factory) -> Path:
+    """A data directory with tiles.zarr and the four variant stores."""
+    data = tmp_path_factory.mktemp("data")
+    shutil.copytree(tiles_store, data / "tiles.zarr")
+    make_variants(data / "tiles.zarr", data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def evaluated(project):
+    """One full evaluation, tokenizer ceiling included (real TerraMind tiny tokenizer, random weights)."""
+    import torch
+
+    from gac.evaluate.run import EvalPaths, evaluate
+
+    torch.set_num_threads(2)
+    params = validate_params({"evaluate": {"quicklooks": 2}, "stage1": {"timesteps": 1, "batch_size": 8}})
+    out = project / "eval"
+    metrics = evaluate(params, EvalPaths(project / "tiles.zarr", project, out))
+    return metrics, out, params
+
+
+def test_metrics_rank_the_variants_and_keep_stable_keys(evaluated):
+    metrics, out, _ = evaluated
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == metrics
+    for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling"):
+        assert set(metrics[name]) == {"psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "rmse"}
+        assert list(metrics[name]["rmse"]) == list(S2_BANDS)
+    assert metrics["opt_v3"]["psnr"] > metrics["opt_v3_on_v1"]["psnr"] > metrics["opt_v1"]["psnr"]
+    assert metrics["opt_v3"]["ssim"] > metrics["opt_v2"]["ssim"] > metrics["opt_v1"]["ssim"]
+    # Gaussian noise of sigma 100 (x 10^4) is RMSE 0.01 in every band (clipping aside).
+    assert metrics["opt_v3"]["rmse"]["B04"] == pytest.approx(0.01, rel=0.05)
+    # A flat image has no edges: SAR-edge 0; the truth's own score is the reference.
+    assert metrics["opt_v1"]["sar_edge"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["ground_truth"]["sar_edge"] > 0.3
+    assert metrics["opt_v3"]["sar_edge"] > metrics["opt_v1"]["sar_edge"]
+    assert metrics["split"] == "test" and metrics["tiles"] >= 1
+
+
+def test_metrics_record_provenance_and_shout_about_random_weights(evaluated):
+    metrics, _, params = evaluated
+    prov = metrics["provenance"]
+    assert prov["opt_v2"]["weights"] == "/models/x" and prov["opt_v2"]["random_weights"] is False
+    assert prov["opt_v3"]["params_hash"] == "hash-opt_v3" and prov["opt_v3"]["model"] == "test-opt_v3"
+    assert prov["tokenizer_ceiling"]["weights"] == "random" and "terramind_v1_tiny_generate" in prov["tokenizer_ceiling"]["model"]
+    assert metrics["random_weights"] is True
+    assert metrics["random_weight_variants"] == ["opt_v1", "tokenizer_ceiling"]
+    from gac.params import params_hash
+
+    assert metrics["params_hash"] == params_hash(params, ["evaluate", "stage1"])
+    assert "LPIPS" in metrics["lpips_status"]
+    if not metrics["lpips_status"].startswith("LPIPS on"):
+        assert metrics["opt_v3"]["lpips"] is None
+    assert metrics["ms_ssim_scales"] == 3  # 64 px tiles
+
+
+def test_tokenizer_ceiling_on_random_weights_is_flat(evaluated):
+    """DESIGN.md: the tokenizer's UNet ends in a zero-initialised conv, so random weights decode every image to the band means."""
+    metrics, out, _ = evaluated
+    ceiling = metrics["tokenizer_ceiling"]
+    assert ceiling["sar_edge"] == pytest.approx(0.0, abs=1e-6)
+    assert ceiling["psnr"] < metrics["opt_v3"]["psnr"]
+
+
+def test_per_tile_csv_matches_the_aggregates(evaluated):
+    metrics, out, _ = evaluated
+    with open(out / "per_tile.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == metrics["tiles"]
+    assert [int(r["tile_index"]) for r in rows] == list(range(len(rows)))
+    for column, (name, metric) in {"opt_v2_psnr": ("opt_v2", "psnr"), "opt_v3_sam_deg": ("opt_v3", "sam_deg"), "opt_v1_ssim": ("opt_v1", "ssim")}.items():
+        values = [float(r[column]) for r in rows]
+        assert np.mean(values) == pytest.approx(metrics[name][metric], abs=1e-5)
+    assert np.mean([float(r["ground_truth_sar_edge"]) for r in rows]) == pytest.approx(metrics["ground_truth"]["sar_edge"], abs=1e-5)
+    assert all(r["opt_v3_lpips"] == "" for r in rows) or metrics["opt_v3"]["lpips"] is not None
+
+
+def test_quicklooks_and_contact_sheet(evaluated):
+    from PIL import Image
+
+    metrics, out, _ = evaluated
+    pngs = sorted((out / "quicklooks").glob("*.png"))
+    assert len(pngs) == min(2, metrics["tiles"])
+    sheet = Image.open(out / "contact_sheet.png")
+    tile = Image.open(pngs[0])
+    # 7 panels (S1, 5 variants, truth) of 128 px; two rows per tile quicklook, one per tile on the sheet.
+    assert tile.size[0] == sheet.size[0] >= 7 * 128
+    assert tile.size[1] > 2 * 128 and sheet.size[1] > len(pngs) * 128
+    pixels = np.asarray(tile.convert("RGB"))
+    top = 2 * 14 + 2
+    panel = lambda c: pixels[top : top + 128, 2 + c * 130 : 2 + c * 130 + 128]  # noqa: E731
+    assert panel(1).std(axis=(0, 1)).max() == 0  # opt_v1 is flat
+    assert panel(6).std() > 10  # the truth is not
+
+
+def test_cogs_sit_in_place_and_hold_the_predictions(evaluated, project):
+    import rasterio
+
+    metrics, out, _ = evaluated
+    tiles = open_store(project / "tiles.zarr", need=("s2",))
+    v3 = open_store(project / "opt_v3.zarr")
+    test_ids = [str(t) for t, s in zip(tiles.tile.values, tiles.split.values) if s == "test"]
+    for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling"):
+        assert len(list((out / "cogs" / name).glob("*.tif"))) == len(test_ids)
+    i = [str(t) for t in tiles.tile.values].index(test_ids[0])
+    with rasterio.open(out / "cogs" / "opt_v3" / f"{test_ids[0]}.tif") as cog:
+        assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert cog.crs == rasterio.crs.CRS.from_user_input(str(tiles.crs.values[i]))
+        assert tuple(cog.transform)[:6] == pytest.approx(tuple(tiles.transform.values[i]))
+        assert cog.descriptions == S2_BANDS
+        assert cog.tags()["weights"] == "/models/x" and cog.tags()["params_hash"] == "hash-opt_v3"
+        np.testing.assert_array_equal(cog.read(), v3.s2.values[i])
+
+
+def test_report_table_is_markdown_with_the_caveat(evaluated):
+    from gac.evaluate.report import results_table
+
+    metrics, _, _ = evaluated
+    table = results_table(metrics)
+    lines = table.splitlines()
+    assert lines[0].startswith("| variant | PSNR dB")
+    assert any(line.startswith("| opt_v3: full pipeline") and f"{metrics['opt_v3']['psnr']:.2f}" in line for line in lines)
+    assert "ground truth (reference)" in table and "RANDOM WEIGHTS (opt_v1, tokenizer_ceiling)" in table
+    assert "∞" in results_table({"opt_v3": {**metrics["opt_v3"], "psnr": None}})
+
+
+def _fast_params(**evaluate):
+    return validate_params({"evaluate": {"tokenizer_ceiling": False, "cogs": False, "quicklooks": 1, **evaluate}})
+
+
+def test_missing_store_is_one_line_unless_allowed(project, tmp_path):
+    from gac.evaluate.run import EvalPaths, evaluate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("tiles.zarr", "opt_v1.zarr", "opt_v2.zarr"):
+        shutil.copytree(project / name, data / name)
+    paths = EvalPaths(data / "tiles.zarr", data, data / "eval")
+    with pytest.raises(GacError) as err:
+        evaluate(_fast_params(), paths)
+    message = str(err.value)
+    assert "\n" not in message and "opt_v3.zarr" in message and "evaluate.allow_missing" in message
+    assert not (data / "eval" / "metrics.json").exists()
+    metrics = evaluate(_fast_params(allow_missing=True), paths)
+    assert metrics["missing_variants"] == ["opt_v3", "opt_v3_on_v1"]
+    assert "opt_v3" not in metrics and metrics["opt_v2"]["psnr"] > 0
+    assert (data / "eval" / "cogs" / "NOT_WRITTEN.txt").is_file()
+
+
+def test_misaligned_store_is_refused(project, tmp_path):
+    from gac.evaluate.run import EvalPaths, evaluate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copytree(project / "tiles.zarr", data / "tiles.zarr")
+    v1 = open_store(project / "opt_v1.zarr").load()
+    write_store(v1.isel(tile=slice(None, None, -1)), data / "opt_v1.zarr", 4)
+    with pytest.raises(GacError, match=r"opt_v1.zarr: tile ids disagree"):
+        evaluate(_fast_params(variants=["opt_v1"]), EvalPaths(data / "tiles.zarr", data, data / "eval"))
+
+
+def test_params_are_strict():
+    with pytest.raises(GacError, match="evaluate.variants"):
+        validate_params({"evaluate": {"variants": ["opt_v4"]}})
+    with pytest.raises(GacError, match="odd"):
+        validate_params({"evaluate": {"sar_edge": {"window": 6}}})
+    with pytest.raises(GacError, match="unknown key 'evaluate.alow_missing'; did you mean 'allow_missing'"):
+        validate_params({"evaluate": {"alow_missing": True}})
+
+
+def test_cli_reports_a_missing_store_in_one_line(project, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copytree(project / "tiles.zarr", data / "tiles.zarr")
+    (tmp_path / "params.yaml").write_text("evaluate:\n  tokenizer_ceiling: false\n")
+    result = run_gac("evaluate", "--params", str(tmp_path / "params.yaml"), "--tiles", str(data / "tiles.zarr"), "--data-dir", str(data), "--out", str(data / "eval"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gac: error:")]
+    assert len(errors) == 1 and "opt_v1.zarr" in errors[0] and "not found" in errors[0]
+    assert not (data / "eval").exists()
