@@ -92,7 +92,7 @@ def test_metrics_record_provenance_and_shout_about_random_weights(evaluated):
     assert metrics["random_weight_variants"] == ["opt_v1", "tokenizer_ceiling"]
     from gac.params import params_hash
 
-    assert metrics["params_hash"] == params_hash(params, ["evaluate", "stage1"])
+    assert metrics["params_hash"] == params_hash(params, ["seed", "evaluate", "stage1"])
     assert "LPIPS" in metrics["lpips_status"]
     if not metrics["lpips_status"].startswith("LPIPS on"):
         assert metrics["opt_v3"]["lpips"] is None
@@ -157,10 +157,14 @@ def test_cogs_sit_in_place_and_hold_the_predictions(evaluated, project):
         np.testing.assert_array_equal(cog.read(), v3.s2.values[i])
 
 
-def test_report_table_is_markdown_with_the_caveat(evaluated):
-    from gac.evaluate.report import results_table
+def test_report_table_is_markdown_with_the_caveat(evaluated, capsys):
+    from gac.evaluate.report import main, results_table
 
-    metrics, _, _ = evaluated
+    metrics, out, _ = evaluated
+    report = (out / "report.md").read_text()
+    assert results_table(metrics) in report and "## How each number is computed" in report
+    assert "- `opt_v3`: test-opt_v3; weights /models/x; params hash hash-opt_v3" in report
+    assert main([str(out / "metrics.json")]) == 0 and capsys.readouterr().out.strip() == results_table(metrics).strip()
     table = results_table(metrics)
     lines = table.splitlines()
     assert lines[0].startswith("| variant | PSNR dB")

@@ -55,6 +55,18 @@ def results_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + " ".join(notes)
 
 
+def results_report(metrics: dict[str, Any]) -> str:
+    """data/eval/report.md: the table, then what each number means (gac.metrics.CONVENTIONS)."""
+    from gac.metrics import CONVENTIONS
+
+    prov = metrics.get("provenance", {})
+    made_by = [f"- `{name}`: {p.get('model')}; weights {p.get('weights')}; params hash {p.get('params_hash')}" for name, p in prov.items()]
+    conventions = [f"- **{key}**: {text}" for key, text in CONVENTIONS.items()]
+    return "\n".join(
+        ["# Evaluation", "", results_table(metrics), "", "## Made by", "", *made_by, "", "## How each number is computed", "", *conventions, ""]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     path = Path(args[0]) if args else Path("data/eval/metrics.json")

@@ -5,8 +5,9 @@ Outputs under `out_dir` (data/eval):
 - metrics.json: split-level metrics per variant under small stable keys
   (`opt_v3.psnr`, `opt_v1.rmse.B04`, `ground_truth.sar_edge`) for
   `dvc metrics diff`, plus provenance (model, weights, random_weights and
-  params hash of every store), the conventions behind each number, and a
-  top-level `random_weights` that is true when any variant ran on random weights.
+  params hash of every store), the LPIPS status, and a top-level `random_weights` that is true when any variant ran on random weights.
+- report.md: the results table (gac.evaluate.report) and the conventions
+  behind every number (gac.metrics.CONVENTIONS), for people and the README.
 - per_tile.csv: one row per tile, a column per variant and metric
   (`opt_v3_psnr`), and `tile_index` for the x axis of `dvc plots`.
 - quicklooks/<tile>.png and contact_sheet.png: S1 | variants | ground truth.
@@ -35,7 +36,8 @@ import numpy as np
 from gac.data.store import S2_BANDS, check_aligned, open_store, partial_path, replace_dir
 from gac.errors import GacError
 from gac.export import safe_name, write_cog
-from gac.metrics import CONVENTIONS, SCALAR_METRICS, LpipsMetric, aggregate, json_safe, sar_edge, tile_metrics
+from gac.evaluate.report import results_report
+from gac.metrics import SCALAR_METRICS, LpipsMetric, aggregate, json_safe, sar_edge, tile_metrics
 from gac.params import params_hash
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,6 @@ def _provenance(attrs: dict[str, Any], path: Path) -> dict[str, Any]:
     if lacking:
         log.warning("%s: attrs lack %s; metrics.json records them as null", path, ", ".join(lacking))
         kept.update({key: None for key in lacking})
-    kept["store"] = str(path)
     return kept
 
 
@@ -183,7 +184,7 @@ def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict[str, Any]:
     s1 = tiles.s1.values[idx].astype(np.float32)
     preds = {name: store.s2.values[idx].astype(np.float32) for name, store in stores.items()}
     provenance = {name: _provenance(dict(store.attrs), paths.variant(name)) for name, store in stores.items()}
-    sections = ["evaluate", "stage1"] if cfg.tokenizer_ceiling else ["evaluate"]
+    sections = ["seed", "evaluate", "stage1"] if cfg.tokenizer_ceiling else ["evaluate"]
     if cfg.tokenizer_ceiling:
         from gac.evaluate.ceiling import tokenizer_ceiling
 
@@ -217,7 +218,6 @@ def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict[str, Any]:
         "ms_ssim_scales": ms_ssim_scales(int(truth.shape[-1]))[0],
         "params_hash": params_hash(params, sections),
         "provenance": provenance,
-        "conventions": CONVENTIONS,
     }
     for name in rows:
         metrics[name].pop("tiles", None)
@@ -228,6 +228,7 @@ def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict[str, Any]:
     drawn = write_quicklooks(out, tile_ids, s1, truth, preds, cfg.quicklooks)
     cogs = write_cogs(out, tiles, idx, preds, provenance, enabled=cfg.cogs)
     metrics = json_safe(metrics)
+    _write_text(out / "report.md", results_report(metrics))
     _write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     log.info("evaluated %d %s tiles, %d variants; %d quicklooks, %d COGs under %s", len(idx), cfg.split, len(rows), drawn, cogs, out)
     return metrics
