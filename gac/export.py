@@ -45,7 +45,7 @@ def write_cog(
         raise ValueError(f"expected ({len(band_names)}, H, W) values, got {values.shape}")
     try:
         crs_obj = rasterio.crs.CRS.from_user_input(crs)
-    except CRSError:
+    except (CRSError, ValueError):
         raise GacError(f"{path.name}: tile CRS {crs!r} is not one rasterio understands; re-run `gac tile`") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")

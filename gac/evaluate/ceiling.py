@@ -4,8 +4,8 @@ Stages 1 and 3 output images through that tokenizer's decoder, so no TerraMind
 output can be closer to the truth than the truth's own round trip; the gap
 between opt_v1/opt_v3 and this variant is what better token prediction could
 still gain, the rest is the tokenizer's loss. It uses stage 1's generator
-name, weights and diffusion steps, and per-tile seeds, so it is reproducible
-and matches what stage 1 decodes with.
+name, weights, diffusion steps, decoder cap, device and precision, and
+per-tile seeds, so it is reproducible and decodes as stage 1 does.
 """
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ def tokenizer_ceiling(truth: np.ndarray, tile_ids: Sequence[str], stage1: Any, s
 
     from gac.terramind import build_generator, iter_batches, tile_seed, tokenizer_roundtrip
 
-    model = build_generator(stage1.model, inputs=(stage1.input,), weights=stage1.weights, tile_size=truth.shape[-1], seed=seed)
-    capped = bool(getattr(stage1, "capped", False))
+    use_cuda = getattr(stage1, "device", "auto") != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    precision = getattr(stage1, "precision", "32") if use_cuda else "32"
+    capped = bool(getattr(stage1, "capped_decoder", False))
+    model = build_generator(stage1.model, inputs=(stage1.input,), weights=stage1.weights, tile_size=truth.shape[-1], seed=seed).to(device)
     out = np.empty(truth.shape, dtype=np.float32)
     for batch in iter_batches(range(len(truth)), getattr(stage1, "batch_size", 4)):
         seeds = [tile_seed(seed, str(tile_ids[i])) for i in batch]
-        decoded = tokenizer_roundtrip(model, torch.from_numpy(np.asarray(truth[batch], dtype=np.float32)), seeds, stage1.timesteps, capped)
+        x = torch.from_numpy(np.asarray(truth[batch], dtype=np.float32))
+        decoded = tokenizer_roundtrip(model, x, seeds, stage1.timesteps, capped, precision)
         out[batch] = decoded.cpu().numpy()
     provenance = {
         "model": f"{stage1.model} S2L2A tokenizer, round trip of the ground truth, {stage1.timesteps} DDIM steps",
