@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 CEILING = "tokenizer_ceiling"
 GROUND_TRUTH = "ground_truth"
 # Store attributes that say what made a prediction; copied into metrics.json.
-PROVENANCE_KEYS = ("stage", "model", "models", "backbone", "weights", "random_weights", "params_hash", "gac_version")
+PROVENANCE_KEYS = ("stage", "model", "backbone", "input", "adapter", "model_dir", "weights", "random_weights", "params_hash", "gac_version")
 CSV_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips")
 
 
@@ -84,6 +84,9 @@ def load_variants(params, tiles, paths: EvalPaths) -> tuple[dict[str, Any], list
             )
         store = open_store(path, need=("s2",), what=f"prediction store ({name})")
         check_aligned(tiles, store, paths.tiles, path)
+        bands = tuple(str(b) for b in store.s2.coords["band"].values) if "band" in store.s2.coords else S2_BANDS
+        if bands != S2_BANDS:
+            raise GacError(f"{path}: bands are {', '.join(bands)}, expected the 12 S2L2A bands {', '.join(S2_BANDS)}; re-run the stage that made it")
         stores[name] = store
     return stores, missing
 
