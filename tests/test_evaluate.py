@@ -208,6 +208,18 @@ def test_misaligned_store_is_refused(project, tmp_path):
         evaluate(_fast_params(variants=["opt_v1"]), EvalPaths(data / "tiles.zarr", data, data / "eval"))
 
 
+def test_store_with_other_bands_is_refused(project, tmp_path):
+    from gac.evaluate.run import EvalPaths, evaluate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copytree(project / "tiles.zarr", data / "tiles.zarr")
+    v1 = open_store(project / "opt_v1.zarr").load()
+    write_store(v1.isel(band=slice(0, 6)), data / "opt_v1.zarr", 4)
+    with pytest.raises(GacError, match=r"opt_v1.zarr: bands are B01, .* expected the 12 S2L2A bands"):
+        evaluate(_fast_params(variants=["opt_v1"]), EvalPaths(data / "tiles.zarr", data, data / "eval"))
+
+
 def test_params_are_strict():
     with pytest.raises(GacError, match="evaluate.variants"):
         validate_params({"evaluate": {"variants": ["opt_v4"]}})
