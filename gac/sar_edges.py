@@ -14,8 +14,8 @@ Definition (the docs and metrics.json refer to this):
    coefficient of variation Cu^2 = 1/`looks`,
    var_x = max(0, (v - m^2 Cu^2) / (1 + Cu^2)),  k = var_x / v,
    I' = m + k (I - m); then back to dB. Flat areas are smoothed, edges kept.
-2. Edge maps. A Sobel gradient per channel (reflect padding; the kernel sums
-   to 8 |weights|, not normalised, since only the correlation matters), and a
+2. Edge maps. Sobel gradients gx, gy per channel (3x3, [1 2 1] x [-1 0 1],
+   unnormalised since only the correlation matters; reflect padding), and a
    multi-channel magnitude E = sqrt(mean_c (gx_c^2 + gy_c^2)). For S1 the
    channels are the filtered VV and VH in dB; for the optical image they are
    `optical_bands` (default the four native 10 m bands B02 B03 B04 B08, the
