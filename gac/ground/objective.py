@@ -41,30 +41,45 @@ class GroundingObjective(nn.Module):
     """Loss and logged terms for one batch; the model is passed in (it lives in the LightningModule)."""
 
     def __init__(self, s1_name: str, optical_key: str | None, pixel_weight: float = 0.0,
-                 pixel_terms: Mapping[str, float] | None = None, sar_weight: float = 0.0, soft_temperature: float = 1.0):
+                 pixel_terms: Mapping[str, float] | None = None, sar_weight: float = 0.0, soft_temperature: float = 1.0,
+                 ce_weight: float = 1.0):
         super().__init__()
         from gac.losses import WeightedLoss
 
         self.s1_name = s1_name
         self.optical_key = optical_key
+        self.ce_weight = float(ce_weight)
         self.pixel_weight = float(pixel_weight)
         self.sar_weight = float(sar_weight)
         self.soft_temperature = float(soft_temperature)
         terms = dict(pixel_terms if pixel_terms is not None else {"l1": 1.0})
         self.pixel = WeightedLoss(terms, S2_BANDS) if self.pixel_weight > 0 and any(v > 0 for v in terms.values()) else None
+        # Ground-truth tokens per tile index: the tokenizer is frozen, so they never change, and its
+        # 92M-parameter encoder would otherwise run on every tile at every step.
+        self._tokens: dict[int, torch.Tensor] = {}
 
     @property
     def uses_pixels(self) -> bool:
         return self.pixel_weight > 0 and (self.pixel is not None or self.sar_weight > 0)
 
+    def target_tokens(self, model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The frozen tokenizer's encoding of the ground truth, cached by tile index when the batch has one."""
+        keys = batch["index"].tolist() if "index" in batch else None
+        if keys is not None and all(k in self._tokens for k in keys):
+            return torch.stack([self._tokens[k] for k in keys]).to(batch["s2"].device)
+        truth_std = D.standardized(D.S2L2A, batch["s2"]) * batch["valid"][:, None].to(batch["s2"].dtype)
+        tokens = D.target_tokens(model, truth_std)
+        if keys is not None:
+            self._tokens.update({k: t.cpu() for k, t in zip(keys, tokens)})
+        return tokens
+
     def forward(self, model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         valid = batch["valid"].bool()
-        truth_std = D.standardized(D.S2L2A, batch["s2"]) * valid[:, None]
-        tokens = D.target_tokens(model, truth_std)
+        tokens = self.target_tokens(model, batch)
         logits = D.token_logits(model, model_inputs(batch, self.s1_name, self.optical_key))
         ce = D.token_cross_entropy(logits, tokens)
         logs: dict[str, Any] = {"ce": ce.detach(), "token_acc": (logits.argmax(-1) == tokens).float().mean()}
-        loss = ce
+        loss = self.ce_weight * ce
         if self.uses_pixels:
             size = tuple(batch["s2"].shape[-2:])
             pred = D.destandardize_s2(D.soft_decode(model, logits, size, self.soft_temperature))

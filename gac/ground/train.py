@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,8 +168,10 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
     ckpt = resume.prepare()
     trainer = build_trainer(train, resume.dir, live_dir)
     loader = dict(batch_size=train.batch_size, num_workers=train.num_workers, persistent_workers=train.num_workers > 0)
-    trainer.fit(module, DataLoader(train_ds, shuffle=True, drop_last=False, **loader), DataLoader(val_ds, **loader),
-                 ckpt_path=str(ckpt) if ckpt else None)
+    with warnings.catch_warnings():  # the frozen tokenizer is kept in eval mode on purpose (GroundingModule.train)
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        trainer.fit(module, DataLoader(train_ds, shuffle=True, drop_last=False, **loader), DataLoader(val_ds, **loader),
+                     ckpt_path=str(ckpt) if ckpt else None)
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None

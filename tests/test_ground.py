@@ -1,0 +1,380 @@
+"""Stage 3: TerraMind tiny (random weights), real peft LoRA, real Lightning, real Zarr, 32 px demo tiles.
+
+One LoRA model is built per module; training runs once (module fixture) and
+the adapter it writes is reused by the save/load and `ground` tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gac.errors import GacError
+from gac.params import validate_params
+
+torch.set_num_threads(2)
+TILE = 32
+CROSS_ATTN = re.compile(r"sampler\.model\.decoder\.\d+\.cross_attn\.(q|kv|proj)\.lora_[AB]\.default\.weight")
+
+
+def _crop_store(src: Path, dst: Path, size: int) -> Path:
+    """The conftest tiles store cut to its top-left `size` px (same tiles, same transforms), one S1 pixel made nodata."""
+    from gac.data.store import open_store, write_store
+
+    ds = open_store(src, need=("s1", "s2")).isel(y=slice(0, size), x=slice(0, size)).load()
+    ds["s1"].values[0, :, 0, 0] = np.nan
+    write_store(ds, dst, shard_tiles=4)
+    return dst
+
+
+def _blurred_copy(tiles: Path, dst: Path, reverse: bool = False) -> Path:
+    """A stand-in opt_v2: the ground truth, box-blurred (what stage 2 would roughly give); optionally tiles reversed."""
+    from scipy import ndimage
+
+    from gac.data.store import open_store, write_store
+
+    ds = open_store(tiles, need=("s1", "s2")).drop_vars(["s1", "s1_band"]).load()
+    ds["s2"].values[:] = ndimage.uniform_filter(np.nan_to_num(ds["s2"].values, nan=1000.0), size=(1, 1, 5, 5))
+    if reverse:
+        ds = ds.isel(tile=slice(None, None, -1))
+    write_store(ds, dst, shard_tiles=4)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def stores(tiles_store, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ground")
+    tiles = _crop_store(tiles_store, root / "tiles.zarr", TILE)
+    return {"root": root, "tiles": tiles, "opt_v2": _blurred_copy(tiles, root / "opt_v2.zarr")}
+
+
+@pytest.fixture(scope="module")
+def params():
+    return validate_params({
+        "seed": 3,
+        "tile": {"size": TILE, "shard_tiles": 4},
+        "stage3": {"max_epochs": 4, "batch_size": 2, "lr": 1e-2, "warmup_steps": 0, "accelerator": "cpu",
+                   "early_stopping_patience": 10, "timesteps": 1},
+    })
+
+
+@pytest.fixture(scope="module")
+def net(params, stores):
+    from gac.ground.train import build_grounding_model, stage3_job
+
+    model, counts = build_grounding_model(stage3_job(params, stores["opt_v2"]), params.stage3, TILE, params.seed)
+    model.counts = counts
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch(stores):
+    from torch.utils.data import default_collate
+
+    from gac.data.dataset import TileDataset
+
+    ds = TileDataset(stores["tiles"], split="train", inputs={"opt": stores["opt_v2"]})
+    return default_collate([ds[0], ds[1]])
+
+
+@pytest.fixture(scope="module")
+def trained(params, stores):
+    """The real `gac train-stage3` path: Lightning, DVCLive, checkpoints, adapter written whole."""
+    from gac.ground.train import run_training, stage3_job
+
+    root = stores["root"]
+    record = run_training(stage3_job(params, stores["opt_v2"]), params, stores["tiles"], root / "stage3", root / "live", root / "ckpt")
+    return {"record": record, "out": root / "stage3", "live": root / "live", "ckpt": root / "ckpt" / "stage3"}
+
+
+def _objective(**kw):
+    from gac.ground.objective import GroundingObjective
+
+    return GroundingObjective("S1RTC", "opt", **kw)
+
+
+def _lora_params(model):
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_lora_sits_on_decoder_cross_attention_only(net):
+    trainable = _lora_params(net.get_base_model())
+    # tiny: 4 decoder blocks x (q 192->192, kv 192->384, proj 192->192), rank 8: 8 * (384 + 576 + 384) per block
+    assert net.counts["trainable"] == sum(p.numel() for p in trainable.values()) == 4 * 8 * (384 + 576 + 384)
+    assert net.counts["lora_modules"] == 12 and len(trainable) == 24
+    assert all(CROSS_ATTN.fullmatch(n) for n in trainable)
+    assert not any("lora" in n for n, _ in net.get_base_model().tokenizer.named_parameters())
+    assert net.counts["trainable_share"] == pytest.approx(net.counts["trainable"] / net.counts["total"])
+    assert net.counts["trainable_share"] < 1e-3
+
+
+def test_one_pass_logits_equal_the_samplers_masked_forward(net, batch):
+    """The differentiable path computes what generation's own forward computes (DESIGN.md: to 5e-7)."""
+    from terratorch.models.backbones.terramind.model.generate import init_full_input_modality
+    from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
+
+    from gac.ground import differentiable as D
+    from gac.ground.objective import model_inputs
+    from gac.terramind import TOKENS_KEY
+
+    model = net.get_base_model()
+    inputs = model_inputs(batch, "S1RTC", "opt")
+    b, n = 2, (TILE // 16) ** 2
+    mod_dict = {}
+    for name, x in inputs.items():
+        key = model.mod_name_mapping[name]
+        masks = {"input_mask": torch.zeros(b, n, dtype=torch.bool), "target_mask": torch.ones(b, n, dtype=torch.bool),
+                 "decoder_attention_mask": torch.zeros(b, n, dtype=torch.bool)}
+        mod_dict[key] = init_full_input_modality({"tensor": x, **masks}, MODALITY_INFO, key, "cpu")
+    mod_dict[TOKENS_KEY] = {"tensor": torch.zeros(b, n, dtype=torch.long), "input_mask": torch.ones(b, n, dtype=torch.bool),
+                            "target_mask": torch.zeros(b, n, dtype=torch.bool), "decoder_attention_mask": torch.zeros(b, n, dtype=torch.bool)}
+    with torch.no_grad():
+        ours = D.token_logits(model, inputs)
+        theirs, positions = model.sampler.forward_enc_dec_maskgit_batched(mod_dict, TOKENS_KEY)
+    theirs = torch.gather(theirs, 1, torch.argsort(positions, 1)[..., None].expand_as(theirs))
+    assert ours.shape == (2, n, 15360)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_gradient_reaches_every_lora_parameter_and_nothing_frozen(net, batch):
+    model = net.get_base_model()
+    lora = _lora_params(model)
+    saved = {n: p.detach().clone() for n, p in lora.items()}
+    objective = _objective()
+    try:
+        net.zero_grad(set_to_none=True)
+        loss, logs = objective(model, batch)
+        assert loss.requires_grad and logs["ce"] > 0
+        loss.backward()
+        # peft starts B at zero: B gets gradient at once, A only once B has moved.
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)
+        assert all(p.grad is not None and p.grad.abs().sum() == 0 for n, p in lora.items() if "lora_A" in n)
+        assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+        with torch.no_grad():
+            for p in lora.values():
+                p -= 1e-2 * p.grad
+        net.zero_grad(set_to_none=True)
+        objective(model, batch)[0].backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora.values())
+        assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    finally:
+        with torch.no_grad():
+            for n, p in lora.items():
+                p.copy_(saved[n])
+        net.zero_grad(set_to_none=True)
+
+
+def test_pixel_path_sends_gradient_once_the_unet_output_layer_is_nonzero(net, batch):
+    from gac.ground import differentiable as D
+
+    model = net.get_base_model()
+    out_conv = D.s2_tokenizer(model).decoder.out[-1]
+    objective = _objective(pixel_weight=1.0, pixel_terms={"l1": 1.0, "ms_ssim": 0.5}, sar_weight=0.1, ce_weight=0.0)
+    assert objective.uses_pixels
+
+    def pixel_grad_norm() -> tuple[float, dict]:
+        net.zero_grad(set_to_none=True)
+        loss, logs = objective(model, batch)
+        loss.backward()  # the pixel part alone (ce_weight 0)
+        grads = [p.grad for p in _lora_params(model).values() if p.grad is not None]
+        return float(torch.stack([g.norm() for g in grads]).norm()) if grads else 0.0, logs
+
+    assert float(out_conv.weight.abs().sum()) == 0.0  # zero-initialised upstream
+    zero, logs = pixel_grad_norm()
+    assert zero == 0.0 and {"pixel_l1", "pixel_ms_ssim", "sar_edge_loss"} <= set(logs)
+    saved = out_conv.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            out_conv.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+        nonzero, _ = pixel_grad_norm()
+        assert nonzero > 0
+    finally:
+        with torch.no_grad():
+            out_conv.weight.copy_(saved)
+        net.zero_grad(set_to_none=True)
+
+
+def _mean_ce(model, stores, split="train") -> float:
+    from torch.utils.data import default_collate
+
+    from gac.data.dataset import TileDataset
+
+    ds = TileDataset(stores["tiles"], split=split, inputs={"opt": stores["opt_v2"]})
+    batch = default_collate([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        return float(_objective()(model, batch)[1]["ce"])
+
+
+def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, stores):
+    from gac.ground.lora import load_adapter
+    from gac.terramind import build_generator
+
+    record, out = trained["record"], trained["out"]
+    before = _mean_ce(net.get_base_model(), stores)  # the fixture's LoRA is untrained: B = 0, the base model
+    fresh = build_generator("terramind_v1_tiny_generate", inputs=["S1RTC", "S2L2A"], tile_size=TILE, seed=3)
+    after = _mean_ce(load_adapter(fresh, out, "terramind_v1_tiny_generate").get_base_model(), stores)
+    assert after < before - 0.1, (before, after)
+
+    saved = json.loads((out / "adapter.json").read_text())
+    assert saved["random_weights"] is True and saved["weights"] == "random"
+    assert saved["parameters"]["trainable"] == 10752 * 4 and saved["inputs"] == ["S1RTC", "S2L2A"]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and not out.with_name("stage3.partial").exists()
+    norms = np.loadtxt(trained["live"] / "plots" / "metrics" / "train" / "lora_grad_norm.tsv", skiprows=1)[:, 1]
+    assert len(norms) == record["global_steps"] and (norms > 0).all()
+    ce = np.loadtxt(trained["live"] / "plots" / "metrics" / "train" / "ce_epoch.tsv", skiprows=1, ndmin=2)[:, 1]
+    assert ce[-1] < ce[0]
+    metrics = json.loads((trained["live"] / "metrics.json").read_text())
+    assert metrics["val"]["ce"] == pytest.approx(record["best_val_loss"], rel=0.2)
+    # checkpoints carry the LoRA and optimizer only, not the frozen 300M parameters
+    assert (trained["ckpt"] / "last.ckpt").stat().st_size < 5e6
+
+
+def test_saved_adapter_reproduces_the_trained_weights_and_outputs(trained, net, batch):
+    from gac.ground import differentiable as D
+    from gac.ground.lora import load_adapter
+    from gac.ground.objective import model_inputs
+    from gac.terramind import build_generator
+
+    ckpt = torch.load(trained["ckpt"] / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    lora = _lora_params(net)
+    saved = {n: p.detach().clone() for n, p in lora.items()}
+    inputs = model_inputs(batch, "S1RTC", "opt")
+    try:
+        with torch.no_grad():
+            for n, p in lora.items():
+                p.copy_(ckpt[f"net.{n}"])
+            trained_logits = D.token_logits(net.get_base_model(), inputs)
+    finally:
+        with torch.no_grad():
+            for n, p in lora.items():
+                p.copy_(saved[n])
+    loaded = load_adapter(build_generator("terramind_v1_tiny_generate", inputs=["S1RTC", "S2L2A"], tile_size=TILE, seed=3),
+                          trained["out"], "terramind_v1_tiny_generate")
+    with torch.no_grad():
+        loaded_logits = D.token_logits(loaded.get_base_model(), inputs)
+        base_logits = D.token_logits(net.get_base_model(), inputs)
+    assert torch.equal(loaded_logits, trained_logits)
+    assert not torch.allclose(loaded_logits, base_logits, atol=1e-3)  # the adapter does something
+
+
+def test_ground_writes_opt_v3_aligned_and_repeatable(trained, params, stores):
+    from gac.data.store import open_store
+    from gac.ground.infer import ground
+
+    root = stores["root"]
+    attrs = ground(params, stores["tiles"], stores["opt_v2"], trained["out"], root / "opt_v3.zarr")
+    tiles = open_store(stores["tiles"], need=("s1", "s2"))
+    out = open_store(root / "opt_v3.zarr")
+    assert [str(t) for t in out.tile.values] == [str(t) for t in tiles.tile.values]
+    assert out.attrs["random_weights"] is True and out.attrs["weights"] == "random" and out.attrs["input"] == "opt_v2"
+    values = out.s2.values
+    assert values.shape == (tiles.sizes["tile"], 12, TILE, TILE)
+    # no output where the radar saw nothing; everywhere else a value
+    s1_missing = np.isnan(tiles.s1.values).any(axis=1)
+    assert s1_missing.sum() >= 1 and np.array_equal(np.isnan(values), np.repeat(s1_missing[:, None], 12, axis=1))
+    # random weights: the UNet's zero-initialised output layer makes every image the per-band pretraining mean (DESIGN.md)
+    from gac.terramind import destandardize
+
+    mean = destandardize(torch.zeros(1, 12, 1, 1)).numpy()[0, :, 0, 0]
+    np.testing.assert_allclose(np.nanmean(values, axis=(0, 2, 3)), mean, rtol=1e-5)
+    assert attrs["adapter_params_hash"] == trained["record"]["params_hash"]
+
+
+def test_opt_v2_out_of_step_with_tiles_is_one_line_and_writes_nothing(params, stores, trained):
+    from gac.ground.infer import ground
+    from gac.ground.train import run_training, stage3_job
+
+    root = stores["root"]
+    shuffled = _blurred_copy(stores["tiles"], root / "opt_v2_reversed.zarr", reverse=True)
+    with pytest.raises(GacError) as err:
+        run_training(stage3_job(params, shuffled), params, stores["tiles"], root / "bad_stage3", root / "bad_live", root / "bad_ckpt")
+    assert str(shuffled) in str(err.value) and "\n" not in str(err.value) and "re-run" in str(err.value)
+    assert not (root / "bad_stage3").exists() and not (root / "bad_live").exists() and not (root / "bad_ckpt").exists()
+    with pytest.raises(GacError, match="tile ids disagree"):
+        ground(params, stores["tiles"], shuffled, trained["out"], root / "bad_v3.zarr")
+    assert not (root / "bad_v3.zarr").exists() and not (root / "bad_v3.zarr.partial").exists()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        (r"sampler\.model\.decoder\.\d+\.nothing", "matches no module"),
+        (r".*\.qkv", "outside TerraMind, e.g. tokenizer"),
+        (r"sampler\.model\.decoder\.\d+\.cross_attn", "not Linear layers"),
+    ],
+)
+def test_bad_lora_regex_is_one_line(net, pattern, message):
+    from gac.ground.lora import lora_target_names
+
+    with pytest.raises(GacError, match=message) as err:
+        lora_target_names(net.get_base_model(), pattern, "terramind_v1_tiny_generate")
+    assert "stage3.lora_targets" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_adapter_of_another_size_is_refused(trained, tmp_path):
+    from gac.ground.lora import load_adapter
+
+    with pytest.raises(GacError, match="trained for terramind_v1_tiny_generate but the model is terramind_v1_small_generate"):
+        load_adapter(torch.nn.Linear(1, 1), trained["out"], "terramind_v1_small_generate")
+    with pytest.raises(GacError, match="no trained stage-3 adapter"):
+        load_adapter(torch.nn.Linear(1, 1), tmp_path, "terramind_v1_tiny_generate")
+
+
+def test_invalid_lora_regex_and_pixel_terms_fail_at_params():
+    with pytest.raises(GacError, match=r"stage3\.lora_targets: not a valid regular expression"):
+        validate_params({"stage3": {"lora_targets": "sampler(("}})
+    with pytest.raises(GacError, match=r"stage3\.pixel_terms: unknown pixel loss term"):
+        validate_params({"stage3": {"pixel_terms": {"l2": 1.0}}})
+
+
+def test_stage1_finetune_trains_the_generator_on_s1_alone(params, stores):
+    """Item 4: stage 1's generator (S1 -> S2L2A) fine-tuned through the same path, which `generate()` could not do."""
+    from gac.ground.train import run_training, stage1_finetune_job
+
+    root = stores["root"]
+    quick = params.model_copy(update={"stage3": params.stage3.model_copy(update={"max_epochs": 2})})
+    job = stage1_finetune_job(quick)
+    assert job.optical is None and job.stage == "stage1_finetune"
+    record = run_training(job, quick, stores["tiles"], root / "stage1_finetune", root / "live_s1", root / "ckpt")
+    assert record["inputs"] == ["S1RTC"] and record["parameters"]["trainable"] == 4 * 8 * (384 + 576 + 384)
+    saved = json.loads((root / "stage1_finetune" / "adapter.json").read_text())
+    assert saved["stage"] == "stage1_finetune" and saved["random_weights"] is True
+    norms = np.loadtxt(root / "live_s1" / "plots" / "metrics" / "train" / "lora_grad_norm.tsv", skiprows=1)[:, 1]
+    assert (norms > 0).all()
+    ce = np.loadtxt(root / "live_s1" / "plots" / "metrics" / "train" / "ce_epoch.tsv", skiprows=1, ndmin=2)[:, 1]
+    assert ce[-1] < ce[0]
+
+
+def test_cli_ground_ablation_on_opt_v1_and_one_line_errors(trained, stores):
+    from typer.testing import CliRunner
+
+    from gac.data.store import open_store
+    from stages.cli import app
+    from tests.conftest import run_gac
+
+    root = stores["root"]
+    (root / "params.yaml").write_text(
+        "seed: 3\ntile: {size: 32, shard_tiles: 4}\nstage3: {timesteps: 1, batch_size: 4, accelerator: cpu}\n"
+    )
+    opt_v1 = _blurred_copy(stores["tiles"], root / "opt_v1.zarr")
+    # in-process (terratorch is imported already); the error cases below run the installed script
+    result = CliRunner().invoke(app, ["ground", "--params", str(root / "params.yaml"), "--input", "v1", "--tiles", str(stores["tiles"]),
+                                      "--adapter", str(trained["out"]), "--optical", str(opt_v1), "--out", str(root / "opt_v3_on_v1.zarr")])
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "stage 3 on opt_v1, weights random (RANDOM)" in result.output
+    out = open_store(root / "opt_v3_on_v1.zarr")
+    assert out.attrs["input"] == "opt_v1" and out.sizes["tile"] == open_store(stores["tiles"], need=("s1",)).sizes["tile"]
+
+    bad = run_gac("ground", "--input", "v3", cwd=root)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--input 'v3'" in bad.stderr
+    shuffled = _blurred_copy(stores["tiles"], root / "opt_v2_cli_reversed.zarr", reverse=True)
+    bad = run_gac("train-stage3", "--tiles", str(stores["tiles"]), "--optical", str(shuffled), "--out", str(root / "cli_stage3"),
+                  "--live", str(root / "cli_live"), cwd=root)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr[-2000:]
+    assert str(shuffled) in bad.stderr and "tile ids disagree" in bad.stderr
+    assert not (root / "cli_stage3").exists() and not (root / "cli_live").exists()
