@@ -325,7 +325,7 @@ def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
         key = model.mod_name_mapping[modality]
         n = (size // PATCH) ** 2
         value = {
-            "tensor": standardize(x.to(device, torch.float32), modality),
+            "tensor": torch.nan_to_num(standardize(x.to(device, torch.float32), modality), nan=0.0),  # no data -> the mean
             "input_mask": torch.zeros(batch, n, dtype=torch.bool, device=device),
             "target_mask": torch.ones(batch, n, dtype=torch.bool, device=device),
             "decoder_attention_mask": torch.zeros(batch, n, dtype=torch.bool, device=device),
@@ -354,6 +354,18 @@ def _sample_one(sampler, logits, decoding: Decoding, generator):
     probs = torch.softmax(filtered / decoding.temperature, dim=-1)
     tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
     return tokens, probs.gather(-1, tokens[:, None])[:, 0]
+
+
+def token_logits(model, inputs: Mapping[str, "torch.Tensor"], precision: str = "32"):
+    """Logits (B, N, vocab) for every S2L2A token with none decoded yet: the first MaskGIT step's prediction."""
+    import torch
+
+    device = next(model.parameters()).device
+    mod_dict, _, _ = _input_dict(model, inputs, device)
+    with torch.inference_mode(), _autocast(device, precision):
+        logits, positions = model.sampler.forward_enc_dec_maskgit_batched(mod_dict, TOKENS_KEY)
+    order = positions.argsort(dim=-1)  # back to raster order of the token grid
+    return logits.float().gather(1, order[..., None].expand(-1, -1, logits.shape[-1]))
 
 
 def sample_tokens(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[int], decoding: Decoding = Decoding(), precision: str = "32"):
