@@ -168,6 +168,9 @@ def sar_edge_agreement(
     """The SAR-edge agreement score (module docstring) per image: optical (B, 12, H, W) x 10^4, S1 (B, 2, H, W) dB -> (B,)."""
     if optical.shape[0] != s1_db.shape[0] or optical.shape[-2:] != s1_db.shape[-2:]:
         raise ValueError(f"optical {tuple(optical.shape)} and S1 {tuple(s1_db.shape)} must share batch and spatial size")
+    # Half precision cannot hold 10^(dB/10) and squared gradients accurately; compute in at least float32.
+    optical = optical.float() if optical.dtype in (torch.float16, torch.bfloat16) else optical
+    s1_db = s1_db.to(optical.dtype)
     reach = margin(window, sigma)
     if min(optical.shape[-2:]) <= 2 * reach:
         raise ValueError(f"tiles of {tuple(optical.shape[-2:])} px leave no pixel {reach} px from the border; use larger tiles")

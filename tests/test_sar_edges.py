@@ -109,6 +109,16 @@ def test_loss_is_differentiable_and_descends():
     assert float(sar_edge_loss(stepped, s1)) < before
 
 
+def test_half_precision_inputs_are_computed_in_float32():
+    s2, s1 = _scene()
+    reference = float(sar_edge_agreement(s2.float(), s1.float()))
+    pred = s2.bfloat16().requires_grad_(True)
+    score = sar_edge_agreement(pred, s1.bfloat16())
+    assert score.dtype == torch.float32 and float(score.detach()) == pytest.approx(reference, abs=0.02)
+    score.sum().backward()
+    assert pred.grad is not None and pred.grad.dtype == torch.bfloat16 and torch.isfinite(pred.grad.float()).all()
+
+
 def test_too_small_tiles_fail_clearly():
     with pytest.raises(ValueError, match="larger tiles"):
         sar_edge_agreement(torch.zeros(1, 12, 2 * margin(), 2 * margin()), torch.zeros(1, 2, 2 * margin(), 2 * margin()))
