@@ -132,6 +132,8 @@ def build_generator(
     if tile_size % PATCH:
         raise GacError(f"tile size {tile_size} is not a multiple of {PATCH} (TerraMind's patch size)")
     source = weights if isinstance(weights, WeightsSource) else resolve_weights(weights, name, key)
+    if source.kind == "local":
+        local_files(name, source.path)  # fail before the (slow) build
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -204,8 +206,8 @@ def _load_tokenizer(model, state: Mapping, source: Path | str) -> None:
     load_strict(model.tokenizer[TOKENS_KEY], state, source, "the S2L2A tokenizer")
 
 
-def load_local(model, name: str, directory: Path) -> None:
-    """Load TerraMind and the S2L2A tokenizer from a directory holding the hub's files."""
+def local_files(name: str, directory: Path) -> tuple[Path, Path]:
+    """The hub's two files in a local weights directory, checked before any model is built."""
     directory = Path(directory)
     _, tm_file, tok_file = hub_files(name)
     if not directory.is_dir():
@@ -214,8 +216,14 @@ def load_local(model, name: str, directory: Path) -> None:
         if not (directory / file).is_file():
             present = sorted(p.name for p in directory.iterdir())[:4]
             raise GacError(f"{directory}: {file} not found (holds {present or 'nothing'}); put the hub files for {name} there")
-    _load_terramind(model, read_state_dict(directory / tm_file), directory / tm_file)
-    _load_tokenizer(model, read_state_dict(directory / tok_file), directory / tok_file)
+    return directory / tm_file, directory / tok_file
+
+
+def load_local(model, name: str, directory: Path) -> None:
+    """Load TerraMind and the S2L2A tokenizer from a directory holding the hub's files."""
+    tm_path, tok_path = local_files(name, directory)
+    _load_terramind(model, read_state_dict(tm_path), tm_path)
+    _load_tokenizer(model, read_state_dict(tok_path), tok_path)
 
 
 def load_hf(model, name: str) -> None:
