@@ -110,7 +110,20 @@ def quantize_frozen_linears(model: nn.Module, keep_blocks: set[int]) -> int:
                     q.bias = nn.Parameter(child.bias.data, requires_grad=False)
                 setattr(parent, child_name, q.to(child.weight.device))  # moving to a device quantises
                 count += 1
+    _return_freed_memory()
     return count
+
+
+def _return_freed_memory() -> None:
+    """Hand the freed fp32 weights back to the OS: glibc keeps freed heap in its arenas, so RSS would not shrink."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass
 
 
 def _linear_names(model: nn.Module) -> list[str]:

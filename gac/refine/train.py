@@ -13,11 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
-
 from gac.data.store import S2_BANDS
 from gac.errors import GacError
-from gac.losses import WeightedLoss
 from gac.refine.params import Stage2Params
 from gac.training import CHECKPOINT_ROOT, ResumeState, build_trainer
 
@@ -61,13 +58,15 @@ def train_stage2(
     extra_callbacks: Iterable = (),
 ) -> dict[str, Any]:
     """Fit (resuming an interrupted run with the same params), then export the best checkpoint. Returns the record."""
+    train_ds, val_ds = _datasets(Path(tiles), Path(opt_v1))  # before torch is even imported: bad stores fail fast
     import lightning.pytorch as pl
+    import torch
     from torch.utils.data import DataLoader
 
+    from gac.losses import WeightedLoss
     from gac.refine.build import build_refiner, save_refiner
     from gac.refine.module import RefinerModule
 
-    train_ds, val_ds = _datasets(Path(tiles), Path(opt_v1))
     pl.seed_everything(seed, workers=True, verbose=False)
     refiner, info = build_refiner(p.training_dict())
     counts = info["parameters"]
@@ -81,6 +80,9 @@ def train_stage2(
     resume = ResumeState(STAGE, training_hash(p, seed, Path(tiles), Path(opt_v1)), Path(checkpoint_root))
     ckpt = resume.prepare()
     trainer = build_trainer(p, resume.dir, Path(live_dir), extra_callbacks=list(extra_callbacks))
+    trainer.logger.log_hyperparams(
+        {"trainable_parameters": counts["trainable"], "total_parameters": counts["total"], "trainable_share": counts["trainable_share"]}
+    )
     module = RefinerModule(refiner, loss, p)
     loader = dict(batch_size=p.batch_size, num_workers=p.num_workers, persistent_workers=p.num_workers > 0)
     trainer.fit(
@@ -92,7 +94,8 @@ def train_stage2(
     best = resume.dir / "best.ckpt"
     best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     if best.is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)
+        state = torch.load(best, map_location="cpu", weights_only=False)  # our own checkpoint: Lightning's metadata too
+        module.on_load_checkpoint(state)  # every trained tensor must be there
         module.load_state_dict(state["state_dict"], strict=False)
     record = {
         "config": p.training_dict(),
