@@ -144,3 +144,21 @@ def test_lpips_availability_follows_the_hub_cache(monkeypatch, tmp_path):
     assert critic(x, x).item() == pytest.approx(0.0, abs=1e-6)
     assert critic(x, y).item() > 0
     assert not any(p.requires_grad for p in critic.parameters())
+
+
+def test_real_s2_tile_losses(shared_samples):
+    """A real 224 px TerraMesh S2L2A tile: five MS-SSIM scales match pytorch-msssim; SAM ignores brightness, sees band swaps."""
+    import rasterio
+    from pytorch_msssim import ms_ssim as reference
+
+    path = sorted((shared_samples / "S2L2A").glob("*.tif"))[0]
+    with rasterio.open(path) as src:
+        x = torch.from_numpy(src.read().astype("float32"))[None] / 1e4
+    assert x.shape == (1, 12, 224, 224)
+    blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    assert ms_ssim_scales(224) == (5, 11)
+    assert ms_ssim(blurred, x).item() == pytest.approx(reference(blurred, x, data_range=1.0).item(), abs=2e-5)
+    assert 0.5 < ms_ssim(blurred, x).item() < 0.999
+    assert sam(0.7 * x, x).item() < 2e-3  # a darker copy has the same spectra
+    swapped = x[:, [0, 1, 2, 3, 4, 5, 6, 10, 8, 9, 7, 11]]  # B08 <-> B11
+    assert sam(swapped, x).item() > 0.05

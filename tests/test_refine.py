@@ -174,6 +174,18 @@ def test_local_weights_load_strictly_and_refuse_partial_files(built, tmp_path):
         build_backbone("prithvi_eo_v2_tiny_tl", str(tmp_path / "partial.pt"), ["B02", "B03", "B04", "B8A", "B11", "B12"])
 
 
+def test_hf_weights_missing_from_the_cache_fail_in_one_line(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from gac.refine.backbone import build_backbone
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(GacError) as err:
+        build_backbone("prithvi_eo_v2_tiny_tl", "hf", ["B02"])
+    message = str(err.value)
+    assert "\n" not in message and "Prithvi-EO-2.0-tiny-TL" in message and "not in the Hugging Face cache" in message
+
+
 def test_bad_model_params_fail_in_one_line():
     from gac.params import validate_params
     from gac.refine.backbone import add_lora, build_backbone

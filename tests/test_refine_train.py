@@ -143,6 +143,7 @@ def test_refine_writes_opt_v2_on_the_tiles_grid(trained):
     assert list(v2.crs.values) == list(tiles.crs.values) and list(v2.band.values) == list(tiles.band.values)
     assert v2.attrs["weights"] == "random" and v2.attrs["random_weights"] is True
     assert v2.attrs["backbone"] == "prithvi_eo_v2_tiny_tl" and len(v2.attrs["params_hash"]) == 16
+    assert v2.attrs["opt_v1_random_weights"] is False  # the stand-in opt_v1 carries no random-weights flag
     a, b = v1["s2"].values, v2["s2"].values
     assert np.array_equal(np.isnan(a), np.isnan(b))  # nodata stays nodata
     assert np.nanmean(np.abs(b - a)) > 1.0  # the trained residual is not nothing

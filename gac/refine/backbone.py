@@ -73,12 +73,12 @@ def build_backbone(name: str, weights: str, channels: list[str]) -> tuple[nn.Mod
     if name not in known:
         raise GacError(f"stage2.backbone: unknown backbone {name!r}; use one of {', '.join(known)}")
     source = resolve_weights(weights, name, "stage2.weights")
+    path = None if source.is_random else _checkpoint_file(source, name)  # a missing file fails before the build
     bands = model_bands(channels)
     with torch.random.fork_rng():
         torch.manual_seed(BACKBONE_SEED)
         model = BACKBONE_REGISTRY.build(name, pretrained=False, bands=bands, num_frames=1)
-    if not source.is_random:
-        path = _checkpoint_file(source, name)
+    if path is not None:
         state = checkpoint_filter_fn_vit(read_state_dict(path), model, list(PRETRAINED_BANDS), bands)
         load_strict(model, state, path, f"{name} (stage2.backbone)")
         log.info("loaded %s weights from %s", name, path)

@@ -59,6 +59,8 @@ def refine_store(model_dir: Path, tiles: Path, opt_v1: Path, out: Path, infer: S
         "random_weights": loaded["random_weights"],
         "params_hash": output_hash(infer, record),
         "model_dir": str(model_dir),
+        # opt_v2 inherits opt_v1's content: say whether stage 1 ran on random weights too.
+        "opt_v1_random_weights": bool(v1.attrs.get("random_weights", False)),
         "inputs": json.dumps({"tiles": str(tiles), "opt_v1": str(opt_v1)}),
     }
     store = PredictionStore(Path(out), v1, store_attrs, shard_tiles, bands=S2_BANDS)
