@@ -32,6 +32,12 @@ def main(
     job = stage1_finetune_job(p) if stage1_finetune else stage3_job(p, optical)
     out = out or Path("data") / job.stage
     live = live or Path("data/live") / job.stage
+    if stage1_finetune and not p.stage1.finetune:
+        from gac.ground.finetune import write_disabled
+
+        write_disabled(out, live)
+        typer.echo(f"{out}: stage1.finetune is false; stage 1 stays frozen, nothing trained")
+        return
     record = run_training(job, p, tiles, out, live)
     counts = record["parameters"]
     typer.echo(

@@ -262,27 +262,37 @@ def test_saved_adapter_reproduces_the_trained_weights_and_outputs(trained, net, 
     assert not torch.allclose(loaded_logits, base_logits, atol=1e-3)  # the adapter does something
 
 
-def test_ground_writes_opt_v3_aligned_and_repeatable(trained, params, stores):
-    from gac.data.store import open_store
-    from gac.ground.infer import ground
+def test_ground_ablation_on_opt_v1_writes_opt_v3_aligned_with_tiles(trained, stores):
+    """`gac ground --input v1` (in-process: terratorch is imported already); v2 runs the same code on opt_v2."""
+    from typer.testing import CliRunner
 
+    from gac.data.store import open_store
+    from gac.ground.infer import GROUND_INPUTS
+    from gac.terramind import destandardize
+    from stages.cli import app
+
+    assert GROUND_INPUTS == {"v2": ("data/opt_v2.zarr", "data/opt_v3.zarr"), "v1": ("data/opt_v1.zarr", "data/opt_v3_on_v1.zarr")}
     root = stores["root"]
-    attrs = ground(params, stores["tiles"], stores["opt_v2"], trained["out"], root / "opt_v3.zarr")
+    (root / "params.yaml").write_text("seed: 3\ntile: {size: 32, shard_tiles: 4}\nstage3: {timesteps: 1, batch_size: 4, accelerator: cpu}\n")
+    opt_v1 = _blurred_copy(stores["tiles"], root / "opt_v1.zarr")
+    result = CliRunner().invoke(app, ["ground", "--params", str(root / "params.yaml"), "--input", "v1", "--tiles", str(stores["tiles"]),
+                                      "--adapter", str(trained["out"]), "--optical", str(opt_v1), "--out", str(root / "opt_v3_on_v1.zarr")])
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "stage 3 on opt_v1, weights random (RANDOM)" in result.output
     tiles = open_store(stores["tiles"], need=("s1", "s2"))
-    out = open_store(root / "opt_v3.zarr")
+    out = open_store(root / "opt_v3_on_v1.zarr")
     assert [str(t) for t in out.tile.values] == [str(t) for t in tiles.tile.values]
-    assert out.attrs["random_weights"] is True and out.attrs["weights"] == "random" and out.attrs["input"] == "opt_v2"
+    assert np.array_equal(out.transform.values, tiles.transform.values)
+    assert out.attrs["random_weights"] is True and out.attrs["weights"] == "random" and out.attrs["input"] == "opt_v1"
+    assert out.attrs["adapter_params_hash"] == trained["record"]["params_hash"]
     values = out.s2.values
     assert values.shape == (tiles.sizes["tile"], 12, TILE, TILE)
     # no output where the radar saw nothing; everywhere else a value
     s1_missing = np.isnan(tiles.s1.values).any(axis=1)
     assert s1_missing.sum() >= 1 and np.array_equal(np.isnan(values), np.repeat(s1_missing[:, None], 12, axis=1))
     # random weights: the UNet's zero-initialised output layer makes every image the per-band pretraining mean (DESIGN.md)
-    from gac.terramind import destandardize
-
     mean = destandardize(torch.zeros(1, 12, 1, 1)).numpy()[0, :, 0, 0]
     np.testing.assert_allclose(np.nanmean(values, axis=(0, 2, 3)), mean, rtol=1e-5)
-    assert attrs["adapter_params_hash"] == trained["record"]["params_hash"]
 
 
 def test_opt_v2_out_of_step_with_tiles_is_one_line_and_writes_nothing(params, stores, trained):
@@ -332,7 +342,8 @@ def test_invalid_lora_regex_and_pixel_terms_fail_at_params():
         validate_params({"stage3": {"pixel_terms": {"l2": 1.0}}})
 
 
-def test_stage1_finetune_trains_the_generator_on_s1_alone(params, stores):
+@pytest.fixture(scope="module")
+def finetuned(params, stores):
     """Item 4: stage 1's generator (S1 -> S2L2A) fine-tuned through the same path, which `generate()` could not do."""
     from gac.ground.train import run_training, stage1_finetune_job
 
@@ -341,35 +352,25 @@ def test_stage1_finetune_trains_the_generator_on_s1_alone(params, stores):
     job = stage1_finetune_job(quick)
     assert job.optical is None and job.stage == "stage1_finetune"
     record = run_training(job, quick, stores["tiles"], root / "stage1_finetune", root / "live_s1", root / "ckpt")
+    return {"record": record, "out": root / "stage1_finetune", "live": root / "live_s1"}
+
+
+def test_stage1_finetune_trains_the_generator_on_s1_alone(finetuned):
+    record, live = finetuned["record"], finetuned["live"]
     assert record["inputs"] == ["S1RTC"] and record["parameters"]["trainable"] == 4 * 8 * (384 + 576 + 384)
-    saved = json.loads((root / "stage1_finetune" / "adapter.json").read_text())
+    saved = json.loads((finetuned["out"] / "adapter.json").read_text())
     assert saved["stage"] == "stage1_finetune" and saved["random_weights"] is True
-    norms = np.loadtxt(root / "live_s1" / "plots" / "metrics" / "train" / "lora_grad_norm.tsv", skiprows=1)[:, 1]
+    norms = np.loadtxt(live / "plots" / "metrics" / "train" / "lora_grad_norm.tsv", skiprows=1)[:, 1]
     assert (norms > 0).all()
-    ce = np.loadtxt(root / "live_s1" / "plots" / "metrics" / "train" / "ce_epoch.tsv", skiprows=1, ndmin=2)[:, 1]
+    ce = np.loadtxt(live / "plots" / "metrics" / "train" / "ce_epoch.tsv", skiprows=1, ndmin=2)[:, 1]
     assert ce[-1] < ce[0]
 
 
-def test_cli_ground_ablation_on_opt_v1_and_one_line_errors(trained, stores):
-    from typer.testing import CliRunner
-
-    from gac.data.store import open_store
-    from stages.cli import app
+def test_cli_errors_are_one_line_before_any_model_is_built(stores, tmp_path):
     from tests.conftest import run_gac
 
-    root = stores["root"]
-    (root / "params.yaml").write_text(
-        "seed: 3\ntile: {size: 32, shard_tiles: 4}\nstage3: {timesteps: 1, batch_size: 4, accelerator: cpu}\n"
-    )
-    opt_v1 = _blurred_copy(stores["tiles"], root / "opt_v1.zarr")
-    # in-process (terratorch is imported already); the error cases below run the installed script
-    result = CliRunner().invoke(app, ["ground", "--params", str(root / "params.yaml"), "--input", "v1", "--tiles", str(stores["tiles"]),
-                                      "--adapter", str(trained["out"]), "--optical", str(opt_v1), "--out", str(root / "opt_v3_on_v1.zarr")])
-    assert result.exit_code == 0, result.output[-2000:]
-    assert "stage 3 on opt_v1, weights random (RANDOM)" in result.output
-    out = open_store(root / "opt_v3_on_v1.zarr")
-    assert out.attrs["input"] == "opt_v1" and out.sizes["tile"] == open_store(stores["tiles"], need=("s1",)).sizes["tile"]
-
+    root = tmp_path
+    (root / "params.yaml").write_text("seed: 3\ntile: {size: 32, shard_tiles: 4}\n")
     bad = run_gac("ground", "--input", "v3", cwd=root)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--input 'v3'" in bad.stderr
     shuffled = _blurred_copy(stores["tiles"], root / "opt_v2_cli_reversed.zarr", reverse=True)
@@ -378,3 +379,60 @@ def test_cli_ground_ablation_on_opt_v1_and_one_line_errors(trained, stores):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr[-2000:]
     assert str(shuffled) in bad.stderr and "tile ids disagree" in bad.stderr
     assert not (root / "cli_stage3").exists() and not (root / "cli_live").exists()
+    bad = run_gac("ground", "--tiles", str(stores["tiles"]), "--optical", str(stores["opt_v2"]), "--adapter", str(root / "none"),
+                  "--out", str(root / "v3.zarr"), cwd=root)
+    assert bad.returncode == 2 and "no trained stage-3 adapter" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (root / "v3.zarr").exists() and not (root / "v3.zarr.partial").exists()
+
+
+def test_weights_of_another_terramind_size_are_one_line_and_nothing_is_written(params, stores, net, tmp_path):
+    """stage3.model small with a directory holding tiny's files (named as small's): refused before anything is written."""
+    from gac.ground.train import run_training, stage3_job
+    from gac.terramind import TOKENIZER_FILE, hub_files
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save(net.get_base_model().sampler.model.state_dict(), weights / hub_files("terramind_v1_small_generate")[1])
+    (weights / TOKENIZER_FILE).write_bytes(b"")  # never read: TerraMind's own file is refused first
+    wrong = params.model_copy(update={"stage3": params.stage3.model_copy(update={"model": "terramind_v1_small_generate",
+                                                                                  "weights": str(weights)})})
+    root = tmp_path / "run"
+    with pytest.raises(GacError) as err:
+        run_training(stage3_job(wrong, stores["opt_v2"]), wrong, stores["tiles"], root / "stage3", root / "live", root / "ckpt")
+    message = str(err.value)
+    assert "\n" not in message and "TerraMind_v1_small.pt" in message and "shape mismatch" in message
+    assert "check the model size" in message
+    assert not root.exists()
+
+
+def test_stage1_generator_is_frozen_when_off_and_fine_tuned_when_on(trained, finetuned, tmp_path):
+    from gac.ground.finetune import stage1_generator, write_disabled
+    from gac.terramind import build_generator
+
+    off = validate_params({"stage1": {"finetune": False}})
+    write_disabled(tmp_path / "ft", tmp_path / "live")
+    assert json.loads((tmp_path / "ft" / "adapter.json").read_text()) == {"stage": "stage1_finetune", "enabled": False}
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == {"enabled": False}
+    sentinel = object()
+    assert stage1_generator(sentinel, off, tmp_path / "ft") is sentinel
+    on = validate_params({"stage1": {"finetune": True}})
+    with pytest.raises(GacError, match="stage1.finetune is true but no fine-tuned adapter"):
+        stage1_generator(sentinel, on, tmp_path / "ft")
+    with pytest.raises(GacError, match=r"trained on inputs \['S1RTC', 'S2L2A'\], stage 1 takes \[S1RTC\]"):
+        stage1_generator(sentinel, on, trained["out"])  # stage 3's adapter is not stage 1's
+    frozen = build_generator("terramind_v1_tiny_generate", inputs=["S1RTC"], tile_size=TILE, seed=3)
+    model = stage1_generator(frozen, on, finetuned["out"])
+    assert model is frozen  # LoRA injected in place: gac.terramind.generate takes it as it is
+    assert sum(1 for name, _ in model.named_modules() if name.endswith("cross_attn.kv.lora_A")) == 4
+
+
+def test_resume_fingerprint_follows_the_data(stores, tmp_path):
+    """A rewritten opt_v2 (stage 2 re-ran) must not resume stage 3's old checkpoint; an untouched one does."""
+    from gac.ground.train import data_fingerprint
+
+    copy = _blurred_copy(stores["tiles"], tmp_path / "opt_v2.zarr")
+    first = data_fingerprint(stores["tiles"], copy)
+    assert data_fingerprint(stores["tiles"], copy) == first
+    _blurred_copy(stores["tiles"], copy)
+    assert data_fingerprint(stores["tiles"], copy) != first
+    assert data_fingerprint(stores["tiles"], None) != first

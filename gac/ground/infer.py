@@ -51,6 +51,9 @@ def load_grounding_model(params, adapter_root: Path, tile_size: int, device: str
         raise GacError(f"{adapter_root}: adapter was trained on inputs {record.get('inputs')} but grounding uses {inputs}; "
                        "re-run `gac train-stage3`")
     bare = build_generator(s3.model, inputs=inputs, weights=s3.weights, tile_size=tile_size, seed=params.seed, key="stage3.weights")
+    if record.get("weights") != bare.gac_weights.describe():
+        raise GacError(f"{adapter_root}: adapter was trained on weights '{record.get('weights')}' but stage3.weights is "
+                       f"'{bare.gac_weights.describe()}'; re-run `gac train-stage3` or set stage3.weights back")
     net = load_adapter(bare, adapter_root, s3.model).to(device).eval()
     return net, record
 
@@ -65,16 +68,20 @@ def _device(accelerator: str) -> str:
 
 def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, input_label: str = "v2") -> dict[str, Any]:
     """Write `out` (opt_v3) from tiles.zarr's S1 and `optical`'s S2L2A; returns the output attrs."""
-    import torch
-
     from gac.data.store import PredictionStore, check_aligned, open_store
+    from gac.ground.lora import read_adapter_record
     from gac.params import params_hash
-    from gac.terramind import TARGET, Decoding, generate, iter_batches, tile_seed
 
     tiles, optical, out, adapter_root = Path(tiles), Path(optical), Path(out), Path(adapter_root)
     tiles_ds = open_store(tiles, need=("s1", "s2"), what="tiles store")
     optical_ds = open_store(optical, need=("s2",), what=f"opt_{input_label} store")
     check_aligned(tiles_ds, optical_ds, tiles, optical)
+    read_adapter_record(adapter_root)  # a missing adapter is named before torch is even imported
+
+    import torch
+
+    from gac.terramind import TARGET, Decoding, generate, iter_batches, tile_seed
+
     s3, s1_name = params.stage3, params.stage1.input
     device = _device(s3.accelerator)
     net, record = load_grounding_model(params, adapter_root, int(tiles_ds.sizes["y"]), device)

@@ -134,6 +134,29 @@ def _datasets(job: GroundingJob, tiles: Path):
     return train, val
 
 
+def data_fingerprint(*stores: Path | None) -> str:
+    """What the training data is, for resuming: each store's params hash and write time.
+
+    DVC re-runs stage 3 when opt_v2 changes (new params or new stage-2 code);
+    a checkpoint of the old data must then not be resumed as if nothing had
+    changed. A store that is merely checked out again may get a new time: that
+    costs a fresh start, never a wrong resume.
+    """
+    import hashlib
+
+    parts = []
+    for store in stores:
+        if store is None:
+            continue
+        meta = Path(store) / "zarr.json"
+        if meta.is_file():
+            attrs = json.loads(meta.read_text()).get("attributes", {})
+            parts.append(f"{store}:{attrs.get('params_hash')}:{meta.stat().st_mtime_ns}")
+        else:
+            parts.append(str(store))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
 def _tile_size(tiles: Path) -> int:
     from gac.data.store import open_store
 
@@ -144,6 +167,11 @@ def _tile_size(tiles: Path) -> int:
 def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir: Path,
                  checkpoint_root: Path = CHECKPOINT_ROOT) -> dict[str, Any]:
     """Train the job's LoRA; write `out_dir/adapter` (peft) + `out_dir/adapter.json`, whole or not at all."""
+    train = params.stage3
+    tiles, out_dir, live_dir = Path(tiles), Path(out_dir), Path(live_dir)
+    # Checks opt_v2 against tiles.zarr first: a mistake there costs no torch import, no model build.
+    train_ds, val_ds = _datasets(job, tiles)
+
     import lightning.pytorch as pl
     import torch
     from torch.utils.data import DataLoader
@@ -154,16 +182,14 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
     from gac.params import params_hash
     from gac.training import ResumeState, build_trainer
 
-    train = params.stage3
-    tiles, out_dir, live_dir = Path(tiles), Path(out_dir), Path(live_dir)
-    train_ds, val_ds = _datasets(job, tiles)  # checks opt_v2 against tiles.zarr before any model is built
     pl.seed_everything(params.seed, workers=True)
     net, counts = build_grounding_model(job, train, _tile_size(tiles), params.seed)
     objective = GroundingObjective(job.s1_input, OPTICAL_KEY if job.optical is not None else None, train.pixel_weight,
                                    train.pixel_terms, train.sar_weight, train.soft_temperature)
     module = _lightning_module()(net, objective, train)
 
-    run_hash = f"{params_hash(params, ['seed', 'stage3'])}-{job.model}-{job.weights}-{job.s1_input}-{job.optical is not None}"
+    run_hash = (f"{params_hash(params, ['seed', 'stage3'])}-{job.model}-{job.weights}-{job.s1_input}-"
+                f"{data_fingerprint(tiles, job.optical)}")
     resume = ResumeState(job.stage, run_hash, Path(checkpoint_root))
     ckpt = resume.prepare()
     trainer = build_trainer(train, resume.dir, live_dir)

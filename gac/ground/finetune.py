@@ -1,0 +1,52 @@
+"""Stage 1 fine-tuning (`stage1.finetune`): the hand-over between `gac train-stage3 --stage1-finetune` and `gac generate`.
+
+DVC cannot skip a stage by a param, so the fine-tuning stage always runs:
+with `stage1.finetune: false` it only writes a record saying so (seconds, no
+model built), and `gac generate` keeps stage 1 frozen. With `true` it trains
+the LoRA through the differentiable path (gac.ground.train) and `gac
+generate` generates with it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gac.errors import GacError
+
+FINETUNE_DIR = Path("data/stage1_finetune")
+
+
+def write_disabled(out_dir: Path, live_dir: Path) -> None:
+    """The record of a fine-tuning stage that had nothing to do (stage1.finetune is false), written whole.
+
+    The DVCLive directory gets a metrics.json saying so, since DVC expects every declared output to exist.
+    """
+    from gac.data.store import partial_path, replace_dir
+
+    out_dir, live_dir = Path(out_dir), Path(live_dir)
+    live_dir.mkdir(parents=True, exist_ok=True)
+    (live_dir / "metrics.json").write_text(json.dumps({"enabled": False}) + "\n")
+    tmp = partial_path(out_dir)
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "adapter.json").write_text(json.dumps({"stage": "stage1_finetune", "enabled": False}, indent=2) + "\n")
+    replace_dir(tmp, out_dir)
+
+
+def stage1_generator(model, params, root: Path = FINETUNE_DIR):
+    """What `gac generate` should generate with: `model` itself, or `model` with the fine-tuned adapter.
+
+    `model` is stage 1's bare generator (gac.terramind.build_generator); the
+    result is always a bare TerraMindGeneration (LoRA layers injected in place),
+    so gac.terramind.generate takes it either way.
+    """
+    from gac.ground.lora import load_adapter, read_adapter_record
+
+    if not params.stage1.finetune:
+        return model
+    record = read_adapter_record(root) if (Path(root) / "adapter.json").is_file() and (Path(root) / "adapter").is_dir() else None
+    if record is None:
+        raise GacError(f"{root}: stage1.finetune is true but no fine-tuned adapter is there; run `gac train-stage3 --stage1-finetune` (dvc repro)")
+    if record.get("inputs") != [params.stage1.input]:
+        raise GacError(f"{root}: adapter was trained on inputs {record.get('inputs')}, stage 1 takes [{params.stage1.input}]; re-run the fine-tuning")
+    return load_adapter(model, root, params.stage1.model).get_base_model()
