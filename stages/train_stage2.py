@@ -31,6 +31,8 @@ def main(
     from gac.refine.train import train_stage2
 
     record = train_stage2(p.stage2, p.seed, tiles, opt_v1, out, live)
+    if not record["exported"]:  # a DDP rank other than 0
+        return
     counts = record["parameters"]
     typer.echo(
         f"{out}: best val loss {record['best_val_loss']}, {record['global_step']} step(s); trainable "

@@ -125,7 +125,7 @@ def test_8bit_backbone_runs_on_cpu_close_to_fp32(built, built_8bit):
         got = int8.backbone(image)
     for level in (2, 11):
         rel = (got[level] - ref[level]).norm() / ref[level].norm()
-        assert rel < 0.05, (level, float(rel))
+        assert rel < 0.02, (level, float(rel))  # measured 0.2-0.7% at random init
 
 
 def test_save_then_load_gives_identical_predictions(built, tmp_path):

@@ -43,9 +43,10 @@ class RefinerModule(pl.LightningModule):
         total, terms = self.loss(pred, target)
         on_step = stage == "train"
         size = pred.shape[0]
-        self.log(f"{stage}/loss", total, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=not on_step)
+        # sync_dist: under DDP the epoch values average over every rank's tiles, not rank 0's alone.
+        self.log(f"{stage}/loss", total, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=True)
         for name, value in terms.items():
-            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=not on_step)
+            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=True)
         if stage == "val":
             self.log("val/psnr", psnr(pred, fill_missing(pred, target)), on_epoch=True, batch_size=size, sync_dist=True)
         return total

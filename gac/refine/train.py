@@ -109,6 +109,6 @@ def train_stage2(
         "resumed_from": str(ckpt) if ckpt else None,
         "inputs": {"tiles": str(tiles), "opt_v1": str(opt_v1)},
     }
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # under DDP every rank trains, rank 0 alone exports
         save_refiner(refiner, Path(out_dir), record)
-    return record
+    return {**record, "exported": trainer.is_global_zero}
