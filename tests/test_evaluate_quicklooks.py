@@ -1,0 +1,40 @@
+"""Quicklooks: one shared stretch per tile, NaN drawn black, layout S1 | variants | truth."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from gac.evaluate.quicklooks import GAP, LABEL_HEIGHT, contact_sheet, tile_quicklook
+
+
+def _panel(pixels: np.ndarray, row: int, col: int, size: int = 64) -> np.ndarray:
+    top = GAP + row * (2 * LABEL_HEIGHT + size + GAP) + 2 * LABEL_HEIGHT
+    left = GAP + col * (size + GAP)
+    return pixels[top : top + size, left : left + size]
+
+
+def test_same_stretch_for_every_panel_and_nan_is_black(tmp_path):
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(500, 3000, (12, 32, 32))
+    truth[:, :4, :4] = np.nan
+    s1 = rng.normal(-12, 3, (2, 32, 32))
+    panels = {"copy": truth.copy(), "all_nan": np.full_like(truth, np.nan), "bright": truth + 5000}
+    path = tile_quicklook(tmp_path / "q.png", "t0", s1, panels, truth, scale=2)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    # Two rows (true, false colour) of S1 + 3 variants + truth, 64 px panels.
+    assert pixels.shape[1] == GAP + 5 * (64 + GAP)
+    assert pixels.shape[0] == GAP + 2 * (2 * LABEL_HEIGHT + 64 + GAP)
+    for row in (0, 1):
+        np.testing.assert_array_equal(_panel(pixels, row, 1), _panel(pixels, row, 4))  # a copy looks exactly like the truth
+        assert _panel(pixels, row, 2).max() == 0  # no data: black
+        assert _panel(pixels, row, 3)[8:, 8:].min() == 255  # 5000 brighter than the truth's 98th percentile: saturated
+        assert _panel(pixels, row, 4)[:8, :8].max() == 0  # the truth's NaN corner
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_contact_sheet_has_a_row_per_tile(tmp_path):
+    rng = np.random.default_rng(1)
+    tiles = [(f"t{i}", rng.normal(-12, 3, (2, 32, 32)), {"v": rng.uniform(0, 3000, (12, 32, 32))}, rng.uniform(0, 3000, (12, 32, 32))) for i in range(3)]
+    image = Image.open(contact_sheet(tmp_path / "sheet.png", tiles, scale=1))
+    assert image.size == (GAP + 3 * (32 + GAP), GAP + 3 * (2 * LABEL_HEIGHT + 32 + GAP))
