@@ -168,6 +168,11 @@ def test_local_weights_load_strictly_and_refuse_partial_files(built, tmp_path):
     for name, value in source.state_dict().items():
         if "pos_embed" not in name:
             assert torch.equal(value, loaded.state_dict()[name]), name
+    # Channels the checkpoint lacks (S1 here) get a seeded init: refine rebuilds exactly what training used.
+    with_sar = [build_backbone("prithvi_eo_v2_tiny_tl", str(tmp_path / "prithvi.pt"), ["B02", "B03", "B04", "B8A", "B11", "B12", "VV", "VH"])[0]
+                for _ in range(2)]
+    torch.testing.assert_close(with_sar[0].patch_embed.proj.weight, with_sar[1].patch_embed.proj.weight, rtol=0, atol=0)
+    torch.testing.assert_close(with_sar[0].patch_embed.proj.weight[:, :6], source.patch_embed.proj.weight, rtol=0, atol=0)
     del state["encoder.blocks.3.attn.qkv.weight"]
     torch.save(state, tmp_path / "partial.pt")
     with pytest.raises(GacError, match=r"partial\.pt: weights do not fit .*missing key.*blocks\.3\.attn\.qkv\.weight"):

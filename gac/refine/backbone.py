@@ -75,13 +75,15 @@ def build_backbone(name: str, weights: str, channels: list[str]) -> tuple[nn.Mod
     source = resolve_weights(weights, name, "stage2.weights")
     path = None if source.is_random else _checkpoint_file(source, name)  # a missing file fails before the build
     bands = model_bands(channels)
+    # Seeded: random weights, and the patch-embedding channels a checkpoint lacks (bands Prithvi never saw,
+    # S1), must come out the same at refine time as in training.
     with torch.random.fork_rng():
         torch.manual_seed(BACKBONE_SEED)
         model = BACKBONE_REGISTRY.build(name, pretrained=False, bands=bands, num_frames=1)
-    if path is not None:
-        state = checkpoint_filter_fn_vit(read_state_dict(path), model, list(PRETRAINED_BANDS), bands)
-        load_strict(model, state, path, f"{name} (stage2.backbone)")
-        log.info("loaded %s weights from %s", name, path)
+        if path is not None:
+            state = checkpoint_filter_fn_vit(read_state_dict(path), model, list(PRETRAINED_BANDS), bands)
+            load_strict(model, state, path, f"{name} (stage2.backbone)")
+            log.info("loaded %s weights from %s", name, path)
     model.requires_grad_(False)
     return model, source
 

@@ -12,8 +12,8 @@ depends on training params, and a changed inference setting never retrains.
 from __future__ import annotations
 
 import json
-import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,6 @@ from gac.refine.backbone import add_lora, build_backbone, fingerprint, quantize_
 from gac.refine.model import Refiner
 from gac.training import count_parameters
 from gac.weights import load_strict, read_state_dict
-
-log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
 HEAD_FILE = "head.safetensors"
@@ -77,8 +75,6 @@ def save_refiner(refiner: Refiner, out_dir: Path, record: dict[str, Any]) -> Pat
     out_dir = Path(out_dir)
     tmp = partial_path(out_dir)
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     refiner.backbone.save_pretrained(str(tmp / ADAPTER_DIR))

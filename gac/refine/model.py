@@ -14,7 +14,6 @@ Every step is FiLM-modulated by the month/location encoding.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -23,8 +22,6 @@ from torch import Tensor, nn
 
 from gac.data.store import S1_BANDS, S2_BANDS
 from gac.refine.conditioning import N_FEATURES, encode_metadata
-
-log = logging.getLogger(__name__)
 
 PATCH = 16
 UP_STEPS = 4  # 1/16 -> 1/1
