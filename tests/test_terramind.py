@@ -74,10 +74,11 @@ def test_random_weights_warn_and_record_provenance(caplog):
     assert mae.encoder_embeddings[TOKENS_KEY].mod_emb is mae.decoder_embeddings[TOKENS_KEY].mod_emb
 
 
-def test_random_weights_are_reproducible_from_the_seed():
-    a = build_generator(NAME, ["S1RTC"], "random", tile_size=32, seed=5).state_dict()
-    b = build_generator(NAME, ["S1RTC"], "random", tile_size=32, seed=5).state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+def test_random_weights_are_reproducible_from_the_seed(lively):
+    again = build_generator(NAME, ["S1RTC"], "random", tile_size=64, seed=3).state_dict()
+    livened = "tokenizer.tok_sen2l2a@224.decoder.out.2.weight"
+    first = lively.state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first if k != livened)
 
 
 def test_token_schedule_decodes_every_token_once_few_first():
@@ -165,9 +166,10 @@ def test_weights_of_another_model_size_are_one_line_errors(lively, tmp_path):
     from terratorch.registry import BACKBONE_REGISTRY
 
     directory = tmp_path / "wrong"
-    save_hub_checkpoint(lively, directory)
+    directory.mkdir()
     small = BACKBONE_REGISTRY.build("terramind_v1_small", pretrained=False, modalities=["S1RTC"])
     torch.save(small.state_dict(), directory / "TerraMind_v1_tiny.pt")  # a small checkpoint under the tiny name
+    torch.save({}, directory / "TerraMind_Tokenizer_S2L2A.pt")  # never reached: TerraMind's file fails first
     with pytest.raises(GacError, match="shape mismatch") as err:
         build_generator(NAME, ["S1RTC"], str(directory), tile_size=64)
     message = str(err.value)

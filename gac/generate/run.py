@@ -41,15 +41,16 @@ class Ranks:
     local_rank: int = 0
 
     @classmethod
-    def from_env(cls, backend: str) -> "Ranks":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        ranks = cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-        if world > 1:
+    def from_env(cls) -> "Ranks":
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
+
+    def connect(self, device) -> None:
+        """Join torchrun's process group (NCCL between GPUs, gloo between CPU processes); after the device is set."""
+        if self.world > 1:
             import torch.distributed as dist
 
             if not dist.is_initialized():
-                dist.init_process_group(backend)
-        return ranks
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -134,9 +135,10 @@ def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True
     tiles_path, out_path = Path(tiles_path), Path(out_path)
     ds = open_store(tiles_path, need=("s1",), what="tiles store")
     size = check_tiles(ds, tiles_path, stage1.input)
-    ranks = Ranks.from_env("nccl" if stage1.device != "cpu" and torch.cuda.is_available() else "gloo")
+    ranks = Ranks.from_env()
+    device = resolve_device(stage1.device, ranks.local_rank)
+    ranks.connect(device)
     try:
-        device = resolve_device(stage1.device, ranks.local_rank)
         model = build_generator(stage1.model, [stage1.input], stage1.weights, tile_size=size, seed=params.seed).to(device)
         precision = stage1.precision if device.type == "cuda" else "32"
         store = PredictionStore(out_path, like=ds, attrs=output_attrs(params, model), shard_tiles=params.tile.shard_tiles)
@@ -152,7 +154,10 @@ def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True
         ids = [str(t) for t in ds.tile.values]
         decoding = decoding_of(stage1)
         started = time.perf_counter()
-        bar = tqdm(total=n_mine, unit="tile", desc=f"generate[{ranks.rank}]", disable=not progress, position=ranks.rank, dynamic_ncols=True)
+        bar = tqdm(
+            total=n_mine, unit="tile", desc=f"generate[{ranks.rank}]", disable=not progress, position=ranks.rank, dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining} ETA, {rate_noinv_fmt}]",
+        )
         with bar:
             for shard in mine:
                 window = store.shard_slice(shard)
