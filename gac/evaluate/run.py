@@ -183,9 +183,10 @@ def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict[str, Any]:
     idx = _split_indices(tiles, cfg.split, paths.tiles)
     tile_ids = tiles.tile.values[idx].astype(str)
     scenes = tiles.scene.values[idx].astype(str) if "scene" in tiles.coords else np.array([""] * len(idx))
-    truth = tiles.s2.values[idx].astype(np.float32)
-    s1 = tiles.s1.values[idx].astype(np.float32)
-    preds = {name: store.s2.values[idx].astype(np.float32) for name, store in stores.items()}
+    # Only the split's tiles are read (one chunk per tile), not the whole store.
+    truth = tiles.s2.isel(tile=idx).values.astype(np.float32)
+    s1 = tiles.s1.isel(tile=idx).values.astype(np.float32)
+    preds = {name: store.s2.isel(tile=idx).values.astype(np.float32) for name, store in stores.items()}
     provenance = {name: _provenance(dict(store.attrs), paths.variant(name)) for name, store in stores.items()}
     sections = ["seed", "evaluate", "stage1"] if cfg.tokenizer_ceiling else ["evaluate"]
     if cfg.tokenizer_ceiling:
