@@ -349,19 +349,27 @@ def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
     return mod_dict, size, batch
 
 
-def _sample_one(sampler, logits, decoding: Decoding, generator):
-    """Sample a token per position for one tile; returns tokens and their confidence (sampled probability)."""
+def sample_logits(logits, decoding: Decoding, generators):
+    """(B, N, vocab) logits -> sampled tokens (B, N) and their probability (the MaskGIT confidence).
+
+    Upstream's semantics (nucleus and top-k chosen on the untempered
+    distribution, then sampling at `temperature` among the kept tokens) in
+    one sort for the whole batch; each tile draws from its own generator.
+    """
     import torch
 
     logits = logits.float()
     if decoding.temperature == 0:
-        probs = torch.softmax(logits, dim=-1)
-        confidence, tokens = probs.max(dim=-1)
+        confidence, tokens = torch.softmax(logits, dim=-1).max(dim=-1)
         return tokens, confidence
-    filtered = sampler.top_k_top_p_filtering(logits.clone(), decoding.top_k, decoding.top_p)
-    probs = torch.softmax(filtered / decoding.temperature, dim=-1)
-    tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
-    return tokens, probs.gather(-1, tokens[:, None])[:, 0]
+    ranked, order = logits.sort(dim=-1, descending=True)
+    probs = torch.softmax(ranked, dim=-1)
+    keep = (probs.cumsum(dim=-1) - probs) <= decoding.top_p  # the nucleus, with the token that crosses top_p
+    if decoding.top_k:
+        keep[..., decoding.top_k :] = False
+    tempered = torch.softmax((ranked / decoding.temperature).masked_fill(~keep, float("-inf")), dim=-1)
+    picks = torch.stack([torch.multinomial(tempered[b], 1, generator=g)[:, 0] for b, g in enumerate(generators)])
+    return order.gather(-1, picks[..., None])[..., 0], tempered.gather(-1, picks[..., None])[..., 0]
 
 
 def token_logits(model, inputs: Mapping[str, "torch.Tensor"], precision: str = "32"):
@@ -397,13 +405,9 @@ def sample_tokens(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[i
     with torch.inference_mode(), _autocast(device, precision):
         for count in token_schedule(n, decoding.decoding_steps):
             logits, positions = sampler.forward_enc_dec_maskgit_batched(mod_dict, TOKENS_KEY)
-            chosen_tokens, chosen_positions = [], []
-            for b in range(batch):
-                tokens, confidence = _sample_one(sampler, logits[b], decoding, generators[b])
-                keep = torch.topk(confidence, count).indices
-                chosen_tokens.append(tokens[keep])
-                chosen_positions.append(positions[b, keep])
-            tokens, where = torch.stack(chosen_tokens), torch.stack(chosen_positions)
+            tokens, confidence = sample_logits(logits, decoding, generators)
+            keep = torch.topk(confidence, count, dim=-1).indices  # the most confident `count` per tile
+            tokens, where = tokens.gather(-1, keep), positions.gather(-1, keep)
             target["tensor"] = target["tensor"].scatter(-1, where, tokens)
             target["input_mask"] = target["input_mask"].scatter(-1, where, False)  # now an encoder input
             target["target_mask"] = target["target_mask"].scatter(-1, where, True)  # no longer predicted

@@ -20,6 +20,7 @@ from gac.terramind import (  # noqa: E402
     decode_tokens,
     destandardize,
     generate,
+    sample_logits,
     sample_tokens,
     save_hub_checkpoint,
     standardize,
@@ -87,6 +88,20 @@ def test_token_schedule_decodes_every_token_once_few_first():
     for n, steps in ((196, 8), (16, 16), (4, 9), (196, 1)):
         counts = token_schedule(n, steps)
         assert sum(counts) == n and min(counts) >= 1 and len(counts) == min(n, steps)
+
+
+def test_sampling_keeps_upstreams_nucleus_and_top_k(lively):
+    logits = torch.randn((2, 3, 64), generator=torch.Generator().manual_seed(0))
+    for decoding in (Decoding(top_p=0.8), Decoding(top_p=1.0, top_k=5), Decoding(top_p=0.5, temperature=2.0)):
+        allowed = torch.stack([lively.sampler.top_k_top_p_filtering(logits[b].clone(), decoding.top_k, decoding.top_p) for b in range(2)]).isfinite()
+        generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+        draws = [sample_logits(logits, decoding, generators) for _ in range(200)]
+        tokens = torch.stack([t for t, _ in draws])  # (200, 2, 3)
+        assert bool(allowed.gather(-1, tokens.permute(1, 2, 0)).all())  # never outside upstream's kept set
+        assert all(bool(((c > 0) & (c <= 1)).all()) for _, c in draws)
+        assert len(set(tokens[:, 0, 0].tolist())) > 1  # and it does sample
+    greedy, confidence = sample_logits(logits, Decoding(temperature=0), [None, None])
+    assert torch.equal(greedy, logits.argmax(-1)) and torch.allclose(confidence, torch.softmax(logits, -1).amax(-1))
 
 
 def test_iterative_decoding_feeds_decoded_tokens_back(lively):
