@@ -436,3 +436,11 @@ def test_resume_fingerprint_follows_the_data(stores, tmp_path):
     _blurred_copy(stores["tiles"], copy)
     assert data_fingerprint(stores["tiles"], copy) != first
     assert data_fingerprint(stores["tiles"], None) != first
+
+
+def test_tiles_of_another_s1_product_are_refused(params, stores):
+    from gac.ground.train import run_training, stage3_job
+
+    grd = params.model_copy(update={"stage1": params.stage1.model_copy(update={"input": "S1GRD"})})
+    with pytest.raises(GacError, match="tiles hold S1RTC but stage1.input is S1GRD; set stage1.input: S1RTC"):
+        run_training(stage3_job(grd, stores["opt_v2"]), grd, stores["tiles"], stores["root"] / "x", stores["root"] / "y", stores["root"] / "z")

@@ -70,12 +70,14 @@ def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, in
     """Write `out` (opt_v3) from tiles.zarr's S1 and `optical`'s S2L2A; returns the output attrs."""
     from gac.data.store import PredictionStore, check_aligned, open_store
     from gac.ground.lora import read_adapter_record
+    from gac.ground.train import check_s1_product
     from gac.params import params_hash
 
     tiles, optical, out, adapter_root = Path(tiles), Path(optical), Path(out), Path(adapter_root)
     tiles_ds = open_store(tiles, need=("s1", "s2"), what="tiles store")
     optical_ds = open_store(optical, need=("s2",), what=f"opt_{input_label} store")
     check_aligned(tiles_ds, optical_ds, tiles, optical)
+    check_s1_product(tiles_ds, tiles, params.stage1.input)
     read_adapter_record(adapter_root)  # a missing adapter is named before torch is even imported
 
     import torch

@@ -121,8 +121,18 @@ def build_grounding_model(job: GroundingJob, train, tile_size: int, seed: int, l
     return net, counts
 
 
+def check_s1_product(tiles_ds, tiles: Path, s1_input: str) -> None:
+    """TerraMind standardises S1RTC and S1GRD differently: the tiles must hold the product `stage1.input` names."""
+    product = tiles_ds.attrs.get("s1_product")
+    if product and product != s1_input:
+        raise GacError(f"{tiles}: tiles hold {product} but stage1.input is {s1_input}; set stage1.input: {product}")
+
+
 def _datasets(job: GroundingJob, tiles: Path):
     from gac.data.dataset import TileDataset
+    from gac.data.store import open_store
+
+    check_s1_product(open_store(tiles, need=("s1", "s2"), what="tiles store"), tiles, job.s1_input)
 
     inputs = {OPTICAL_KEY: job.optical} if job.optical is not None else None
     train = TileDataset(tiles, split="train", inputs=inputs)
@@ -203,6 +213,9 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
     best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     if best_path and Path(best_path).is_file():
         state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+        lacking = module.trainable_names() - set(state)
+        if lacking:  # a checkpoint of this very run: anything missing is a bug, not a user mistake
+            raise RuntimeError(f"{best_path}: lacks {len(lacking)} trainable tensor(s), e.g. {sorted(lacking)[0]}")
         module.load_state_dict(state, strict=False)
     record = {
         "stage": job.stage,
