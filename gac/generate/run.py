@@ -123,11 +123,19 @@ def output_attrs(params, model) -> dict[str, Any]:
         "stage1": stage1.model_dump_json(),
         "units": "reflectance x 10^4",
         "capped_decoder": stage1.capped_decoder,
+        "finetuned": stage1.finetune,
     }
 
 
-def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True) -> dict[str, Any]:
-    """Generate opt_v1 for every tile of `tiles_path` into `out_path`; returns a small summary (on every rank)."""
+def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True, finetune_dir: Path | None = None) -> dict[str, Any]:
+    """Generate opt_v1 for every tile of `tiles_path` into `out_path`; returns a small summary (on every rank).
+
+    With `stage1.finetune: true` the generator carries the LoRA adapter that
+    `gac train-stage3 --stage1-finetune` left in `finetune_dir`
+    (gac.ground.finetune.stage1_generator); otherwise it is TerraMind as loaded.
+    """
+    from gac.ground.finetune import FINETUNE_DIR, stage1_generator
+
     import torch
     from tqdm import tqdm
 
@@ -139,7 +147,8 @@ def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True
     device = resolve_device(stage1.device, ranks.local_rank)
     ranks.connect(device)
     try:
-        model = build_generator(stage1.model, [stage1.input], stage1.weights, tile_size=size, seed=params.seed).to(device)
+        model = build_generator(stage1.model, [stage1.input], stage1.weights, tile_size=size, seed=params.seed)
+        model = stage1_generator(model, params, Path(finetune_dir or FINETUNE_DIR)).eval().to(device)
         precision = stage1.precision if device.type == "cuda" else "32"
         store = PredictionStore(out_path, like=ds, attrs=output_attrs(params, model), shard_tiles=params.tile.shard_tiles)
         if ranks.rank == 0:
