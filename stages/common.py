@@ -20,6 +20,8 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # GDAL reports every problem it meets at INFO; our own one-line error says what matters.
     logging.getLogger("rasterio").setLevel(logging.WARNING)
+    # bitsandbytes warns at import that an optional 4-bit CPU kernel package is absent; GAC uses 8-bit only.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def user_errors_as_one_line(func: F) -> F:
