@@ -79,14 +79,23 @@ class ResumeState:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, monitor: str = "val/loss", extra_callbacks=()):
-    """A Lightning Trainer for `train`: best + last checkpoints, early stopping, DVCLive metrics and plots."""
+def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, monitor: str = "val/loss", extra_callbacks=(),
+                  batches_per_epoch: int | None = None):
+    """A Lightning Trainer for `train`: best + last checkpoints, early stopping, DVCLive metrics and plots.
+
+    When `max_steps` ends training inside the first epoch, validation is moved to
+    that last step (given `batches_per_epoch`), so a short run still has a
+    validation loss to pick its best checkpoint by.
+    """
     import lightning.pytorch as pl
     from dvclive.lightning import DVCLiveLogger
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="min", save_top_k=1, save_last=True)
-    stop = EarlyStopping(monitor=monitor, mode="min", patience=train.early_stopping_patience)
+    stop = EarlyStopping(monitor=monitor, mode="min", patience=train.early_stopping_patience, strict=False)
+    last_batch = train.max_steps * train.accumulate_grad_batches
+    single = train.devices == 1  # per-rank batch counts under DDP are not known here
+    validate_at = last_batch if single and train.max_steps > 0 and batches_per_epoch and last_batch < batches_per_epoch else None
     logger = DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None)
     return pl.Trainer(
         max_epochs=train.max_epochs,
@@ -99,6 +108,7 @@ def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, m
         callbacks=[best, stop, LearningRateMonitor(logging_interval="step"), *extra_callbacks],
         logger=logger,
         log_every_n_steps=1,
+        val_check_interval=validate_at,
         deterministic="warn",
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -202,7 +202,7 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
                 f"{data_fingerprint(tiles, job.optical)}")
     resume = ResumeState(job.stage, run_hash, Path(checkpoint_root))
     ckpt = resume.prepare()
-    trainer = build_trainer(train, resume.dir, live_dir)
+    trainer = build_trainer(train, resume.dir, live_dir, batches_per_epoch=max(1, len(train_ds) // train.batch_size))
     loader = dict(batch_size=train.batch_size, num_workers=train.num_workers, persistent_workers=train.num_workers > 0)
     with warnings.catch_warnings():  # the frozen tokenizer is kept in eval mode on purpose (GroundingModule.train)
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")

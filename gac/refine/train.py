@@ -79,7 +79,8 @@ def train_stage2(
 
     resume = ResumeState(STAGE, training_hash(p, seed, Path(tiles), Path(opt_v1)), Path(checkpoint_root))
     ckpt = resume.prepare()
-    trainer = build_trainer(p, resume.dir, Path(live_dir), extra_callbacks=list(extra_callbacks))
+    trainer = build_trainer(p, resume.dir, Path(live_dir), extra_callbacks=list(extra_callbacks),
+                            batches_per_epoch=max(1, len(train_ds) // p.batch_size))
     trainer.logger.log_hyperparams(
         {"trainable_parameters": counts["trainable"], "total_parameters": counts["total"], "trainable_share": counts["trainable_share"]}
     )

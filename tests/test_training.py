@@ -1,0 +1,65 @@
+"""The shared Lightning plumbing, on a toy regression so it runs in seconds."""
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from gac.params import TrainingParams
+from gac.training import ResumeState, build_trainer, cosine_with_warmup
+
+
+def toy_module():
+    import lightning.pytorch as pl
+
+    class Toy(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.layer(x), y)
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            self.log("val/loss", torch.nn.functional.mse_loss(self.layer(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    return Toy()
+
+
+def data(n=40):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=generator)
+    return TensorDataset(x, x.sum(1, keepdim=True))
+
+
+def test_warmup_then_cosine_schedule_values():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = cosine_with_warmup(optimizer, warmup_steps=3, total_steps=13)
+    factors = [schedule.lr_lambdas[0](step) for step in (0, 2, 3, 8, 13)]
+    assert factors == pytest.approx([0.25, 0.75, 1.0, 0.5, 0.0])
+
+
+def test_a_run_shorter_than_an_epoch_still_validates_and_keeps_a_best_checkpoint(tmp_path):
+    train = TrainingParams(batch_size=4, max_steps=3, max_epochs=5, accelerator="cpu")
+    trainer = build_trainer(train, tmp_path / "ckpt", tmp_path / "live", batches_per_epoch=10)
+    trainer.fit(toy_module(), DataLoader(data(), batch_size=4), DataLoader(data(8), batch_size=4))
+    assert trainer.global_step == 3
+    assert "val/loss" in trainer.callback_metrics
+    assert (tmp_path / "ckpt" / "best.ckpt").is_file() and (tmp_path / "ckpt" / "last.ckpt").is_file()
+    logged = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert "val" in logged and "loss" in logged["val"]
+
+
+def test_resume_only_with_the_same_params_hash(tmp_path):
+    state = ResumeState("toy", "hash-a", root=tmp_path)
+    assert state.prepare() is None
+    (state.dir / "last.ckpt").write_bytes(b"checkpoint")
+    assert ResumeState("toy", "hash-a", root=tmp_path).prepare() == state.dir / "last.ckpt"
+    other = ResumeState("toy", "hash-b", root=tmp_path)
+    assert other.prepare() is None and not (state.dir / "last.ckpt").exists()
