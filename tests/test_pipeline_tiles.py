@@ -23,10 +23,8 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A fresh git + DVC repo holding this project's files and tiny params."""
-    root = tmp_path_factory.mktemp("project")
+def copy_project(root, overrides: dict):
+    """A fresh git repo holding this project's files (not its artifacts) with params overridden section by section."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for name in files:
         artifact = name.startswith("data/") and name != "data/.gitignore"
@@ -35,13 +33,18 @@ def project(tmp_path_factory):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    for section, values in TINY.items():
+    for section, values in overrides.items():
         params[section] = {**params[section], **values} if isinstance(values, dict) else values
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=root)
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=root)
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "project", cwd=root)
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return copy_project(tmp_path_factory.mktemp("project"), TINY)
 
 
 def test_repro_then_noop_then_exp_run_reruns_only_dependents(project):
