@@ -15,10 +15,11 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gac.errors import GacError
 
@@ -38,6 +39,25 @@ def check_weights_source(value: str) -> str:
     if not value or value.strip() != value:
         raise ValueError("weights must be 'random', 'hf' or a path to local weight files")
     return value
+
+
+def check_regex(value: str) -> str:
+    """A regex param (LoRA targets) must compile: peft's own error for a bad one is obscure."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression ({exc})") from None
+    return value
+
+
+Weights = Annotated[str, AfterValidator(check_weights_source)]
+Regex = Annotated[str, AfterValidator(check_regex)]
+TerraMindGenerator = Literal[
+    "terramind_v1_tiny_generate",
+    "terramind_v1_small_generate",
+    "terramind_v1_base_generate",
+    "terramind_v1_large_generate",
+]
 
 
 class TrainingParams(StrictModel):

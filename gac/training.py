@@ -40,6 +40,16 @@ def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
     return LambdaLR(optimizer, factor)
 
 
+def adamw_with_schedule(module, train: TrainingParams) -> dict[str, Any]:
+    """`configure_optimizers` for a trainable stage: AdamW on what requires grad, warm-up then cosine per optimizer step."""
+    import torch
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    scheduler = cosine_with_warmup(optimizer, train.warmup_steps, int(module.trainer.estimated_stepping_batches))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 def count_parameters(model) -> dict[str, Any]:
     """Trainable and total parameter counts and the trainable share (recorded by every trainable stage)."""
     total = sum(p.numel() for p in model.parameters())

@@ -148,7 +148,7 @@ def test_sigkill_resume_and_two_processes_give_the_same_store(small_tiles, livel
 
     # One process, SIGKILLed once a shard is on disk, then resumed.
     one = tmp_path / "one.zarr"
-    progress = one.with_name(one.name + ".partial") / ".gac-progress"
+    progress = one.with_name(one.name + ".progress")  # the shard markers beside the partial store
     proc = subprocess.Popen([str(GAC), *_generate_cmd(params, small_tiles, one)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not (progress.is_dir() and any(progress.iterdir())):

@@ -2,10 +2,8 @@
 `dvc metrics diff` and `dvc plots diff`. Real stages, real models (random weights), real DVC."""
 
 import json
-import subprocess
 
 import pytest
-import yaml
 
 from tests.test_pipeline_tiles import copy_project, ran, sh
 

@@ -7,7 +7,6 @@ weights: the decoder then produces real, varied pixels to check.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

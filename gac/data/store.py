@@ -35,7 +35,6 @@ S1_BANDS = ("VV", "VH")
 # Prithvi-EO-2.0's six HLS bands, as Sentinel-2 names.
 PRITHVI_BANDS = ("B02", "B03", "B04", "B8A", "B11", "B12")
 TILE_COORDS = ("scene", "row_off", "col_off", "crs", "transform", "month", "lat", "lon", "split")
-_PROGRESS_DIR = ".gac-progress"
 
 
 def partial_path(path: Path) -> Path:
@@ -154,14 +153,16 @@ class PredictionStore:
     """An output store (opt_v1/v2/v3) written shard by shard, resumable, renamed into place when whole.
 
     Work is done in whole shards: a shard file is only ever written once per
-    run, in one piece, and a marker records it afterwards, so a run killed at
-    any moment leaves every marked shard intact and the rest to redo. Processes
+    run, in one piece, and a marker (beside the store, not inside it) records it
+    afterwards, so a run killed at any moment leaves every marked shard intact
+    and the rest to redo. Processes
     (DDP ranks) take disjoint shards and never write the same file.
     """
 
     def __init__(self, path: Path, like, attrs: dict[str, Any], shard_tiles: int, bands: Iterable[str] = S2_BANDS):
         self.path = Path(path)
         self.partial = partial_path(self.path)
+        self.progress = self.path.with_name(self.path.name + ".progress")
         self.like = like
         self.attrs = dict(attrs)
         self.bands = tuple(bands)
@@ -171,7 +172,7 @@ class PredictionStore:
 
     def _resumable(self) -> bool:
         meta = self.partial / "zarr.json"
-        if not meta.is_file():
+        if not meta.is_file() or not self.progress.is_dir():
             return False
         attrs = json.loads(meta.read_text()).get("attributes", {})
         return attrs.get("params_hash") == self.attrs.get("params_hash") and attrs.get("n_tiles") == self.n_tiles
@@ -183,8 +184,9 @@ class PredictionStore:
 
         if self._resumable():
             return self.n_shards - len(self.pending_shards())
-        if self.partial.exists():
-            shutil.rmtree(self.partial)
+        for stale in (self.partial, self.progress):
+            if stale.exists():
+                shutil.rmtree(stale)
         coords = {name: self.like[name] for name in ("tile", *TILE_COORDS) if name in self.like.coords}
         skeleton = xr.Dataset(coords=coords, attrs={**self.attrs, "n_tiles": self.n_tiles})
         skeleton = skeleton.assign_coords(band=_strings(self.bands))
@@ -200,11 +202,11 @@ class PredictionStore:
             fill_value=np.nan,
             dimension_names=["tile", "band", "y", "x"],
         )
-        (self.partial / _PROGRESS_DIR).mkdir()
+        self.progress.mkdir()
         return 0
 
     def _marker(self, shard: int) -> Path:
-        return self.partial / _PROGRESS_DIR / f"{shard:06d}.done"
+        return self.progress / f"{shard:06d}.done"
 
     def shard_slice(self, shard: int) -> slice:
         return slice(shard * self.shard_tiles, min((shard + 1) * self.shard_tiles, self.n_tiles))
@@ -230,7 +232,7 @@ class PredictionStore:
         pending = self.pending_shards()
         if pending:
             raise RuntimeError(f"{self.partial}: {len(pending)} shard(s) not written yet")
-        shutil.rmtree(self.partial / _PROGRESS_DIR)
         consolidate(self.partial)
         replace_dir(self.partial, self.path)
+        shutil.rmtree(self.progress)
         return self.path

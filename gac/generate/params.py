@@ -11,20 +11,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from gac.params import StrictModel, check_weights_source
+from gac.params import StrictModel, TerraMindGenerator, Weights
 
 
 class Stage1Params(StrictModel):
-    model: Literal[
-        "terramind_v1_tiny_generate",
-        "terramind_v1_small_generate",
-        "terramind_v1_base_generate",
-        "terramind_v1_large_generate",
-    ] = "terramind_v1_tiny_generate"
+    model: TerraMindGenerator = "terramind_v1_tiny_generate"
     input: Literal["S1GRD", "S1RTC"] = "S1RTC"
-    weights: str = Field("random", description="'random' (demo), 'hf' (local HF cache, offline) or a directory with the hub's .pt files")
+    weights: Weights = Field("random", description="'random' (demo), 'hf' (local HF cache, offline) or a directory with the hub's .pt files")
     timesteps: int = Field(2, ge=1, le=1000, description="diffusion (DDIM) steps of the S2L2A tokenizer's decoder")
     decoding_steps: int = Field(1, ge=1, description="iterative (MaskGIT-style) token decoding steps")
     temperature: float = Field(1.0, ge=0, description="token sampling temperature; 0 = most likely token")
@@ -35,5 +30,3 @@ class Stage1Params(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
     precision: Literal["32", "bf16", "16"] = Field("bf16", description="autocast dtype on CUDA; CPU always runs float32")
     finetune: bool = Field(False, description="fine-tune the generator through stage 3's differentiable path")
-
-    _weights = field_validator("weights")(classmethod(lambda cls, v: check_weights_source(v)))

@@ -8,12 +8,10 @@ property of the data and is read from `stage1.input`, not repeated here.
 
 from __future__ import annotations
 
-import re
-from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gac.params import TrainingParams, check_weights_source
+from gac.params import Regex, TerraMindGenerator, TrainingParams, Weights
 
 # peft matches `target_modules` as a full-match regex against module names of
 # the bare TerraMindGeneration. Anchored on `sampler.model` so the S2L2A
@@ -23,18 +21,13 @@ PIXEL_TERMS = ("l1", "ms_ssim", "sam", "lpips")
 
 
 class Stage3Params(TrainingParams):
-    model: Literal[
-        "terramind_v1_tiny_generate",
-        "terramind_v1_small_generate",
-        "terramind_v1_base_generate",
-        "terramind_v1_large_generate",
-    ] = "terramind_v1_tiny_generate"
-    weights: str = "random"
+    model: TerraMindGenerator = "terramind_v1_tiny_generate"
+    weights: Weights = "random"
     lr: float = Field(5e-4, gt=0)
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: str = Field(DEFAULT_LORA_TARGETS, description="regex (full match) over TerraMind module names that get LoRA")
+    lora_targets: Regex = Field(DEFAULT_LORA_TARGETS, description="regex (full match) over TerraMind module names that get LoRA")
     pixel_weight: float = Field(
         0.0, ge=0, description="weight of the differentiable pixel loss next to the cross-entropy; 0 = cross-entropy only (~10x cheaper)"
     )
@@ -48,17 +41,6 @@ class Stage3Params(TrainingParams):
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(0.8, gt=0, le=1)
     top_k: int = Field(0, ge=0)
-
-    _weights = field_validator("weights")(classmethod(lambda cls, v: check_weights_source(v)))
-
-    @field_validator("lora_targets")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression ({exc}); the default is {DEFAULT_LORA_TARGETS}") from None
-        return value
 
     @field_validator("pixel_terms")
     @classmethod

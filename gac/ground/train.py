@@ -50,7 +50,7 @@ def _lightning_module():
     import torch
 
     from gac.ground import differentiable as D
-    from gac.training import cosine_with_warmup
+    from gac.training import adamw_with_schedule
 
     class GroundingModule(pl.LightningModule):
         def __init__(self, net, objective, train):
@@ -92,11 +92,7 @@ def _lightning_module():
             self.log("train/lora_grad_norm", norm, on_step=True, on_epoch=False)
 
         def configure_optimizers(self):
-            params = [p for p in self.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(params, lr=self.train_params.lr, weight_decay=self.train_params.weight_decay)
-            total = int(self.trainer.estimated_stepping_batches)
-            scheduler = cosine_with_warmup(optimizer, self.train_params.warmup_steps, total)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            return adamw_with_schedule(self, self.train_params)
 
         def on_save_checkpoint(self, checkpoint):
             keep = self.trainable_names()

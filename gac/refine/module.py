@@ -16,7 +16,7 @@ import torch
 from gac.losses import WeightedLoss, fill_missing, psnr
 from gac.params import TrainingParams
 from gac.refine.model import Refiner
-from gac.training import cosine_with_warmup
+from gac.training import adamw_with_schedule
 
 REFLECTANCE_SCALE = 1e4  # stores hold reflectance x 10^4; losses take 0-1 reflectance
 
@@ -58,11 +58,7 @@ class RefinerModule(pl.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.train_params.lr, weight_decay=self.train_params.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = cosine_with_warmup(optimizer, self.train_params.warmup_steps, total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_schedule(self, self.train_params)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self.trained_names()

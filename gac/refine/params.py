@@ -7,13 +7,12 @@ changing how inference runs never retrains.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from gac.data.store import PRITHVI_BANDS, S2_BANDS
-from gac.params import StrictModel, TrainingParams, check_weights_source
+from gac.params import Regex, StrictModel, TrainingParams, Weights
 
 
 class Stage2InferParams(StrictModel):
@@ -25,14 +24,14 @@ class Stage2InferParams(StrictModel):
 
 class Stage2Params(TrainingParams):
     backbone: str = Field("prithvi_eo_v2_tiny_tl", description="a Prithvi-EO-2.0 backbone in terratorch's registry")
-    weights: str = "random"
+    weights: Weights = "random"
     bands: tuple[str, ...] = Field(PRITHVI_BANDS, description="opt_v1 bands fed to the backbone, by Sentinel-2 name")
     use_sar: bool = Field(False, description="add S1 VV, VH as extra input channels")
     backbone_8bit: bool = Field(False, description="frozen backbone Linear layers as bitsandbytes Linear8bitLt")
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: str = Field(r"blocks\.\d+\.attn\.(qkv|proj)", description="regex matched in full against backbone module names")
+    lora_targets: Regex = Field(r"blocks\.\d+\.attn\.(qkv|proj)", description="regex matched in full against backbone module names")
     unfreeze_last_blocks: int = Field(0, ge=0, description="train the last N transformer blocks fully (kept fp32)")
     feature_levels: int = Field(4, ge=1, le=4, description="evenly spaced blocks (ending at the last) feeding the head")
     head_channels: int = Field(64, ge=8)
@@ -44,8 +43,6 @@ class Stage2Params(TrainingParams):
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
     infer: Stage2InferParams = Stage2InferParams()
 
-    _weights = field_validator("weights")(classmethod(lambda cls, v: check_weights_source(v)))
-
     @field_validator("bands")
     @classmethod
     def _known_bands(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -55,15 +52,6 @@ class Stage2Params(TrainingParams):
         if len(set(value)) != len(value) or not value:
             raise ValueError("give each band once, at least one")
         return tuple(value)
-
-    @field_validator("lora_targets")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression ({exc})") from None
-        return value
 
     def loss_weights(self) -> dict[str, float]:
         return {"l1": self.loss_l1, "ms_ssim": self.loss_ms_ssim, "sam": self.loss_sam, "lpips": self.loss_lpips}
