@@ -32,7 +32,7 @@ def worker(backbone: str, mode: str, size: int, steps: int, threads: int) -> dic
     import gc
     import logging
     import statistics
-    import threading
+    from rss import PeakRSS
     import time
 
     import psutil
@@ -70,15 +70,6 @@ def worker(backbone: str, mode: str, size: int, steps: int, threads: int) -> dic
     )
     target = batch["opt_v1"] * 1.05 / 1e4
 
-    peak = [0]
-    running = threading.Event()
-    running.set()
-
-    def sample() -> None:
-        while running.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.005)
-
     def step() -> float:
         start = time.perf_counter()
         total, _ = loss(refiner(**batch) / 1e4, target)
@@ -88,12 +79,9 @@ def worker(backbone: str, mode: str, size: int, steps: int, threads: int) -> dic
         return time.perf_counter() - start
 
     refiner.train()
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    step()  # warm-up: lazy inits, optimizer state
-    times = [step() for _ in range(steps)]
-    running.clear()
-    sampler.join()
+    with PeakRSS() as peak:
+        step()  # warm-up: lazy inits, optimizer state
+        times = [step() for _ in range(steps)]
     return {
         "backbone": backbone,
         "mode": mode,
@@ -103,7 +91,7 @@ def worker(backbone: str, mode: str, size: int, steps: int, threads: int) -> dic
         "quantized_linears": info["quantized_linears"],
         "weight_mb": weight_bytes / 2**20,
         "model_rss_mb": model_rss / 2**20,
-        "step_peak_rss_mb": (peak[0] - base) / 2**20,
+        "step_peak_rss_mb": (peak.bytes - base) / 2**20,
         "step_s": statistics.median(times),
     }
 

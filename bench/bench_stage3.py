@@ -35,7 +35,7 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
     import gc
     import logging
     import statistics
-    import threading
+    from rss import PeakRSS
     import time
 
     import psutil
@@ -72,15 +72,6 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
     }
     data = {k: v.to(device) for k, v in data.items()}
 
-    peak = [0]
-    running = threading.Event()
-    running.set()
-
-    def sample() -> None:
-        while running.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.005)
-
     def sync() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
@@ -97,14 +88,11 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
 
     net.train()
     model.tokenizer.eval()
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    step()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    results = [step() for _ in range(steps)]
-    running.clear()
-    sampler.join()
+    with PeakRSS() as peak:
+        step()
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        results = [step() for _ in range(steps)]
     return {
         "model": s3.model,
         "mode": mode,
@@ -115,7 +103,7 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
         "trainable": counts["trainable"],
         "total": counts["total"],
         "step_s": statistics.median(t for t, _ in results),
-        "step_peak_rss_mb": (peak[0] - base) / 2**20,
+        "step_peak_rss_mb": (peak.bytes - base) / 2**20,
         "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
         "ce": results[-1][1],
     }

@@ -1,0 +1,38 @@
+"""Peak resident memory during a block, sampled from a background thread (the benchmarks' one way to measure it).
+
+`ru_maxrss` only ever grows over a process's life, so it cannot isolate the
+training steps from model building; sampling RSS every few ms around the steps can.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+
+
+class PeakRSS:
+    """`with PeakRSS() as peak: ...` then `peak.bytes` is the highest RSS seen inside the block."""
+
+    def __init__(self, interval_s: float = 0.005):
+        self.interval_s = interval_s
+        self.bytes = 0
+        self._process = psutil.Process()
+        self._running = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while self._running.is_set():
+            self.bytes = max(self.bytes, self._process.memory_info().rss)
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> "PeakRSS":
+        self._running.set()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._running.clear()
+        self._thread.join()
+        self.bytes = max(self.bytes, self._process.memory_info().rss)
