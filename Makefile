@@ -5,6 +5,8 @@ VENV ?= .venv
 PYTHON ?= python3.11
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gac-installed
+# dvc runs each stage's `gac ...` command through the shell: the venv's bin must be on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install demo test bench
 
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/dvc repro
+	HF_HUB_OFFLINE=1 dvc repro
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15

@@ -14,6 +14,8 @@ SHARED_SAMPLES = REPO.parent / "shared" / "data" / "terramesh-samples"
 GAC = Path(sys.executable).with_name("gac")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# `dvc` and the `gac` it runs for each stage live beside this interpreter (the project's venv), activated or not.
+os.environ["PATH"] = f"{GAC.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session")
