@@ -8,7 +8,7 @@ STAMP := $(VENV)/.gac-installed
 # dvc runs each stage's `gac ...` command through the shell: the venv's bin must be on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test bench
+.PHONY: install demo test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
