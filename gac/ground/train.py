@@ -141,12 +141,12 @@ def _datasets(job: GroundingJob, tiles: Path):
 
 
 def data_fingerprint(*stores: Path | None) -> str:
-    """What the training data is, for resuming: each store's params hash and write time.
+    """What the training data is, for resuming: each store's metadata (attrs with its params hash, provenance, shapes).
 
     DVC re-runs stage 3 when opt_v2 changes (new params or new stage-2 code);
     a checkpoint of the old data must then not be resumed as if nothing had
-    changed. A store that is merely checked out again may get a new time: that
-    costs a fresh start, never a wrong resume.
+    changed. The fingerprint is recorded in the adapter, so it must not depend
+    on when a store was written: same params and seed, same bytes out.
     """
     import hashlib
 
@@ -156,8 +156,7 @@ def data_fingerprint(*stores: Path | None) -> str:
             continue
         meta = Path(store) / "zarr.json"
         if meta.is_file():
-            attrs = json.loads(meta.read_text()).get("attributes", {})
-            parts.append(f"{store}:{attrs.get('params_hash')}:{meta.stat().st_mtime_ns}")
+            parts.append(f"{store}:{hashlib.sha256(meta.read_bytes()).hexdigest()}")
         else:
             parts.append(str(store))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
