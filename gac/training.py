@@ -73,6 +73,10 @@ class ResumeState:
         if stamp.get("params_hash") != self.params_hash:
             log.info("checkpoints in %s were made with other params; starting fresh", self.dir)
             return None
+        if stamp.get("finished"):
+            # a forced re-run (dvc repro -f) trains again from scratch, to the same result, instead of doing nothing
+            log.info("the run in %s finished; training again from the start", self.dir)
+            return None
         log.info("resuming from %s", last)
         return last
 
@@ -84,6 +88,10 @@ class ResumeState:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._stamp.write_text(json.dumps({"params_hash": self.params_hash}))
         return resume
+
+    def finish(self) -> None:
+        """Mark the run complete once its outputs are written: its checkpoints stay for inspection, never for resuming."""
+        self._stamp.write_text(json.dumps({"params_hash": self.params_hash, "finished": True}))
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -63,3 +63,12 @@ def test_resume_only_with_the_same_params_hash(tmp_path):
     assert ResumeState("toy", "hash-a", root=tmp_path).prepare() == state.dir / "last.ckpt"
     other = ResumeState("toy", "hash-b", root=tmp_path)
     assert other.prepare() is None and not (state.dir / "last.ckpt").exists()
+
+
+def test_a_finished_run_is_never_resumed(tmp_path):
+    state = ResumeState("toy", "hash-a", root=tmp_path)
+    state.prepare()
+    (state.dir / "last.ckpt").write_bytes(b"checkpoint")
+    state.finish()
+    assert (state.dir / "last.ckpt").is_file()  # kept for inspection...
+    assert ResumeState("toy", "hash-a", root=tmp_path).prepare() is None  # ...but a forced re-run starts over

@@ -236,6 +236,7 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
         tmp.mkdir(parents=True)
         save_adapter(module.net, tmp, record)
         replace_dir(tmp, out_dir)
+        resume.finish()
         log.info("%s: adapter written to %s (%s)", job.stage, out_dir, json.dumps(counts))
     return record
 

@@ -112,4 +112,5 @@ def train_stage2(
     }
     if trainer.is_global_zero:  # under DDP every rank trains, rank 0 alone exports
         save_refiner(refiner, Path(out_dir), record)
+        resume.finish()
     return {**record, "exported": trainer.is_global_zero}
