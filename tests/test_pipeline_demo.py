@@ -36,6 +36,12 @@ def test_repro_experiment_metrics_and_plots(project):
     assert all(metrics["provenance"][v]["weights"] == "random" for v in ("opt_v1", "opt_v2", "opt_v3"))
     assert ran(sh("dvc", "repro", cwd=project)) == set()
 
+    # Same params and seed, same bytes: every model and store from generation on, recomputed, hashes the same.
+    lock = (project / "dvc.lock").read_text()
+    again = sh("dvc", "repro", "--force", "--no-run-cache", "--downstream", "generate", cwd=project)
+    assert {"generate", "train-stage2", "train-stage3", "evaluate"} <= ran(again)
+    assert (project / "dvc.lock").read_text() == lock
+
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=project)
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "reference run", cwd=project)
     exp = sh("dvc", "exp", "run", "-S", "stage2.lora_rank=16", cwd=project)
