@@ -74,16 +74,22 @@ def tile_seed(seed: int, tile_id: str) -> int:
 # ----------------------------------------------------------------------------- standardisation
 
 
-def _stats(modality: str):
-    import torch
+def pretraining_stats(modality: str) -> tuple[list[float], list[float]]:
+    """Per-band mean and std TerraMind was pre-trained with, in physical units (the one place that knows their keys)."""
     from terratorch.models.backbones.terramind.model.terramind_register import v1_pretraining_mean, v1_pretraining_std
 
     key = _RAW_KEY.get(modality, modality)
     if key not in v1_pretraining_mean:
         raise GacError(f"no TerraMind pretraining statistics for modality '{modality}'; use one of {', '.join(_RAW_KEY)}")
-    mean = torch.tensor(v1_pretraining_mean[key], dtype=torch.float32)[None, :, None, None]
-    std = torch.tensor(v1_pretraining_std[key], dtype=torch.float32)[None, :, None, None]
-    return mean, std
+    return list(v1_pretraining_mean[key]), list(v1_pretraining_std[key])
+
+
+def _stats(modality: str):
+    import torch
+
+    mean, std = pretraining_stats(modality)
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.float32)[None, :, None, None]  # noqa: E731
+    return as_tensor(mean), as_tensor(std)
 
 
 def standardize(x: "torch.Tensor", modality: str) -> "torch.Tensor":

@@ -30,13 +30,13 @@ UP_STEPS = 4  # 1/16 -> 1/1
 def normalisation(channels: list[str]) -> tuple[list[float], list[float]]:
     """Per-channel mean/std: Prithvi-EO-2.0's for its six bands, TerraMind's S2L2A/S1RTC pretraining stats for the rest."""
     from terratorch.models.backbones.prithvi_vit import PRITHVI_V2_MEAN, PRITHVI_V2_STD
-    from terratorch.models.backbones.terramind.model.terramind_register import v1_pretraining_mean, v1_pretraining_std
 
     from gac.refine.backbone import S2_TO_HLS
+    from gac.terramind import pretraining_stats
 
     prithvi = dict(zip(S2_TO_HLS, zip(PRITHVI_V2_MEAN, PRITHVI_V2_STD)))
-    s2 = dict(zip(S2_BANDS, zip(v1_pretraining_mean["untok_sen2l2a@224"], v1_pretraining_std["untok_sen2l2a@224"])))
-    s1 = dict(zip(S1_BANDS, zip(v1_pretraining_mean["untok_sen1rtc@224"], v1_pretraining_std["untok_sen1rtc@224"])))
+    s2 = dict(zip(S2_BANDS, zip(*pretraining_stats("S2L2A"))))
+    s1 = dict(zip(S1_BANDS, zip(*pretraining_stats("S1RTC"))))
     stats = [prithvi.get(c) or s2.get(c) or s1[c] for c in channels]
     return [float(m) for m, _ in stats], [float(s) for _, s in stats]
 
