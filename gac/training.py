@@ -4,8 +4,9 @@ The Trainer owns precision, accumulation, checkpointing, resume and the
 distributed strategy; the stages only bring a LightningModule and data. This
 module turns `TrainingParams` into that Trainer, so both stages behave alike.
 
-Checkpoints live outside DVC's outs (`data/checkpoints/<stage>/`): DVC deletes a
-stage's outs before re-running it, which would make resume impossible. A
+Checkpoints live outside DVC's outs (`<checkpoint root>/<stage>/`, the stage
+commands' `--checkpoints`, data/checkpoints in dvc.yaml): DVC deletes a stage's
+outs before re-running it, which would make resume impossible. A
 checkpoint is resumed only when it was written with the same params hash.
 """
 
@@ -18,12 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gac.params import TrainingParams
+from gac.schema import TrainingParams
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_ROOT = Path("data/checkpoints")
-
 
 def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
     """Linear warm-up to the base LR, then cosine decay to zero at `total_steps` (optimizer steps)."""
@@ -60,7 +58,7 @@ def count_parameters(model) -> dict[str, Any]:
 class ResumeState:
     """Where a stage keeps its checkpoints, and whether the last one may be resumed."""
 
-    def __init__(self, stage: str, params_hash: str, root: Path = CHECKPOINT_ROOT):
+    def __init__(self, stage: str, params_hash: str, root: Path):
         self.dir = Path(root) / stage
         self.params_hash = params_hash
         self._stamp = self.dir / "params_hash.json"
