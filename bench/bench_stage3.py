@@ -47,8 +47,8 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
     import peft  # noqa: F401  (imports first: the baseline holds the libraries, the deltas the model)
     import terratorch.models.backbones.terramind.model.terramind_register  # noqa: F401
 
-    from gac.ground.objective import GroundingObjective
-    from gac.ground.train import GroundingJob, build_grounding_model
+    from gac.tuning.objective import GroundingObjective
+    from gac.tuning.train import GroundingJob, build_grounding_model
     from gac.params import validate_params
 
     proc = psutil.Process()

@@ -68,3 +68,21 @@ def autocast(device: "torch.device", precision: str):
 
     dtype = autocast_dtype(device, precision)
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def use_deterministic(on: bool) -> None:
+    """The process-wide `deterministic` switch: torch's deterministic algorithms, warn-only where an op has none.
+
+    Set once by each stage command before any model is built (Lightning is
+    told to leave it alone). On a CPU the results are the same either way;
+    on a GPU `false` lets cuDNN pick its fastest, non-reproducible kernels.
+    """
+    import os
+
+    import torch
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for reproducible matmuls
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = not on

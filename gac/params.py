@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from gac.errors import GacError
 from gac.evaluate.params import EvaluateParams
+from gac.finetune.params import Stage1FinetuneParams
 from gac.generate.params import Stage1Params
 from gac.ground.params import Stage3Params
 from gac.refine.params import Stage2Params
@@ -36,6 +37,9 @@ class DataParams(StrictModel):
     source: str = Field("demo", description="'demo' (synthetic scenes) or a directory of paired S1*/ S2*/ GeoTIFFs")
     demo_scenes: int = Field(3, ge=1)
     demo_size: int = Field(256, ge=32, description="demo scene side in pixels (10 m)")
+    max_tiles: int | None = Field(
+        None, ge=3, description="keep at most this many tiles, a fixed subset drawn per split (quick runs); null = all"
+    )
 
 
 class TileParams(StrictModel):
@@ -57,7 +61,8 @@ class TileParams(StrictModel):
 
 
 def _stage_schemas() -> dict[str, type[StrictModel]]:
-    return {"stage1": Stage1Params, "stage2": Stage2Params, "stage3": Stage3Params, "evaluate": EvaluateParams}
+    return {"stage1": Stage1Params, "stage1_finetune": Stage1FinetuneParams, "stage2": Stage2Params, "stage3": Stage3Params,
+            "evaluate": EvaluateParams}
 
 
 def _build_root() -> type[StrictModel]:
@@ -66,6 +71,7 @@ def _build_root() -> type[StrictModel]:
     stages = _stage_schemas()
     fields: dict[str, Any] = {
         "seed": (int, 42),
+        "deterministic": (bool, False),
         "data": (DataParams, DataParams()),
         "tile": (TileParams, TileParams()),
     }
@@ -135,5 +141,10 @@ def params_hash(params: BaseModel, sections: list[str] | None = None) -> str:
     dumped = params.model_dump(mode="json")
     if sections is not None:
         dumped = {name: dumped[name] for name in sections}
-    text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+    return json_digest(dumped)
+
+
+def json_digest(data: Any) -> str:
+    """A short, stable digest of JSON-able params (keys sorted): the hash every output records."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

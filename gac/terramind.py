@@ -2,7 +2,7 @@
 
 Stages 1 and 3 both generate S2L2A with TerraMind; this module is the one
 place that knows how, so both get the fixes for what upstream does silently
-wrong (see DESIGN.md):
+wrong:
 
 - weights: `ckpt_path=` on the generate models loads nothing; here weights
   come from `gac.weights` (random | hf | local) and load strictly, TerraMind
@@ -24,6 +24,7 @@ module is cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import zlib
@@ -199,8 +200,17 @@ def _load_terramind(model, hub_state: Mapping, source: Path | str) -> None:
     """
     mae = model.sampler.model
     own = {k: v for k, v in mae.state_dict().items() if not _is_derived("sampler.model." + k)}
+    feedback = f"encoder_embeddings.{TOKENS_KEY}."
+    has_feedback = any(k.startswith(feedback) for k in hub_state)
+    if not has_feedback:
+        # A file without the S2L2A token embedding still generates, in one decoding step; the embedding
+        # keeps its seeded initialisation and sample_tokens never feeds tokens back through it.
+        own = {k: v for k, v in own.items() if not k.startswith(feedback)}
+        log.warning("%s: no S2L2A token embedding (%s*) to feed decoded tokens back; generating in one decoding step",
+                    source, feedback)
     picked = {k: v for k, v in hub_state.items() if k in own}
     load_strict(_WithoutDerived(mae, own), picked, source, getattr(model, "gac_name", "TerraMind"))
+    model.gac_token_feedback = has_feedback
 
 
 class _WithoutDerived:
@@ -214,7 +224,7 @@ class _WithoutDerived:
 
     def load_state_dict(self, state, strict=True):
         missing, unexpected = self.module.load_state_dict(state, strict=False)
-        leftover = [k for k in missing if not k.endswith("pos_emb")]
+        leftover = [k for k in missing if not k.endswith("pos_emb") and k in self.own]
         if leftover or unexpected:  # cannot happen after load_strict's checks; guard anyway
             raise RuntimeError(f"partial load: missing {leftover[:3]}, unexpected {unexpected[:3]}")
 
@@ -397,6 +407,15 @@ def token_logits(model, inputs: Mapping[str, "torch.Tensor"], precision: str = "
     return logits.float().gather(1, order[..., None].expand(-1, -1, logits.shape[-1]))
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
 def sample_tokens(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[int], decoding: Decoding = Decoding(), precision: str = "32"):
     """MaskGIT decoding of the S2L2A token grid: (B, h, w) token ids, h = w = tile size / 16.
 
@@ -411,6 +430,9 @@ def sample_tokens(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[i
     mod_dict, size, batch = _input_dict(model, inputs, device)
     if len(seeds) != batch:
         raise ValueError(f"{len(seeds)} seeds for a batch of {batch}")
+    if decoding.decoding_steps > 1 and not getattr(model, "gac_token_feedback", True):
+        _warn_once(f"{model.gac_name}: its weights have no S2L2A token embedding; decoding_steps {decoding.decoding_steps} -> 1")
+        decoding = dataclasses.replace(decoding, decoding_steps=1)
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     sampler = model.sampler
     n = (size // PATCH) ** 2

@@ -146,7 +146,7 @@ def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, m
         logger=logger,
         log_every_n_steps=1,
         val_check_interval=validate_at,
-        deterministic="warn",
+        deterministic=None,  # the stage command set the `deterministic` params switch process-wide (gac.device)
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )

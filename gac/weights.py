@@ -9,7 +9,6 @@ missing or unexpected key is an error naming the file and a few of the keys.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,8 +48,7 @@ def resolve_weights(value: str, model_name: str, key: str) -> WeightsSource:
         log.warning(RANDOM_WEIGHTS_WARNING, model_name)
         return WeightsSource("random")
     if value == "hf":
-        # Never download at run time: the cache must already hold the files.
-        os.environ["HF_HUB_OFFLINE"] = "1"
+        # Never download at run time: every hf_hub_download of GAC passes local_files_only=True.
         return WeightsSource("hf")
     path = Path(value).expanduser()
     if not path.exists():

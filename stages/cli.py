@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import evaluate, generate, ground, params_check, refine, synth, tile, train_stage2, train_stage3
+from stages import evaluate, finetune_stage1, generate, ground, params_check, profile, refine, synth, tile, train_stage2, train_stage3
 
 app = typer.Typer(
     help="GAC: Sentinel-1 -> Sentinel-2 L2A translation in three foundation-model stages, run by DVC (`dvc repro`).",
@@ -16,8 +16,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("check-params")(params_check.main)
+app.command("profile")(profile.main)
 app.command("synth")(synth.main)
 app.command("tile")(tile.main)
+app.command("finetune-stage1")(finetune_stage1.main)
 app.command("generate")(generate.main)
 app.command("train-stage2")(train_stage2.main)
 app.command("refine")(refine.main)

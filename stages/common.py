@@ -24,6 +24,16 @@ def setup_logging() -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
+def load_torch_params(path: Path):
+    """load_params, then the process-wide torch settings they ask for (`deterministic`): for stages that run a model."""
+    from gac.device import use_deterministic
+    from gac.params import load_params
+
+    params = load_params(path)
+    use_deterministic(params.deterministic)
+    return params
+
+
 def user_errors_as_one_line(func: F) -> F:
     """A GacError ends the command with its message on one line and exit code 2; other errors keep their traceback."""
 
@@ -38,6 +48,3 @@ def user_errors_as_one_line(func: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
-
-def not_implemented(stage: str, issue: str) -> None:
-    raise GacError(f"stage '{stage}' is not implemented yet ({issue}); nothing was written")

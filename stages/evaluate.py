@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from gac.params import DEFAULT_PARAMS, load_params
-from stages.common import ParamsOption, user_errors_as_one_line
+from gac.params import DEFAULT_PARAMS
+from stages.common import ParamsOption, load_torch_params, user_errors_as_one_line
 
 
 @user_errors_as_one_line
@@ -19,7 +19,7 @@ def main(
     out: Annotated[Path, typer.Option(help="directory for metrics.json, per_tile.csv, quicklooks/, cogs/")] = Path("data/eval"),
 ) -> None:
     """Compare opt_v1, opt_v2, opt_v3, stage 3 on v1 and the tokenizer ceiling with the ground truth (evaluate params)."""
-    p = load_params(params)
+    p = load_torch_params(params)
     from gac.evaluate.report import results_table
     from gac.evaluate.run import EvalPaths, evaluate
 

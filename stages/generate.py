@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from gac.params import DEFAULT_PARAMS, load_params
-from stages.common import ParamsOption, user_errors_as_one_line
+from gac.params import DEFAULT_PARAMS
+from stages.common import ParamsOption, load_torch_params, user_errors_as_one_line
 
 
 @user_errors_as_one_line
@@ -21,11 +21,11 @@ def main(
     params: ParamsOption = DEFAULT_PARAMS,
     tiles: Annotated[Path, typer.Option(help="tile store to read (variable s1)")] = Path("data/tiles.zarr"),
     out: Annotated[Path, typer.Option(help="prediction store to write")] = Path("data/opt_v1.zarr"),
-    finetune: Annotated[Path, typer.Option(help="fine-tuned adapter, used when stage1.finetune is true")] = Path("data/stage1_finetune"),
+    finetune: Annotated[Path, typer.Option(help="fine-tuned adapter, used when stage1_finetune.enabled is true")] = Path("data/stage1_finetune"),
     progress: Annotated[bool, typer.Option(help="show a progress bar (tiles/s, ETA)")] = True,
 ) -> None:
     """Generate S2L2A reflectance from S1 with a frozen TerraMind generator (stage1 params)."""
-    p = load_params(params)
+    p = load_torch_params(params)
     from gac.generate.run import run_generate
 
     summary = run_generate(p, tiles, out, progress=progress, finetune_dir=finetune)

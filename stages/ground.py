@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from gac.params import DEFAULT_PARAMS, load_params
-from stages.common import ParamsOption, user_errors_as_one_line
+from gac.params import DEFAULT_PARAMS
+from stages.common import ParamsOption, load_torch_params, user_errors_as_one_line
 
 # `--input`: which optical store conditions stage 3, and where the output goes (as dvc.yaml wires them).
 GROUND_INPUTS = {
@@ -36,7 +36,7 @@ def main(
 
     if input_ not in INPUTS:
         raise GacError(f"--input '{input_}' is not known; use v2 (opt_v2.zarr -> opt_v3.zarr) or v1 (opt_v1.zarr -> opt_v3_on_v1.zarr)")
-    p = load_params(params)
+    p = load_torch_params(params)
     from gac.ground.infer import ground
 
     default_optical, default_out = GROUND_INPUTS[input_]

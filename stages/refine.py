@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from gac.params import DEFAULT_PARAMS, load_params
-from stages.common import ParamsOption, user_errors_as_one_line
+from gac.params import DEFAULT_PARAMS
+from stages.common import ParamsOption, load_torch_params, user_errors_as_one_line
 
 
 @user_errors_as_one_line
@@ -25,7 +25,7 @@ def main(
     out: Annotated[Path, typer.Option(help="prediction store to write")] = Path("data/opt_v2.zarr"),
 ) -> None:
     """Refine opt_v1 into opt_v2 = opt_v1 + the refiner's residual, same tiles and georeference."""
-    p = load_params(params)
+    p = load_torch_params(params)
     from gac import __version__
     from gac.refine.infer import refine_store
 

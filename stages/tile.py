@@ -20,9 +20,10 @@ def main(
     """Tile co-registered S1/S2 scenes into a Zarr store (tile, band, y, x) with georeference and splits."""
     from gac import __version__
     from gac.data.tiling import make_tiles
-    from gac.params import params_hash
+    from gac.params import json_digest
 
     p = load_params(params)
-    attrs = {"gac_version": __version__, "stage": "tile", "params_hash": params_hash(p, ["seed", "tile"]), "source": str(scenes)}
-    summary = make_tiles(scenes, out, p.tile, p.seed, attrs)
+    reads = {"seed": p.seed, "tile": p.tile.model_dump(mode="json"), "max_tiles": p.data.max_tiles}
+    attrs = {"gac_version": __version__, "stage": "tile", "params_hash": json_digest(reads), "source": str(scenes)}
+    summary = make_tiles(scenes, out, p.tile, p.seed, attrs, max_tiles=p.data.max_tiles)
     typer.echo(f"{out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))

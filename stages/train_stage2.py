@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from gac.params import DEFAULT_PARAMS, load_params
-from stages.common import ParamsOption, user_errors_as_one_line
+from gac.params import DEFAULT_PARAMS
+from stages.common import ParamsOption, load_torch_params, user_errors_as_one_line
 
 
 @user_errors_as_one_line
@@ -28,7 +28,7 @@ def main(
     checkpoints: Annotated[Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")] = Path("data/checkpoints"),
 ) -> None:
     """Train stage 2 (LoRA on a frozen, optionally 8-bit Prithvi backbone + a FiLM-conditioned dense head)."""
-    p = load_params(params)
+    p = load_torch_params(params)
     from gac.refine.train import train_stage2
 
     record = train_stage2(p.stage2, p.seed, tiles, opt_v1, out, live, checkpoints)

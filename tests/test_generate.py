@@ -113,7 +113,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(small_tiles, tiles_store, liv
     ]
     small_params = validate_params({**params.model_dump(), "stage1": {**params.stage1.model_dump(), "model": "terramind_v1_small_generate", "weights": str(lively_weights)}})
     cases.append((small_tiles, small_params, "TerraMind_v1_small.pt not found"))  # tiny's files for a small model
-    finetune_params = validate_params({**params.model_dump(), "stage1": {**params.stage1.model_dump(), "finetune": True}})
+    finetune_params = validate_params({**params.model_dump(), "stage1_finetune": {"enabled": True}})
     cases.append((small_tiles, finetune_params, "no fine-tuned adapter is there"))
     for tiles, p, message in cases:
         with pytest.raises(GacError) as err:

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from gac.errors import GacError
+from gac.finetune.params import Stage1FinetuneParams
 from gac.params import validate_params
 
 torch.set_num_threads(2)
@@ -60,13 +61,14 @@ def params():
         "seed": 3,
         "tile": {"size": TILE, "shard_tiles": 4},
         "stage3": {"max_epochs": 4, "batch_size": 2, "lr": 1e-2, "warmup_steps": 0, "accelerator": "cpu",
-                   "early_stopping_patience": 10, "timesteps": 1},
+                   "early_stopping_patience": 10, "infer": {"timesteps": 1}},
     })
 
 
 @pytest.fixture(scope="module")
 def net(params, stores):
-    from gac.ground.train import build_grounding_model, stage3_job
+    from gac.ground.job import stage3_job
+    from gac.tuning.train import build_grounding_model
 
     model, counts = build_grounding_model(stage3_job(params, stores["opt_v2"]), params.stage3, TILE, params.seed)
     model.counts = counts
@@ -86,7 +88,8 @@ def batch(stores):
 @pytest.fixture(scope="module")
 def trained(params, stores):
     """The real `gac train-stage3` path: Lightning, DVCLive, checkpoints, adapter written whole."""
-    from gac.ground.train import run_training, stage3_job
+    from gac.ground.job import stage3_job
+    from gac.tuning.train import run_training
 
     root = stores["root"]
     record = run_training(stage3_job(params, stores["opt_v2"]), params, stores["tiles"], root / "stage3", root / "live", root / "ckpt")
@@ -94,7 +97,7 @@ def trained(params, stores):
 
 
 def _objective(**kw):
-    from gac.ground.objective import GroundingObjective
+    from gac.tuning.objective import GroundingObjective
 
     return GroundingObjective("S1RTC", "opt", **kw)
 
@@ -115,12 +118,12 @@ def test_lora_sits_on_decoder_cross_attention_only(net):
 
 
 def test_one_pass_logits_equal_the_samplers_masked_forward(net, batch):
-    """The differentiable path computes what generation's own forward computes (DESIGN.md: to 5e-7)."""
+    """The differentiable path computes what generation's own forward computes (measured: equal to 5e-7)."""
     from terratorch.models.backbones.terramind.model.generate import init_full_input_modality
     from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
 
-    from gac.ground import differentiable as D
-    from gac.ground.objective import model_inputs
+    from gac.tuning import differentiable as D
+    from gac.tuning.objective import model_inputs
     from gac.terramind import TOKENS_KEY
 
     model = net.get_base_model()
@@ -171,7 +174,7 @@ def test_gradient_reaches_every_lora_parameter_and_nothing_frozen(net, batch):
 
 
 def test_pixel_path_sends_gradient_once_the_unet_output_layer_is_nonzero(net, batch):
-    from gac.ground import differentiable as D
+    from gac.tuning import differentiable as D
 
     model = net.get_base_model()
     out_conv = D.s2_tokenizer(model).decoder.out[-1]
@@ -212,7 +215,7 @@ def _mean_ce(model, stores, split="train") -> float:
 
 
 def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, stores):
-    from gac.ground.lora import load_adapter
+    from gac.tuning.lora import load_adapter
     from gac.terramind import build_generator
 
     record, out = trained["record"], trained["out"]
@@ -236,9 +239,9 @@ def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, sto
 
 
 def test_saved_adapter_reproduces_the_trained_weights_and_outputs(trained, net, batch):
-    from gac.ground import differentiable as D
-    from gac.ground.lora import load_adapter
-    from gac.ground.objective import model_inputs
+    from gac.tuning import differentiable as D
+    from gac.tuning.lora import load_adapter
+    from gac.tuning.objective import model_inputs
     from gac.terramind import build_generator
 
     ckpt = torch.load(trained["ckpt"] / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
@@ -278,7 +281,7 @@ def test_ground_ablation_on_opt_v1_writes_opt_v3_aligned_with_tiles(trained, sto
         stage = next(s for s in stages.values() if s["cmd"] == f"gac ground --input {label}")
         assert optical in stage["deps"] and stage["outs"] == [written]
     root = stores["root"]
-    (root / "params.yaml").write_text("seed: 3\ntile: {size: 32, shard_tiles: 4}\nstage3: {timesteps: 1, batch_size: 4, accelerator: cpu}\n")
+    (root / "params.yaml").write_text("seed: 3\ntile: {size: 32, shard_tiles: 4}\nstage3: {infer: {timesteps: 1, batch_size: 4, device: cpu}}\n")
     opt_v1 = _blurred_copy(stores["tiles"], root / "opt_v1.zarr")
     result = CliRunner().invoke(app, ["ground", "--params", str(root / "params.yaml"), "--input", "v1", "--tiles", str(stores["tiles"]),
                                       "--adapter", str(trained["out"]), "--optical", str(opt_v1), "--out", str(root / "opt_v3_on_v1.zarr")])
@@ -295,14 +298,15 @@ def test_ground_ablation_on_opt_v1_writes_opt_v3_aligned_with_tiles(trained, sto
     # no output where the radar saw nothing; everywhere else a value
     s1_missing = np.isnan(tiles.s1.values).any(axis=1)
     assert s1_missing.sum() >= 1 and np.array_equal(np.isnan(values), np.repeat(s1_missing[:, None], 12, axis=1))
-    # random weights: the UNet's zero-initialised output layer makes every image the per-band pretraining mean (DESIGN.md)
+    # random weights: the UNet's zero-initialised output layer makes every image the per-band pretraining mean
     mean = destandardize(torch.zeros(1, 12, 1, 1)).numpy()[0, :, 0, 0]
     np.testing.assert_allclose(np.nanmean(values, axis=(0, 2, 3)), mean, rtol=1e-5)
 
 
 def test_opt_v2_out_of_step_with_tiles_is_one_line_and_writes_nothing(params, stores, trained):
     from gac.ground.infer import ground
-    from gac.ground.train import run_training, stage3_job
+    from gac.ground.job import stage3_job
+    from gac.tuning.train import run_training
 
     root = stores["root"]
     shuffled = _blurred_copy(stores["tiles"], root / "opt_v2_reversed.zarr", reverse=True)
@@ -324,7 +328,7 @@ def test_opt_v2_out_of_step_with_tiles_is_one_line_and_writes_nothing(params, st
     ],
 )
 def test_bad_lora_regex_is_one_line(net, pattern, message):
-    from gac.ground.lora import TERRAMIND_PREFIX
+    from gac.tuning.lora import TERRAMIND_PREFIX
     from gac.lora import lora_target_names
 
     with pytest.raises(GacError, match=message) as err:
@@ -333,7 +337,7 @@ def test_bad_lora_regex_is_one_line(net, pattern, message):
 
 
 def test_adapter_of_another_size_is_refused(trained, tmp_path):
-    from gac.ground.lora import load_adapter
+    from gac.tuning.lora import load_adapter
 
     with pytest.raises(GacError, match="trained for terramind_v1_tiny_generate but the model is terramind_v1_small_generate"):
         load_adapter(torch.nn.Linear(1, 1), trained["out"], "terramind_v1_small_generate")
@@ -351,10 +355,13 @@ def test_invalid_lora_regex_and_pixel_terms_fail_at_params():
 @pytest.fixture(scope="module")
 def finetuned(params, stores):
     """Item 4: stage 1's generator (S1 -> S2L2A) fine-tuned through the same path, which `generate()` could not do."""
-    from gac.ground.train import run_training, stage1_finetune_job
+    from gac.finetune.handover import stage1_finetune_job
+    from gac.tuning.train import run_training
 
     root = stores["root"]
-    quick = params.model_copy(update={"stage3": params.stage3.model_copy(update={"max_epochs": 2})})
+    # stage 1's fine-tuning has its own section: the same knobs as the stage-3 fixture, two epochs
+    knobs = {k: v for k, v in params.stage3.training_dict().items() if k in Stage1FinetuneParams.model_fields}
+    quick = params.model_copy(update={"stage1_finetune": Stage1FinetuneParams(**{**knobs, "enabled": True, "max_epochs": 2})})
     job = stage1_finetune_job(quick)
     assert job.optical is None and job.stage == "stage1_finetune"
     record = run_training(job, quick, stores["tiles"], root / "stage1_finetune", root / "live_s1", root / "ckpt")
@@ -393,8 +400,9 @@ def test_cli_errors_are_one_line_before_any_model_is_built(stores, tmp_path):
 
 def test_weights_of_another_terramind_size_are_one_line_and_nothing_is_written(params, stores, net, tmp_path):
     """stage3.model small with a directory holding tiny's files (named as small's): refused before anything is written."""
-    from gac.ground.train import run_training, stage3_job
+    from gac.ground.job import stage3_job
     from gac.terramind import TOKENIZER_FILE, hub_files
+    from gac.tuning.train import run_training
 
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -412,17 +420,17 @@ def test_weights_of_another_terramind_size_are_one_line_and_nothing_is_written(p
 
 
 def test_stage1_generator_is_frozen_when_off_and_fine_tuned_when_on(trained, finetuned, tmp_path):
-    from gac.ground.finetune import stage1_generator, write_disabled
+    from gac.finetune.handover import stage1_generator, write_disabled
     from gac.terramind import build_generator
 
-    off = validate_params({"stage1": {"finetune": False}})
+    off = validate_params({"stage1_finetune": {"enabled": False}})
     write_disabled(tmp_path / "ft", tmp_path / "live")
     assert json.loads((tmp_path / "ft" / "adapter.json").read_text()) == {"stage": "stage1_finetune", "enabled": False}
     assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == {"enabled": False}
     sentinel = object()
     assert stage1_generator(sentinel, off, tmp_path / "ft") is sentinel
-    on = validate_params({"stage1": {"finetune": True}})
-    with pytest.raises(GacError, match="stage1.finetune is true but no fine-tuned adapter"):
+    on = validate_params({"stage1_finetune": {"enabled": True}})
+    with pytest.raises(GacError, match="stage1_finetune.enabled is true but no fine-tuned adapter"):
         stage1_generator(sentinel, on, tmp_path / "ft")
     with pytest.raises(GacError, match=r"trained on inputs \['S1RTC', 'S2L2A'\], stage 1 takes \[S1RTC\]"):
         stage1_generator(sentinel, on, trained["out"])  # stage 3's adapter is not stage 1's
@@ -437,7 +445,7 @@ def test_resume_fingerprint_follows_the_data(stores, tmp_path):
     and the fingerprint (recorded in the adapter) does not depend on when the store was written."""
     import zarr
 
-    from gac.ground.train import data_fingerprint
+    from gac.tuning.train import data_fingerprint
 
     copy = _blurred_copy(stores["tiles"], tmp_path / "opt_v2.zarr")
     first = data_fingerprint(stores["tiles"], copy)
@@ -451,7 +459,8 @@ def test_resume_fingerprint_follows_the_data(stores, tmp_path):
 
 
 def test_tiles_of_another_s1_product_are_refused(params, stores):
-    from gac.ground.train import run_training, stage3_job
+    from gac.ground.job import stage3_job
+    from gac.tuning.train import run_training
 
     grd = params.model_copy(update={"stage1": params.stage1.model_copy(update={"input": "S1GRD"})})
     with pytest.raises(GacError, match="tiles hold S1RTC but stage1.input is S1GRD; set stage1.input: S1RTC"):

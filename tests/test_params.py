@@ -9,7 +9,7 @@ from tests.conftest import REPO, run_gac
 def test_project_params_file_is_valid_and_complete():
     params = load_params(REPO / "params.yaml")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert set(raw) <= {"seed", "data", "tile", "stage1", "stage2", "stage3", "evaluate"}
+    assert set(raw) <= {"seed", "deterministic", "data", "tile", "stage1", "stage1_finetune", "stage2", "stage3", "evaluate"}
     assert params.tile.size % 16 == 0
 
 
@@ -56,3 +56,24 @@ def test_help_does_not_import_torch():
     code = "import sys; from stages.cli import app; print('torch' in sys.modules, 'terratorch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def _stage_params(stage: str) -> set[str]:
+    return set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["params"])
+
+
+def test_training_stages_list_every_training_key_and_no_inference_key():
+    """train-stage2/3 name their keys one by one: a new training key missing here would not retrain; `infer` must never."""
+    params = load_params(REPO / "params.yaml")
+    for stage, section in (("train-stage2", params.stage2), ("train-stage3", params.stage3)):
+        listed = {key.split(".", 1)[1] for key in _stage_params(stage) if key.startswith(stage[-6:] + ".")}
+        assert listed == set(section.training_dict()), stage
+        assert not any("infer" in key for key in _stage_params(stage))
+    for stage in ("ground", "ground-on-v1"):
+        assert {"stage3.infer", "stage3.model", "stage3.weights"} <= _stage_params(stage)
+        assert "stage3" not in _stage_params(stage) and "stage3.lr" not in _stage_params(stage)
+    assert "stage2.infer" in _stage_params("refine")
+    # stage 1's fine-tuning reads its own section, never stage 3's; generate only whether it is on
+    assert "stage1_finetune" in _stage_params("finetune-stage1")
+    assert not any(key.startswith("stage3") for key in _stage_params("finetune-stage1"))
+    assert "stage1_finetune.enabled" in _stage_params("generate")

@@ -4,6 +4,7 @@
 import json
 
 import pytest
+import yaml
 
 from tests.test_pipeline_tiles import copy_project, ran, sh
 
@@ -14,6 +15,7 @@ TINY = {
     "stage1": {"batch_size": 8},
     "stage2": {"max_epochs": 1, "batch_size": 4},
     "stage3": {"max_epochs": 1, "batch_size": 4},
+    "stage1_finetune": {"enabled": True, "max_epochs": 1, "batch_size": 4},
     "evaluate": {"quicklooks": 2},
 }
 ALL_STAGES = {"check-params", "synth", "tile", "finetune-stage1", "generate", "train-stage2", "refine",
@@ -44,6 +46,7 @@ def test_repro_experiment_metrics_and_plots(project):
 
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=project)
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "reference run", cwd=project)
+    _inference_settings_never_retrain(project)
     exp = sh("dvc", "exp", "run", "-S", "stage2.lora_rank=16", cwd=project)
     assert ran(exp) == {"check-params", "train-stage2", "refine", "train-stage3", "ground", "ground-on-v1", "evaluate"}
     record = json.loads((project / "data" / "stage2" / "stage2.json").read_text())
@@ -58,3 +61,19 @@ def test_repro_experiment_metrics_and_plots(project):
     sh("dvc", "plots", "diff", "-o", str(out), cwd=project)
     html = (out / "index.html").read_text()
     assert "PSNR per test tile" in html and "opt_v2_psnr" in html
+
+
+def _inference_settings_never_retrain(project):
+    """`stage3.infer` re-runs only stage 3's inference and what reads it; a stage-3 training key leaves the
+    (enabled) stage-1 fine-tuning alone. Leaves the workspace as the reference run committed it."""
+    exp = sh("dvc", "exp", "run", "-S", "stage3.infer.timesteps=3", cwd=project)
+    assert ran(exp) == {"check-params", "ground", "ground-on-v1", "evaluate"} | (ALL_STAGES & {"translate"})
+    sh("git", "checkout", "--", ".", cwd=project)
+    sh("dvc", "checkout", "--force", cwd=project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["stage1_finetune"]["enabled"] is True
+    params["stage3"]["lr"] = params["stage3"]["lr"] * 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stale = {name.rsplit(":", 1)[-1] for name in json.loads(sh("dvc", "status", "--json", cwd=project).splitlines()[-1])}
+    assert "train-stage3" in stale and "finetune-stage1" not in stale and "generate" not in stale
+    sh("git", "checkout", "--", "params.yaml", cwd=project)

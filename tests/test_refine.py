@@ -210,3 +210,50 @@ def test_bad_model_params_fail_in_one_line():
     assert "\n" not in str(err.value) and "stage2.bands" in str(err.value) and "'B8B' does not exist" in str(err.value)
     assert Stage2Params().bands == ("B02", "B03", "B04", "B8A", "B11", "B12")
     assert set(Stage2Params().bands) <= set(S2_BANDS)
+
+
+def test_hf_weights_never_contact_the_hub_even_without_hf_hub_offline(tmp_path):
+    """`weights: hf` for stage 2 and for TerraMind (stages 1, 3) with HF_HUB_OFFLINE unset and the hub pointed at a
+    local listener: a one-line 'not in the cache' error, and not one connection to the listener."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    connections, stop = [], threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (socket.timeout, OSError):
+                continue
+            connections.append(conn)
+            conn.close()
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{server.getsockname()[1]}", HF_HOME=str(tmp_path / "hf"))
+    code = (
+        "from gac.errors import GacError\n"
+        "from gac.refine.backbone import build_backbone\n"
+        "from gac.terramind import build_generator\n"
+        "for build in (lambda: build_backbone('prithvi_eo_v2_tiny_tl', 'hf', ['B02']),\n"
+        "              lambda: build_generator('terramind_v1_tiny_generate', ['S1RTC'], 'hf', tile_size=32)):\n"
+        "    try:\n        build()\n    except GacError as exc:\n        print(exc)\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    lines = out.stdout.strip().splitlines()
+    assert out.returncode == 0 and len(lines) == 2, out.stderr[-2000:]
+    assert "Prithvi-EO-2.0-tiny-TL" in lines[0] and "not in the Hugging Face cache" in lines[0]
+    assert "TerraMind-1.0-tiny" in lines[1] and "not in the local Hugging Face cache" in lines[1]
+    assert connections == []

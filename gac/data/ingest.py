@@ -13,7 +13,7 @@ from pathlib import Path
 from gac import __version__
 from gac.data.scenes import find_pairs, read_pair
 from gac.data.store import partial_path, replace_dir
-from gac.params import params_hash
+from gac.params import json_digest
 
 
 def prepare_scenes(params, out: Path) -> dict:
@@ -37,7 +37,8 @@ def prepare_scenes(params, out: Path) -> dict:
         names = [pair.name for pair in pairs]
         source = str(Path(params.data.source).resolve())
     manifest = {"gac_version": __version__, "source": source, "scenes": names,
-                "params_hash": params_hash(params, ["seed", "data"])}
+                # the keys dvc.yaml gives `synth` (data.max_tiles is the tile stage's)
+                "params_hash": json_digest({"seed": params.seed, "data": params.data.model_dump(mode="json", exclude={"max_tiles"})})}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     replace_dir(tmp, out)
     return {"scenes": len(names), "source": source}

@@ -10,6 +10,7 @@ different splits never overlap.
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,12 +152,39 @@ def read_scenes(pairs: list[ScenePair], reproject: bool) -> list[Scene]:
     return [read_pair(pair, reproject) for pair in pairs]
 
 
-def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: dict) -> dict:
-    """Scene pairs -> tiles.zarr (written atomically). Returns a summary for the log."""
+def subset_tiles(records: list[dict], max_tiles: int, seed: int) -> list[dict]:
+    """At most `max_tiles` records, a fixed subset: each split keeps its share (at least one tile where it had any).
+
+    Within a split the tiles kept are those with the smallest seeded hash of
+    their id, so the subset depends on the seed and the tile ids only, not on
+    the order scenes are read in.
+    """
+    if len(records) <= max_tiles:
+        return records
+    by_split = {split: [r for r in records if r["split"] == split] for split in SPLITS}
+    present = [split for split in SPLITS if by_split[split]]
+    quota = {split: max(1, int(max_tiles * len(by_split[split]) / len(records))) for split in present}
+    while sum(quota.values()) > max_tiles:  # the floors of 1 overshot: trim the largest share
+        largest = max(present, key=lambda s: quota[s])
+        quota[largest] -= 1
+    keep = set()
+    for split in present:
+        ranked = sorted(by_split[split], key=lambda r: zlib.crc32(f"{seed}:{r['tile']}".encode()))
+        keep.update(r["tile"] for r in ranked[: quota[split]])
+    return [r for r in records if r["tile"] in keep]
+
+
+def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: dict, max_tiles: int | None = None) -> dict:
+    """Scene pairs -> tiles.zarr (written atomically). Returns a summary for the log.
+
+    `max_tiles` (`data.max_tiles`) keeps a fixed subset for quick runs (subset_tiles).
+    """
     pairs = find_pairs(scene_dir)
     products = {pair.s1_product for pair in pairs}
     scenes = read_scenes(pairs, tile.reproject)
     records, dropped = plan_tiles(scenes, tile, seed)
+    if max_tiles is not None:
+        records = subset_tiles(records, max_tiles, seed)
     counts = {split: sum(r["split"] == split for r in records) for split in SPLITS}
     attrs = {**attrs, "s1_product": products.pop(), "tile_size": tile.size, "tile_stride": tile.stride,
              "scenes": [s.name for s in scenes], "dropped_nodata": dropped["nodata"], "dropped_split_border": dropped["split_border"]}

@@ -1,10 +1,10 @@
 """Stage 1 params (section `stage1`).
 
-Defaults give the best results the models allow: the diffusion decoder is
-uncapped (`capped_decoder: false`), decoding is iterative when
-`decoding_steps > 1`. `timesteps` and `decoding_steps` are small because the
-demo runs on CPU; with real weights on a GPU, 10-50 DDIM steps and 4-8
-decoding steps are the usual range.
+The defaults are sized for the CPU demo, not for quality: 2 DDIM steps and
+one decoding step keep it within minutes. With real weights on a GPU, 10-50
+DDIM steps and 4-8 decoding steps are the usual range (profiles/gpu.yaml).
+What is never traded away: the diffusion decoder is uncapped
+(`capped_decoder: false`) and decoding is iterative when `decoding_steps > 1`.
 """
 
 from __future__ import annotations
@@ -29,4 +29,3 @@ class Stage1Params(StrictModel):
     batch_size: int = Field(4, ge=1)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
     precision: Literal["32", "bf16", "16"] = Field("bf16", description="autocast dtype on CUDA; CPU always runs float32")
-    finetune: bool = Field(False, description="fine-tune the generator through stage 3's differentiable path")

@@ -112,18 +112,18 @@ def output_attrs(params, model) -> dict[str, Any]:
         "stage1": stage1.model_dump_json(),
         "units": "reflectance x 10^4",
         "capped_decoder": stage1.capped_decoder,
-        "finetuned": stage1.finetune,
+        "finetuned": params.stage1_finetune.enabled,
     }
 
 
 def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True, finetune_dir: Path | None = None) -> dict[str, Any]:
     """Generate opt_v1 for every tile of `tiles_path` into `out_path`; returns a small summary (on every rank).
 
-    With `stage1.finetune: true` the generator carries the LoRA adapter that
-    `gac train-stage3 --stage1-finetune` left in `finetune_dir`
-    (gac.ground.finetune.stage1_generator); otherwise it is TerraMind as loaded.
+    With `stage1_finetune.enabled: true` the generator carries the LoRA adapter that
+    `gac finetune-stage1` left in `finetune_dir`
+    (gac.finetune.handover.stage1_generator); otherwise it is TerraMind as loaded.
     """
-    from gac.ground.finetune import stage1_generator
+    from gac.finetune.handover import stage1_generator
 
     import torch
     from tqdm import tqdm

@@ -20,9 +20,10 @@ from gac.errors import GacError
 
 log = logging.getLogger(__name__)
 
+
 def load_grounding_model(params, adapter_root: Path, tile_size: int, device: str = "cpu"):
     """The stage-3 TerraMind (S1 + S2L2A inputs) with the trained adapter, frozen; returns (peft model, adapter record)."""
-    from gac.ground.lora import load_adapter, read_adapter_record
+    from gac.tuning.lora import load_adapter, read_adapter_record
     from gac.terramind import TARGET, build_generator
 
     s3 = params.stage3
@@ -43,9 +44,9 @@ def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, in
     """Write `out` (opt_v3) from tiles.zarr's S1 and `optical`'s S2L2A; returns the output attrs."""
     from gac.data.store import PredictionStore, check_aligned, open_store
     from gac.device import resolve_device
-    from gac.ground.lora import read_adapter_record
-    from gac.ground.train import check_s1_product
-    from gac.params import params_hash
+    from gac.tuning.lora import read_adapter_record
+    from gac.tuning.train import check_s1_product
+    from gac.params import json_digest
 
     tiles, optical, out, adapter_root = Path(tiles), Path(optical), Path(out), Path(adapter_root)
     tiles_ds = open_store(tiles, need=("s1", "s2"), what="tiles store")
@@ -59,15 +60,18 @@ def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, in
     from gac.terramind import TARGET, Decoding, generate, iter_batches, tile_seed
 
     s3, s1_name = params.stage3, params.stage1.input
-    device = resolve_device(s3.accelerator, key="stage3.accelerator")
+    infer = s3.infer
+    device = resolve_device(infer.device, key="stage3.infer.device")
     net, record = load_grounding_model(params, adapter_root, int(tiles_ds.sizes["y"]), device)
     model = net.get_base_model()
-    decoding = Decoding(decoding_steps=s3.decoding_steps, temperature=s3.temperature, top_p=s3.top_p, top_k=s3.top_k,
-                        timesteps=s3.timesteps, capped=False)
+    decoding = Decoding(decoding_steps=infer.decoding_steps, temperature=infer.temperature, top_p=infer.top_p, top_k=infer.top_k,
+                        timesteps=infer.timesteps, capped=False)
+    # What this output depends on besides the adapter (whose own hash follows): the keys dvc.yaml gives `ground`.
+    reads = {"seed": params.seed, "input": s1_name, "model": s3.model, "weights": s3.weights, "infer": infer.model_dump(mode="json")}
     attrs = {
         "stage": "ground",
         "input": f"opt_{input_label}",
-        "params_hash": f"{params_hash(params, ['seed', 'stage1', 'stage3'])}-{input_label}-{record.get('params_hash')}",
+        "params_hash": f"{json_digest(reads)}-{input_label}-{record.get('params_hash')}",
         "model": s3.model,
         "adapter": str(adapter_root),
         "adapter_params_hash": record.get("params_hash"),
@@ -83,12 +87,12 @@ def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, in
     for shard in store.pending_shards():
         window = store.shard_slice(shard)
         values = np.empty((window.stop - window.start, 12, tiles_ds.sizes["y"], tiles_ds.sizes["x"]), dtype=np.float32)
-        for batch in iter_batches(range(window.start, window.stop), s3.batch_size):
+        for batch in iter_batches(range(window.start, window.stop), infer.batch_size):
             s1 = np.asarray(s1_all[batch].values, dtype=np.float32)
             opt = np.asarray(opt_all[batch].values, dtype=np.float32)
             inputs = {s1_name: torch.from_numpy(s1), TARGET: torch.from_numpy(opt)}  # NaN reads as the mean (gac.terramind.standardize_filled)
             seeds = [tile_seed(params.seed, tile_ids[i]) for i in batch]
-            pred = generate(model, inputs, seeds, decoding).cpu().numpy()
+            pred = generate(model, inputs, seeds, decoding, infer.precision).float().cpu().numpy()
             # No output where the radar saw nothing: stage 3 is grounded in S1.
             pred = np.where(np.isnan(s1).any(axis=1, keepdims=True), np.nan, pred)
             values[batch[0] - window.start : batch[-1] - window.start + 1] = pred

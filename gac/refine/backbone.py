@@ -56,7 +56,8 @@ def _checkpoint_file(source: WeightsSource, name: str) -> Path:
 
     spec = pretrained_weights[name]
     try:
-        return Path(hf_hub_download(repo_id=spec["hf_hub_id"], filename=spec["hf_hub_filename"]))
+        # local_files_only: the cache or nothing, whatever HF_HUB_OFFLINE says (huggingface_hub reads that once, at import)
+        return Path(hf_hub_download(repo_id=spec["hf_hub_id"], filename=spec["hf_hub_filename"], local_files_only=True))
     except Exception as exc:  # offline: LocalEntryNotFoundError and friends
         raise GacError(
             f"stage2.weights: hf: {spec['hf_hub_id']}/{spec['hf_hub_filename']} is not in the Hugging Face cache "

@@ -16,6 +16,8 @@ from gac.errors import GacError
 ADAPTER_DIR = "adapter"
 # LoRA goes inside TerraMind proper; the S2L2A tokenizer (`tokenizer.*`) stays frozen.
 TERRAMIND_PREFIX = "sampler.model."
+# The default targets: the decoder's cross-attention, where the inputs condition the generated tokens.
+TERRAMIND_LORA_TARGETS = r"sampler\.model\.decoder\.\d+\.cross_attn\.(q|kv|proj)"
 ADAPTER_JSON = "adapter.json"
 
 

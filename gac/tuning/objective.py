@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gac.data.store import S2_BANDS
-from gac.ground import differentiable as D
+from gac.tuning import differentiable as D
 
 
 def model_inputs(batch: Mapping[str, torch.Tensor], s1_name: str, optical_key: str | None) -> dict[str, torch.Tensor]:

@@ -2,11 +2,15 @@
 
 One function serves two jobs:
 
-- stage 3 (`train_stage3`): inputs S1 + opt_v2 (as TerraMind's S2L2A input),
-  target the ground-truth S2L2A; LoRA on the decoder's cross-attention.
-- stage 1 fine-tuning (`finetune_stage1`, `stage1.finetune`): the same path
+- stage 3 (gac.ground.job.stage3_job, params `stage3`): inputs S1 + opt_v2
+  (as TerraMind's S2L2A input), target the ground-truth S2L2A; LoRA on the
+  decoder's cross-attention.
+- stage 1 fine-tuning (gac.finetune, params `stage1_finetune`): the same path
   with S1 alone as input, which is stage 1's generator. The original project
   could not fine-tune it because it trained through `generate()`.
+
+Each job's training knobs, LoRA and loss come from the params section named
+after it (`stage3` or `stage1_finetune`), so neither retrains the other.
 
 The Trainer (gac.training) owns accumulation, precision, schedule, early
 stopping, DDP and resume. Checkpoints hold only the trainable (LoRA) tensors
@@ -33,9 +37,9 @@ OPTICAL_KEY = "opt"
 
 @dataclass(frozen=True)
 class GroundingJob:
-    """What differs between stage 3 and stage 1 fine-tuning; the training knobs come from `stage3`."""
+    """What differs between stage 3 and stage 1 fine-tuning; the training knobs come from the section named `stage`."""
 
-    stage: str  # checkpoint / record name: "stage3" or "stage1_finetune"
+    stage: str  # params section, checkpoint and record name: "stage3" or "stage1_finetune"
     model: str
     weights: str
     weights_key: str  # the params key `weights` came from, for error messages
@@ -48,7 +52,7 @@ def _lightning_module():
     import lightning.pytorch as pl
     import torch
 
-    from gac.ground import differentiable as D
+    from gac.tuning import differentiable as D
     from gac.training import adamw_with_schedule
 
     class GroundingModule(pl.LightningModule):
@@ -102,7 +106,7 @@ def _lightning_module():
 
 def build_grounding_model(job: GroundingJob, train, tile_size: int, seed: int, lora_key: str = "stage3.lora_targets"):
     """TerraMind for the job's inputs with LoRA from `train` (Stage3Params); returns (peft model, parameter counts)."""
-    from gac.ground.lora import apply_lora
+    from gac.tuning.lora import apply_lora
     from gac.terramind import TARGET, build_generator
     from gac.training import count_parameters
 
@@ -171,7 +175,7 @@ def _tile_size(tiles: Path) -> int:
 def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir: Path,
                  checkpoint_root: Path) -> dict[str, Any]:
     """Train the job's LoRA; write `out_dir/adapter` (peft) + `out_dir/adapter.json`, whole or not at all."""
-    train = params.stage3
+    train = getattr(params, job.stage)  # the job's own section: LoRA, loss and training knobs
     tiles, out_dir, live_dir = Path(tiles), Path(out_dir), Path(live_dir)
     # Checks opt_v2 against tiles.zarr first: a mistake there costs no torch import, no model build.
     train_ds, val_ds = _datasets(job, tiles)
@@ -181,18 +185,18 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
     from torch.utils.data import DataLoader
 
     from gac.data.store import partial_path, replace_dir
-    from gac.ground.lora import save_adapter
-    from gac.ground.objective import GroundingObjective
-    from gac.params import params_hash
+    from gac.tuning.lora import save_adapter
+    from gac.tuning.objective import GroundingObjective
+    from gac.params import json_digest
     from gac.training import ResumeState, build_trainer
 
     pl.seed_everything(params.seed, workers=True)
-    net, counts = build_grounding_model(job, train, _tile_size(tiles), params.seed)
+    net, counts = build_grounding_model(job, train, _tile_size(tiles), params.seed, f"{job.stage}.lora_targets")
     objective = GroundingObjective(job.s1_input, OPTICAL_KEY if job.optical is not None else None, train.pixel_weight,
                                    train.pixel_terms, train.sar_weight, train.soft_temperature)
     module = _lightning_module()(net, objective, train)
 
-    run_hash = (f"{params_hash(params, ['seed', 'stage3'])}-{job.model}-{job.weights}-{job.s1_input}-"
+    run_hash = (f"{json_digest({'seed': params.seed, job.stage: train.training_dict()})}-{job.model}-{job.weights}-{job.s1_input}-"
                 f"{data_fingerprint(tiles, job.optical)}")
     resume = ResumeState(job.stage, run_hash, Path(checkpoint_root))
     ckpt = resume.prepare()
@@ -239,12 +243,3 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
         log.info("%s: adapter written to %s (%s)", job.stage, out_dir, json.dumps(counts))
     return record
 
-
-def stage3_job(params, optical: Path) -> GroundingJob:
-    s3 = params.stage3
-    return GroundingJob("stage3", s3.model, s3.weights, "stage3.weights", params.stage1.input, Path(optical))
-
-
-def stage1_finetune_job(params) -> GroundingJob:
-    s1 = params.stage1
-    return GroundingJob("stage1_finetune", s1.model, s1.weights, "stage1.weights", s1.input, None)

@@ -1,10 +1,10 @@
-"""Stage 1 fine-tuning (`stage1.finetune`): the hand-over between `gac train-stage3 --stage1-finetune` and `gac generate`.
+"""Stage-1 fine-tuning (`stage1_finetune.enabled`): the job, and the hand-over between `gac finetune-stage1` and `gac generate`.
 
 DVC cannot skip a stage by a param, so the fine-tuning stage always runs:
-with `stage1.finetune: false` it only writes a record saying so (seconds, no
-model built), and `gac generate` keeps stage 1 frozen. With `true` it trains
-the LoRA through the differentiable path (gac.ground.train) and `gac
-generate` generates with it.
+with `enabled: false` it only writes a record saying so (seconds, no model
+built), and `gac generate` keeps stage 1 frozen. With `true` it trains the
+LoRA through the differentiable path (gac.tuning.train) and `gac generate`
+generates with it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,18 @@ import json
 from pathlib import Path
 
 from gac.errors import GacError
+from gac.tuning.train import GroundingJob
+
+ENABLE = "stage1_finetune.enabled"
+
+
+def stage1_finetune_job(params) -> GroundingJob:
+    """Stage 1's generator (model, weights, S1 input from `stage1`) as a tuning job; its knobs come from `stage1_finetune`."""
+    s1 = params.stage1
+    return GroundingJob("stage1_finetune", s1.model, s1.weights, "stage1.weights", s1.input, None)
 
 def write_disabled(out_dir: Path, live_dir: Path) -> None:
-    """The record of a fine-tuning stage that had nothing to do (stage1.finetune is false), written whole.
+    """The record of a fine-tuning stage that had nothing to do (stage1_finetune.enabled is false), written whole.
 
     The DVCLive directory gets a metrics.json saying so, since DVC expects every declared output to exist.
     """
@@ -37,15 +46,15 @@ def stage1_generator(model, params, root: Path | None):
     result is always a bare TerraMindGeneration (LoRA layers injected in place),
     so gac.terramind.generate takes it either way.
     """
-    from gac.ground.lora import load_adapter, read_adapter_record
+    from gac.tuning.lora import load_adapter, read_adapter_record
 
-    if not params.stage1.finetune:
+    if not params.stage1_finetune.enabled:
         return model
     if root is None:
-        raise GacError("stage1.finetune is true but no fine-tuned adapter directory was given; pass --finetune DIR to `gac generate`")
+        raise GacError(f"{ENABLE} is true but no fine-tuned adapter directory was given; pass --finetune DIR to `gac generate`")
     record = read_adapter_record(root) if (Path(root) / "adapter.json").is_file() and (Path(root) / "adapter").is_dir() else None
     if record is None:
-        raise GacError(f"{root}: stage1.finetune is true but no fine-tuned adapter is there; run `gac train-stage3 --stage1-finetune` (dvc repro)")
+        raise GacError(f"{root}: {ENABLE} is true but no fine-tuned adapter is there; run `gac finetune-stage1` (dvc repro)")
     if record.get("inputs") != [params.stage1.input]:
         raise GacError(f"{root}: adapter was trained on inputs {record.get('inputs')}, stage 1 takes [{params.stage1.input}]; re-run the fine-tuning")
     return load_adapter(model, root, params.stage1.model).get_base_model()
