@@ -2,6 +2,7 @@
 `dvc metrics diff` and `dvc plots diff`. Real stages, real models (random weights), real DVC."""
 
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -74,6 +75,7 @@ def _inference_settings_never_retrain(project):
     assert params["stage1_finetune"]["enabled"] is True
     params["stage3"]["lr"] = params["stage3"]["lr"] * 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stale = {name.rsplit(":", 1)[-1] for name in json.loads(sh("dvc", "status", "--json", cwd=project).splitlines()[-1])}
+    status = subprocess.run(["dvc", "status", "--json"], cwd=project, capture_output=True, text=True, check=True).stdout
+    stale = {name.rsplit(":", 1)[-1] for name in json.loads(status)}
     assert "train-stage3" in stale and "finetune-stage1" not in stale and "generate" not in stale
     sh("git", "checkout", "--", "params.yaml", cwd=project)
