@@ -103,12 +103,13 @@ class TileParams(StrictModel):
 
 
 def _stage_schemas() -> dict[str, type[StrictModel]]:
+    from gac.baseline.params import BaselineParams
     from gac.evaluate.params import EvaluateParams
     from gac.generate.params import Stage1Params
     from gac.ground.params import Stage3Params
     from gac.refine.params import Stage2Params
 
-    return {"stage1": Stage1Params, "stage2": Stage2Params, "stage3": Stage3Params, "evaluate": EvaluateParams}
+    return {"stage1": Stage1Params, "stage2": Stage2Params, "stage3": Stage3Params, "baseline": BaselineParams, "evaluate": EvaluateParams}
 
 
 def _build_root() -> type[StrictModel]:

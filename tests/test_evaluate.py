@@ -21,7 +21,7 @@ from gac.errors import GacError
 from gac.params import validate_params
 from tests.conftest import run_gac
 
-NOISE = {"opt_v3": 100.0, "opt_v3_on_v1": 400.0}
+NOISE = {"opt_v3": 100.0, "opt_v3_on_v1": 400.0, "baseline": 250.0}
 
 
 def _write_variant(tiles, path: Path, values: np.ndarray, random: bool, name: str) -> None:
@@ -128,14 +128,14 @@ def test_quicklooks_and_contact_sheet(evaluated):
     assert len(pngs) == min(2, metrics["tiles"])
     sheet = Image.open(out / "contact_sheet.png")
     tile = Image.open(pngs[0])
-    # 7 panels (S1, 5 variants, truth) of 128 px; two rows per tile quicklook, one per tile on the sheet.
-    assert tile.size[0] == sheet.size[0] >= 7 * 128
+    # 8 panels (S1, 6 variants, truth) of 128 px; two rows per tile quicklook, one per tile on the sheet.
+    assert tile.size[0] == sheet.size[0] >= 8 * 128
     assert tile.size[1] > 2 * 128 and sheet.size[1] > len(pngs) * 128
     pixels = np.asarray(tile.convert("RGB"))
     top = 2 * 14 + 2
     panel = lambda c: pixels[top : top + 128, 2 + c * 130 : 2 + c * 130 + 128]  # noqa: E731
     assert panel(1).std(axis=(0, 1)).max() == 0  # opt_v1 is flat
-    assert panel(6).std() > 10  # the truth is not
+    assert panel(7).std() > 10  # the truth is not
 
 
 def test_cogs_sit_in_place_and_hold_the_predictions(evaluated, project):
@@ -145,7 +145,7 @@ def test_cogs_sit_in_place_and_hold_the_predictions(evaluated, project):
     tiles = open_store(project / "tiles.zarr", need=("s2",))
     v3 = open_store(project / "opt_v3.zarr")
     test_ids = [str(t) for t, s in zip(tiles.tile.values, tiles.split.values) if s == "test"]
-    for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling"):
+    for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline", "tokenizer_ceiling"):
         assert len(list((out / "cogs" / name).glob("*.tif"))) == len(test_ids)
     i = [str(t) for t in tiles.tile.values].index(test_ids[0])
     with rasterio.open(out / "cogs" / "opt_v3" / f"{test_ids[0]}.tif") as cog:
@@ -191,7 +191,7 @@ def test_missing_store_is_one_line_unless_allowed(project, tmp_path):
     assert "\n" not in message and "opt_v3.zarr" in message and "evaluate.allow_missing" in message
     assert not (data / "eval" / "metrics.json").exists()
     metrics = evaluate(_fast_params(allow_missing=True), paths)
-    assert metrics["missing_variants"] == ["opt_v3", "opt_v3_on_v1"]
+    assert metrics["missing_variants"] == ["opt_v3", "opt_v3_on_v1", "baseline"]
     assert "opt_v3" not in metrics and metrics["opt_v2"]["psnr"] > 0
     assert (data / "eval" / "cogs" / "NOT_WRITTEN.txt").is_file()
 

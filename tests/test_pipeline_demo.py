@@ -14,10 +14,11 @@ TINY = {
     "stage1": {"batch_size": 8},
     "stage2": {"max_epochs": 1, "batch_size": 4},
     "stage3": {"max_epochs": 1, "batch_size": 4},
+    "baseline": {"max_epochs": 1, "batch_size": 4, "depth": 2},
     "evaluate": {"quicklooks": 2},
 }
 ALL_STAGES = {"check-params", "synth", "tile", "finetune-stage1", "generate", "train-stage2", "refine",
-              "train-stage3", "ground", "ground-on-v1", "evaluate"}
+              "train-stage3", "ground", "ground-on-v1", "train-baseline", "predict-baseline", "evaluate"}
 
 
 @pytest.fixture(scope="module")

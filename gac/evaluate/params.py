@@ -9,8 +9,8 @@ from pydantic import Field, field_validator
 from gac.params import StrictModel
 
 # Prediction stores evaluate knows, each read from data/<name>.zarr.
-Variant = Literal["opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1"]
-ALL_VARIANTS: tuple[str, ...] = ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1")
+Variant = Literal["opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline"]
+ALL_VARIANTS: tuple[str, ...] = ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline")
 
 
 class SarEdgeParams(StrictModel):

@@ -14,12 +14,13 @@ from typing import Any
 
 from gac.errors import GacError
 
-ORDER = ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling")
+ORDER = ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline", "tokenizer_ceiling")
 LABELS = {
     "opt_v1": "opt_v1: TerraMind alone (stage 1)",
     "opt_v2": "opt_v2: stages 1+2",
     "opt_v3": "opt_v3: full pipeline (1+2+3)",
     "opt_v3_on_v1": "stage 3 on opt_v1 (1+3)",
+    "baseline": "supervised U-Net baseline (pix2pix-style, L1)",
     "tokenizer_ceiling": "tokenizer ceiling (truth round trip)",
     "ground_truth": "ground truth (reference)",
 }
@@ -46,7 +47,7 @@ def results_table(metrics: dict[str, Any]) -> str:
     if metrics.get("lpips_status"):
         notes.append(str(metrics["lpips_status"]) + ".")
     if metrics.get("missing_variants"):
-        notes.append(f"Not evaluated (store missing): {', '.join(metrics['missing_variants'])}.")
+        notes.append(f"Not evaluated (store missing or variant switched off): {', '.join(metrics['missing_variants'])}.")
     if metrics.get("random_weights"):
         notes.append(
             f"RANDOM WEIGHTS ({', '.join(metrics.get('random_weight_variants', []))}): these numbers show the pipeline "

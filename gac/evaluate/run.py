@@ -16,7 +16,8 @@ Outputs under `out_dir` (data/eval):
 Variants are the prediction stores data/<name>.zarr named in
 `evaluate.variants`, plus the tokenizer ceiling computed here. A missing store
 is an error unless `evaluate.allow_missing` is true; then it is skipped and
-listed under `missing_variants`.
+listed under `missing_variants`, as is a variant switched off where it is made
+(`baseline.enabled: false` writes a store that only says so).
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def load_variants(params, tiles, paths: EvalPaths) -> tuple[dict[str, Any], list
                 f"{path}: prediction store for variant '{name}' not found; run `dvc repro` to make it, "
                 f"or remove '{name}' from evaluate.variants, or set evaluate.allow_missing: true"
             )
+        store = open_store(path, need=(), what=f"prediction store ({name})")
+        if store.attrs.get("enabled") is False:  # e.g. baseline.enabled: false wrote a store that only says so
+            log.warning("%s: variant %s was switched off where it is made; skipped", path, name)
+            missing.append(name)
+            continue
         store = open_store(path, need=("s2",), what=f"prediction store ({name})")
         check_aligned(tiles, store, paths.tiles, path)
         bands = tuple(str(b) for b in store.s2.coords["band"].values) if "band" in store.s2.coords else S2_BANDS
