@@ -5,8 +5,8 @@ DVC accepts any key `dvc exp run -S` is given, so a typo such as
 through these schemas (unknown keys are errors, types are checked) turns that
 into one line naming the key and the keys allowed there.
 
-Each stage owns its section's schema in its own subpackage; this module holds
-what they share and the root that ties them together.
+Each stage owns its section's schema in its own subpackage, built from the
+blocks in gac.schema; this module holds the root that ties them together.
 """
 
 from __future__ import annotations
@@ -15,67 +15,22 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-import re
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from gac.baseline.params import BaselineParams
 from gac.errors import GacError
+from gac.evaluate.params import EvaluateParams
+from gac.generate.params import Stage1Params
+from gac.ground.params import Stage3Params
+from gac.refine.params import Stage2Params
+# The shared building blocks live in gac.schema (the stage schemas import them from there, so nothing
+# imports back into this module); re-exported for callers that import them from here.
+from gac.schema import Regex, StrictModel, TerraMindGenerator, TrainingParams, Weights, check_regex, check_weights_source  # noqa: F401
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class StrictModel(BaseModel):
-    """Rejects unknown keys; params are values, so they are frozen once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def check_weights_source(value: str) -> str:
-    """`random`, `hf` (local Hugging Face cache, hub offline) or a path to local files."""
-    if value in ("random", "hf"):
-        return value
-    if not value or value.strip() != value:
-        raise ValueError("weights must be 'random', 'hf' or a path to local weight files")
-    return value
-
-
-def check_regex(value: str) -> str:
-    """A regex param (LoRA targets) must compile: peft's own error for a bad one is obscure."""
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression ({exc})") from None
-    return value
-
-
-Weights = Annotated[str, AfterValidator(check_weights_source)]
-Regex = Annotated[str, AfterValidator(check_regex)]
-TerraMindGenerator = Literal[
-    "terramind_v1_tiny_generate",
-    "terramind_v1_small_generate",
-    "terramind_v1_base_generate",
-    "terramind_v1_large_generate",
-]
-
-
-class TrainingParams(StrictModel):
-    """Knobs shared by the trainable stages; Lightning's Trainer acts on them."""
-
-    batch_size: int = Field(4, ge=1)
-    accumulate_grad_batches: int = Field(1, ge=1)
-    max_epochs: int = Field(5, ge=1)
-    max_steps: int = Field(-1, ge=-1, description="-1: no step limit, max_epochs decides")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(5, ge=0)
-    early_stopping_patience: int = Field(3, ge=1)
-    precision: Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true"] = "32-true"
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: int | Literal["auto"] = 1
-    strategy: str = "auto"
-    num_workers: int = Field(0, ge=0)
 
 
 class DataParams(StrictModel):
@@ -103,12 +58,6 @@ class TileParams(StrictModel):
 
 
 def _stage_schemas() -> dict[str, type[StrictModel]]:
-    from gac.baseline.params import BaselineParams
-    from gac.evaluate.params import EvaluateParams
-    from gac.generate.params import Stage1Params
-    from gac.ground.params import Stage3Params
-    from gac.refine.params import Stage2Params
-
     return {"stage1": Stage1Params, "stage2": Stage2Params, "stage3": Stage3Params, "baseline": BaselineParams, "evaluate": EvaluateParams}
 
 

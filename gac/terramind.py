@@ -98,6 +98,17 @@ def standardize(x: "torch.Tensor", modality: str) -> "torch.Tensor":
     return (x - mean.to(x.device, x.dtype)) / std.to(x.device, x.dtype)
 
 
+def standardize_filled(x: "torch.Tensor", modality: str) -> "torch.Tensor":
+    """`standardize`, with no data (NaN) read as the pretraining mean (0): the one NaN fill of TerraMind's inputs.
+
+    Generation, the differentiable training path and the tokenizer ceiling all
+    go through it, so a missing pixel means the same thing everywhere.
+    """
+    import torch
+
+    return torch.nan_to_num(standardize(x, modality), nan=0.0)
+
+
 def destandardize(x: "torch.Tensor", modality: str = TARGET) -> "torch.Tensor":
     """Inverse of `standardize`."""
     mean, std = _stats(modality)
@@ -310,13 +321,9 @@ def token_schedule(num_tokens: int, steps: int) -> list[int]:
 
 
 def _autocast(device, precision: str):
-    import contextlib
+    from gac.device import autocast
 
-    import torch
-
-    if device.type != "cuda" or precision == "32":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return autocast(device, precision)
 
 
 def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
@@ -339,7 +346,7 @@ def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
         key = model.mod_name_mapping[modality]
         n = (size // PATCH) ** 2
         value = {
-            "tensor": torch.nan_to_num(standardize(x.to(device, torch.float32), modality), nan=0.0),  # no data -> the mean
+            "tensor": standardize_filled(x.to(device, torch.float32), modality),
             "input_mask": torch.zeros(batch, n, dtype=torch.bool, device=device),
             "target_mask": torch.ones(batch, n, dtype=torch.bool, device=device),
             "decoder_attention_mask": torch.zeros(batch, n, dtype=torch.bool, device=device),
@@ -479,8 +486,7 @@ def tokenizer_roundtrip(model, s2: "torch.Tensor", seeds: Sequence[int] | None =
     seeds = list(range(s2.shape[0])) if seeds is None else seeds
     tokenizer = model.tokenizer[TOKENS_KEY]
     with torch.inference_mode():
-        x = standardize(s2.to(device, torch.float32), TARGET)
-        x = torch.nan_to_num(x, nan=0.0)
+        x = standardize_filled(s2.to(device, torch.float32), TARGET)
         _, _, tokens = tokenizer.encode(x)
     return decode_tokens(model, tokens, seeds, timesteps, capped, precision)
 

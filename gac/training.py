@@ -4,8 +4,9 @@ The Trainer owns precision, accumulation, checkpointing, resume and the
 distributed strategy; the stages only bring a LightningModule and data. This
 module turns `TrainingParams` into that Trainer, so both stages behave alike.
 
-Checkpoints live outside DVC's outs (`data/checkpoints/<stage>/`): DVC deletes a
-stage's outs before re-running it, which would make resume impossible. A
+Checkpoints live outside DVC's outs (`<checkpoint root>/<stage>/`, the stage
+commands' `--checkpoints`, data/checkpoints in dvc.yaml): DVC deletes a stage's
+outs before re-running it, which would make resume impossible. A
 checkpoint is resumed only when it was written with the same params hash.
 """
 
@@ -18,12 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gac.params import TrainingParams
+from gac.schema import TrainingParams
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_ROOT = Path("data/checkpoints")
-
 
 def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
     """Linear warm-up to the base LR, then cosine decay to zero at `total_steps` (optimizer steps)."""
@@ -63,7 +61,7 @@ def count_parameters(model) -> dict[str, Any]:
 class ResumeState:
     """Where a stage keeps its checkpoints, and whether the last one may be resumed."""
 
-    def __init__(self, stage: str, params_hash: str, root: Path = CHECKPOINT_ROOT):
+    def __init__(self, stage: str, params_hash: str, root: Path):
         self.dir = Path(root) / stage
         self.params_hash = params_hash
         self._stamp = self.dir / "params_hash.json"
@@ -100,6 +98,28 @@ class ResumeState:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def step_logger(live_dir: Path):
+    """DVCLive's Lightning logger, with step plots that count from 0.
+
+    dvclive 3.49's `log_metrics` tests `if step:`, so Lightning's step 0 reads
+    as "no step" and becomes the logger's last step + 1: the learning-rate row
+    takes step 1 and the first training row step 2, before step 1 proper
+    (a plot read 2, 1, 2, 3, ...). Step 0 is passed as "next after -1" instead.
+    """
+    from dvclive.lightning import DVCLiveLogger
+    from lightning.pytorch.utilities import rank_zero_only
+
+    class StepLogger(DVCLiveLogger):
+        @rank_zero_only
+        def log_metrics(self, metrics, step=None, sync=False):
+            if step == 0:
+                self.experiment.step = -1
+                step = None
+            super().log_metrics(metrics, step, sync)
+
+    return StepLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None)
+
+
 def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, monitor: str = "val/loss", extra_callbacks=(),
                   batches_per_epoch: int | None = None):
     """A Lightning Trainer for `train`: best + last checkpoints, early stopping, DVCLive metrics and plots.
@@ -109,7 +129,6 @@ def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, m
     validation loss to pick its best checkpoint by.
     """
     import lightning.pytorch as pl
-    from dvclive.lightning import DVCLiveLogger
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="min", save_top_k=1, save_last=True)
@@ -117,7 +136,7 @@ def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, m
     last_batch = train.max_steps * train.accumulate_grad_batches
     single = train.devices == 1  # per-rank batch counts under DDP are not known here
     validate_at = last_batch if single and train.max_steps > 0 and batches_per_epoch and last_batch < batches_per_epoch else None
-    logger = DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None)
+    logger = step_logger(live_dir)
     return pl.Trainer(
         max_epochs=train.max_epochs,
         max_steps=train.max_steps,

@@ -14,7 +14,12 @@ import typer
 from gac.params import DEFAULT_PARAMS, load_params
 from stages.common import ParamsOption, user_errors_as_one_line
 
-INPUTS = ("v2", "v1")
+# `--input`: which optical store conditions stage 3, and where the output goes (as dvc.yaml wires them).
+GROUND_INPUTS = {
+    "v2": ("data/opt_v2.zarr", "data/opt_v3.zarr"),
+    "v1": ("data/opt_v1.zarr", "data/opt_v3_on_v1.zarr"),
+}
+INPUTS = tuple(GROUND_INPUTS)
 
 
 @user_errors_as_one_line
@@ -32,7 +37,7 @@ def main(
     if input_ not in INPUTS:
         raise GacError(f"--input '{input_}' is not known; use v2 (opt_v2.zarr -> opt_v3.zarr) or v1 (opt_v1.zarr -> opt_v3_on_v1.zarr)")
     p = load_params(params)
-    from gac.ground.infer import GROUND_INPUTS, ground
+    from gac.ground.infer import ground
 
     default_optical, default_out = GROUND_INPUTS[input_]
     out = out or Path(default_out)

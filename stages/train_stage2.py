@@ -25,12 +25,13 @@ def main(
     opt_v1: Annotated[Path, typer.Option(help="stage-1 prediction store (s2)")] = Path("data/opt_v1.zarr"),
     out: Annotated[Path, typer.Option(help="directory for the adapter, head weights and JSON record")] = Path("data/stage2"),
     live: Annotated[Path, typer.Option(help="DVCLive directory (metrics, step plots)")] = Path("data/live/stage2"),
+    checkpoints: Annotated[Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")] = Path("data/checkpoints"),
 ) -> None:
     """Train stage 2 (LoRA on a frozen, optionally 8-bit Prithvi backbone + a FiLM-conditioned dense head)."""
     p = load_params(params)
     from gac.refine.train import train_stage2
 
-    record = train_stage2(p.stage2, p.seed, tiles, opt_v1, out, live)
+    record = train_stage2(p.stage2, p.seed, tiles, opt_v1, out, live, checkpoints)
     if not record["exported"]:  # a DDP rank other than 0
         return
     counts = record["parameters"]

@@ -23,6 +23,7 @@ def main(
     optical: Annotated[Path, typer.Option(help="optical store conditioning stage 3 (opt_v2)")] = Path("data/opt_v2.zarr"),
     out: Annotated[Optional[Path], typer.Option(help="adapter directory (default data/stage3, or data/stage1_finetune)")] = None,
     live: Annotated[Optional[Path], typer.Option(help="DVCLive directory (default data/live/stage3, or data/live/stage1_finetune)")] = None,
+    checkpoints: Annotated[Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")] = Path("data/checkpoints"),
     stage1_finetune: Annotated[bool, typer.Option("--stage1-finetune", help="fine-tune stage 1's generator (S1 alone) instead")] = False,
 ) -> None:
     """Train the LoRA adapter; writes peft's adapter files and adapter.json (weights, trainable counts)."""
@@ -38,7 +39,7 @@ def main(
         write_disabled(out, live)
         typer.echo(f"{out}: stage1.finetune is false; stage 1 stays frozen, nothing trained")
         return
-    record = run_training(job, p, tiles, out, live)
+    record = run_training(job, p, tiles, out, live, checkpoints)
     counts = record["parameters"]
     typer.echo(
         f"{out}: {job.stage} adapter, {counts['trainable']} trainable parameters ({100 * counts['trainable_share']:.4f}%), "

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from gac.errors import GacError
 from gac.params import validate_params
@@ -267,11 +268,15 @@ def test_ground_ablation_on_opt_v1_writes_opt_v3_aligned_with_tiles(trained, sto
     from typer.testing import CliRunner
 
     from gac.data.store import open_store
-    from gac.ground.infer import GROUND_INPUTS
     from gac.terramind import destandardize
     from stages.cli import app
+    from stages.ground import GROUND_INPUTS
 
-    assert GROUND_INPUTS == {"v2": ("data/opt_v2.zarr", "data/opt_v3.zarr"), "v1": ("data/opt_v1.zarr", "data/opt_v3_on_v1.zarr")}
+    # the command's defaults are the stores dvc.yaml wires each ground stage to
+    stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]
+    for label, (optical, written) in GROUND_INPUTS.items():
+        stage = next(s for s in stages.values() if s["cmd"] == f"gac ground --input {label}")
+        assert optical in stage["deps"] and stage["outs"] == [written]
     root = stores["root"]
     (root / "params.yaml").write_text("seed: 3\ntile: {size: 32, shard_tiles: 4}\nstage3: {timesteps: 1, batch_size: 4, accelerator: cpu}\n")
     opt_v1 = _blurred_copy(stores["tiles"], root / "opt_v1.zarr")
@@ -314,15 +319,16 @@ def test_opt_v2_out_of_step_with_tiles_is_one_line_and_writes_nothing(params, st
     ("pattern", "message"),
     [
         (r"sampler\.model\.decoder\.\d+\.nothing", "matches no module"),
-        (r".*\.qkv", "outside TerraMind, e.g. tokenizer"),
+        (r".*\.qkv", r"outside sampler\.model\.\*, e\.g\. tokenizer"),
         (r"sampler\.model\.decoder\.\d+\.cross_attn", "not Linear layers"),
     ],
 )
 def test_bad_lora_regex_is_one_line(net, pattern, message):
-    from gac.ground.lora import lora_target_names
+    from gac.ground.lora import TERRAMIND_PREFIX
+    from gac.lora import lora_target_names
 
     with pytest.raises(GacError, match=message) as err:
-        lora_target_names(net.get_base_model(), pattern, "terramind_v1_tiny_generate")
+        lora_target_names(net.get_base_model(), pattern, "stage3.lora_targets", "terramind_v1_tiny_generate", within=TERRAMIND_PREFIX)
     assert "stage3.lora_targets" in str(err.value) and "\n" not in str(err.value)
 
 

@@ -201,7 +201,7 @@ def test_bad_model_params_fail_in_one_line():
     message = str(err.value)
     assert "\n" not in message and "stage2.lora_targets" in message
     assert "blocks.N.attn.qkv" in message and "blocks.N.mlp.fc1" in message
-    with pytest.raises(GacError, match="only non-Linear modules"):
+    with pytest.raises(GacError, match="not Linear layers, e.g. blocks.0.attn;"):
         add_lora(backbone, r"blocks\.\d+\.attn", 4, 8, 0.0)
     with pytest.raises(GacError, match="stage2.backbone: unknown backbone 'prithvi_eo_v2_50'.*prithvi_eo_v2_tiny_tl"):
         build_backbone("prithvi_eo_v2_50", "random", ["B02"])

@@ -72,3 +72,21 @@ def test_a_finished_run_is_never_resumed(tmp_path):
     state.finish()
     assert (state.dir / "last.ckpt").is_file()  # kept for inspection...
     assert ResumeState("toy", "hash-a", root=tmp_path).prepare() is None  # ...but a forced re-run starts over
+
+
+def test_step_plots_count_from_zero_without_a_stray_first_row(tmp_path):
+    # dvclive alone writes 2, 1, 2, 3 (step 0 read as "no step"); the rows must be 0, 1, 2, ... once each
+    train = TrainingParams(batch_size=4, max_steps=5, max_epochs=5, accelerator="cpu", warmup_steps=0)
+    trainer = build_trainer(train, tmp_path / "ckpt", tmp_path / "live", batches_per_epoch=10)
+
+    class Logged(type(toy_module())):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train/loss", loss, on_step=True, on_epoch=False)
+            return loss
+
+    trainer.fit(Logged(), DataLoader(data(), batch_size=4), DataLoader(data(8), batch_size=4))
+    plots = tmp_path / "live" / "plots" / "metrics"
+    for tsv in (plots / "train" / "loss.tsv", plots / "lr-SGD.tsv"):
+        steps = [int(line.split("\t")[0]) for line in tsv.read_text().splitlines()[1:]]
+        assert steps == [0, 1, 2, 3, 4], (tsv.name, steps)

@@ -8,16 +8,15 @@ variant out.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from gac.params import StrictModel, TrainingParams
+from gac.device import DeviceChoice
+from gac.schema import StrictModel, TrainingParams
 
 
 class BaselineInferParams(StrictModel):
     batch_size: int = Field(16, ge=1)
-    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    accelerator: DeviceChoice = "auto"
 
 
 class BaselineParams(TrainingParams):

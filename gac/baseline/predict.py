@@ -18,21 +18,9 @@ import numpy as np
 
 from gac.baseline.params import BaselineInferParams
 from gac.data.store import PredictionStore, S2_BANDS, open_store, partial_path, replace_dir
-from gac.errors import GacError
+from gac.device import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def device_for(accelerator: str):
-    import torch
-
-    if accelerator in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    if accelerator in ("auto", "mps") and torch.backends.mps.is_available():
-        return torch.device("mps")
-    if accelerator not in ("auto", "cpu"):
-        raise GacError(f"baseline.infer.accelerator: {accelerator} is not available on this machine; use 'auto' or 'cpu'")
-    return torch.device("cpu")
 
 
 def output_hash(infer: BaselineInferParams, record: dict[str, Any]) -> str:
@@ -65,7 +53,7 @@ def predict_store(model_dir: Path, tiles: Path, out: Path, infer: BaselineInferP
         return {"tiles": 0, "shards": 0, "resumed_shards": 0, "out": str(out), "enabled": False}
     tiles_ds = open_store(tiles, need=("s1",), what="tiles store")
     net, record = load_baseline(model_dir)
-    device = device_for(infer.accelerator)
+    device = resolve_device(infer.accelerator, key="baseline.infer.accelerator")
     net.to(device)
     store_attrs = {
         **attrs,

@@ -17,7 +17,7 @@ import numpy as np
 
 from gac.baseline.params import BaselineParams
 from gac.errors import GacError
-from gac.training import CHECKPOINT_ROOT, ResumeState, build_trainer, count_parameters
+from gac.training import ResumeState, build_trainer, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def _datasets(tiles: Path, size_divisor: int):
     return train, val
 
 
-def train_baseline(p: BaselineParams, seed: int, tiles: Path, out_dir: Path, live_dir: Path,
-                   checkpoint_root: Path = CHECKPOINT_ROOT, extra_callbacks: Iterable = ()) -> dict[str, Any]:
+def train_baseline(p: BaselineParams, seed: int, tiles: Path, out_dir: Path, live_dir: Path, checkpoint_root: Path,
+                   extra_callbacks: Iterable = ()) -> dict[str, Any]:
     """Fit the U-Net (resuming an interrupted run), export the best checkpoint; returns the record."""
     tiles = Path(tiles)
     train_ds, val_ds = _datasets(tiles, 2**p.depth)

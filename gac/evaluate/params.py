@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gac.params import StrictModel
+from gac.schema import StrictModel
 
 # Prediction stores evaluate knows, each read from data/<name>.zarr.
 Variant = Literal["opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline"]

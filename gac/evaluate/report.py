@@ -70,7 +70,9 @@ def results_report(metrics: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else Path("data/eval/metrics.json")
+    if len(args) != 1:
+        raise GacError("usage: python -m gac.evaluate.report METRICS_JSON (the pipeline writes data/eval/metrics.json)")
+    path = Path(args[0])
     if not path.is_file():
         raise GacError(f"{path}: metrics not found; run `gac evaluate` (or `dvc repro`) first")
     print(results_table(json.loads(path.read_text())))

@@ -52,9 +52,9 @@ CSV_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips")
 
 @dataclass(frozen=True)
 class EvalPaths:
-    tiles: Path = Path("data/tiles.zarr")
-    data_dir: Path = Path("data")
-    out_dir: Path = Path("data/eval")
+    tiles: Path
+    data_dir: Path  # holds each variant as <name>.zarr
+    out_dir: Path
 
     def variant(self, name: str) -> Path:
         return self.data_dir / f"{name}.zarr"
@@ -181,7 +181,7 @@ def write_cogs(out_dir: Path, tiles, idx: np.ndarray, preds: dict[str, np.ndarra
     return count
 
 
-def evaluate(params, paths: EvalPaths = EvalPaths()) -> dict[str, Any]:
+def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     """Score every variant on `params.evaluate.split`; write metrics, table, quicklooks and COGs. Returns metrics.json's content."""
     cfg = params.evaluate
     tiles = open_store(paths.tiles, need=("s1", "s2"), what="tile store")

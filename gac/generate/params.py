@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gac.params import StrictModel, TerraMindGenerator, Weights
+from gac.schema import StrictModel, TerraMindGenerator, Weights
 
 
 class Stage1Params(StrictModel):

@@ -23,6 +23,7 @@ import numpy as np
 
 from gac import __version__ as gac_version
 from gac.data.store import PredictionStore, open_store
+from gac.device import resolve_device  # noqa: F401  (gac.generate.run.resolve_device: the one in gac.device)
 from gac.errors import GacError
 from gac.params import params_hash
 from gac.terramind import INPUT_BANDS, Decoding, build_generator, generate, iter_batches, tile_seed
@@ -77,18 +78,6 @@ def decoding_of(stage1) -> Decoding:
     )
 
 
-def resolve_device(choice: str, local_rank: int = 0):
-    """'auto' -> this rank's GPU when CUDA is present, else the CPU."""
-    import torch
-
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise GacError("stage1.device is 'cuda' but no CUDA device is visible; set stage1.device: auto or cpu")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    torch.cuda.set_device(local_rank % torch.cuda.device_count())
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
-
-
 def check_tiles(ds, path: Path, modality: str) -> int:
     """The S1 input must match what the model takes; returns the tile side in px."""
     bands = INPUT_BANDS[modality]
@@ -134,7 +123,7 @@ def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True
     `gac train-stage3 --stage1-finetune` left in `finetune_dir`
     (gac.ground.finetune.stage1_generator); otherwise it is TerraMind as loaded.
     """
-    from gac.ground.finetune import FINETUNE_DIR, stage1_generator
+    from gac.ground.finetune import stage1_generator
 
     import torch
     from tqdm import tqdm
@@ -148,7 +137,7 @@ def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True
     ranks.connect(device)
     try:
         model = build_generator(stage1.model, [stage1.input], stage1.weights, tile_size=size, seed=params.seed)
-        model = stage1_generator(model, params, Path(finetune_dir or FINETUNE_DIR)).eval().to(device)
+        model = stage1_generator(model, params, Path(finetune_dir) if finetune_dir else None).eval().to(device)
         precision = stage1.precision if device.type == "cuda" else "32"
         store = PredictionStore(out_path, like=ds, attrs=output_attrs(params, model), shard_tiles=params.tile.shard_tiles)
         if ranks.rank == 0:

@@ -27,7 +27,7 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-from gac.terramind import PATCH, TARGET, TOKENS_KEY, destandardize, standardize
+from gac.terramind import PATCH, TARGET, TOKENS_KEY, destandardize, standardize_filled
 
 S2L2A = TARGET
 # With zero terminal SNR the last training timestep is pure noise and a
@@ -40,8 +40,8 @@ def s2_tokenizer(model):
 
 
 def standardized(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Physical units -> TerraMind's standardised units; missing values (NaN) become the band mean (0)."""
-    return torch.nan_to_num(standardize(x, name), nan=0.0)
+    """Physical units -> TerraMind's standardised units, NaN as the band mean: gac.terramind.standardize_filled."""
+    return standardize_filled(x, name)
 
 
 def destandardize_s2(x: torch.Tensor) -> torch.Tensor:

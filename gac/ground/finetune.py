@@ -14,9 +14,6 @@ from pathlib import Path
 
 from gac.errors import GacError
 
-FINETUNE_DIR = Path("data/stage1_finetune")
-
-
 def write_disabled(out_dir: Path, live_dir: Path) -> None:
     """The record of a fine-tuning stage that had nothing to do (stage1.finetune is false), written whole.
 
@@ -33,7 +30,7 @@ def write_disabled(out_dir: Path, live_dir: Path) -> None:
     replace_dir(tmp, out_dir)
 
 
-def stage1_generator(model, params, root: Path = FINETUNE_DIR):
+def stage1_generator(model, params, root: Path | None):
     """What `gac generate` should generate with: `model` itself, or `model` with the fine-tuned adapter.
 
     `model` is stage 1's bare generator (gac.terramind.build_generator); the
@@ -44,6 +41,8 @@ def stage1_generator(model, params, root: Path = FINETUNE_DIR):
 
     if not params.stage1.finetune:
         return model
+    if root is None:
+        raise GacError("stage1.finetune is true but no fine-tuned adapter directory was given; pass --finetune DIR to `gac generate`")
     record = read_adapter_record(root) if (Path(root) / "adapter.json").is_file() and (Path(root) / "adapter").is_dir() else None
     if record is None:
         raise GacError(f"{root}: stage1.finetune is true but no fine-tuned adapter is there; run `gac train-stage3 --stage1-finetune` (dvc repro)")

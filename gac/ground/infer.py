@@ -20,25 +20,6 @@ from gac.errors import GacError
 
 log = logging.getLogger(__name__)
 
-# `--input` of `gac ground`: which optical store conditions stage 3, and where the output goes.
-GROUND_INPUTS = {
-    "v2": ("data/opt_v2.zarr", "data/opt_v3.zarr"),
-    "v1": ("data/opt_v1.zarr", "data/opt_v3_on_v1.zarr"),
-}
-
-
-def _fill_nodata(x: np.ndarray, modality: str) -> np.ndarray:
-    """NaN -> the modality's pretraining mean, i.e. 0 after standardisation: no data reads as 'typical'."""
-    import torch
-
-    from gac.terramind import destandardize
-
-    if not np.isnan(x).any():
-        return x
-    mean = destandardize(torch.zeros(1, x.shape[1], 1, 1), modality).numpy()
-    return np.where(np.isnan(x), mean, x).astype(np.float32)
-
-
 def load_grounding_model(params, adapter_root: Path, tile_size: int, device: str = "cpu"):
     """The stage-3 TerraMind (S1 + S2L2A inputs) with the trained adapter, frozen; returns (peft model, adapter record)."""
     from gac.ground.lora import load_adapter, read_adapter_record
@@ -58,17 +39,10 @@ def load_grounding_model(params, adapter_root: Path, tile_size: int, device: str
     return net, record
 
 
-def _device(accelerator: str) -> str:
-    import torch
-
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
-
-
 def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, input_label: str = "v2") -> dict[str, Any]:
     """Write `out` (opt_v3) from tiles.zarr's S1 and `optical`'s S2L2A; returns the output attrs."""
     from gac.data.store import PredictionStore, check_aligned, open_store
+    from gac.device import resolve_device
     from gac.ground.lora import read_adapter_record
     from gac.ground.train import check_s1_product
     from gac.params import params_hash
@@ -85,7 +59,7 @@ def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, in
     from gac.terramind import TARGET, Decoding, generate, iter_batches, tile_seed
 
     s3, s1_name = params.stage3, params.stage1.input
-    device = _device(s3.accelerator)
+    device = resolve_device(s3.accelerator, key="stage3.accelerator")
     net, record = load_grounding_model(params, adapter_root, int(tiles_ds.sizes["y"]), device)
     model = net.get_base_model()
     decoding = Decoding(decoding_steps=s3.decoding_steps, temperature=s3.temperature, top_p=s3.top_p, top_k=s3.top_k,
@@ -112,7 +86,7 @@ def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, in
         for batch in iter_batches(range(window.start, window.stop), s3.batch_size):
             s1 = np.asarray(s1_all[batch].values, dtype=np.float32)
             opt = np.asarray(opt_all[batch].values, dtype=np.float32)
-            inputs = {s1_name: torch.from_numpy(_fill_nodata(s1, s1_name)), TARGET: torch.from_numpy(_fill_nodata(opt, TARGET))}
+            inputs = {s1_name: torch.from_numpy(s1), TARGET: torch.from_numpy(opt)}  # NaN reads as the mean (gac.terramind.standardize_filled)
             seeds = [tile_seed(params.seed, tile_ids[i]) for i in batch]
             pred = generate(model, inputs, seeds, decoding).cpu().numpy()
             # No output where the radar saw nothing: stage 3 is grounded in S1.

@@ -1,9 +1,5 @@
-"""LoRA on TerraMind, with the target regex checked against the real module names first.
+"""LoRA on TerraMind, with the target regex checked against the real module names first (gac.lora).
 
-peft applies `target_modules` as a full-match regex and fails late and vaguely
-when it matches nothing, or quietly adapts whatever it matches, including the
-frozen S2L2A tokenizer, whose attention layers have names a loose regex (say
-`.*attn.*`) also hits. Checking the names up front turns both into one line.
 Adapters are saved and loaded in peft's own format, beside a small JSON of
 what they were trained with (`adapter.json`), which loading checks.
 """
@@ -18,40 +14,18 @@ from typing import Any
 from gac.errors import GacError
 
 ADAPTER_DIR = "adapter"
+# LoRA goes inside TerraMind proper; the S2L2A tokenizer (`tokenizer.*`) stays frozen.
+TERRAMIND_PREFIX = "sampler.model."
 ADAPTER_JSON = "adapter.json"
-
-
-def lora_target_names(model, pattern: str, model_name: str, key: str = "stage3.lora_targets") -> list[str]:
-    """Names of the modules `pattern` selects; a GacError if none, a tokenizer module, or a non-Linear module."""
-    import torch.nn as nn
-
-    regex = re.compile(pattern)
-    matched = [(name, module) for name, module in model.named_modules() if name and regex.fullmatch(name)]
-    if not matched:
-        raise GacError(
-            f"params.yaml: {key} '{pattern}' matches no module of {model_name}; "
-            r"use e.g. 'sampler\.model\.decoder\.\d+\.cross_attn\.(q|kv|proj)' (full match on module names)"
-        )
-    tokenizer = [name for name, _ in matched if not name.startswith("sampler.model.")]
-    if tokenizer:
-        raise GacError(
-            f"params.yaml: {key} '{pattern}' matches {len(tokenizer)} module(s) outside TerraMind, e.g. {tokenizer[0]} "
-            r"(the S2L2A tokenizer stays frozen); anchor the regex on 'sampler\.model\.'"
-        )
-    other = [name for name, module in matched if not isinstance(module, nn.Linear)]
-    if other:
-        raise GacError(
-            f"params.yaml: {key} '{pattern}' matches {len(other)} module(s) that are not Linear layers, e.g. {other[0]}; "
-            "LoRA adapts Linear layers: end the regex on q, kv, qkv or proj"
-        )
-    return [name for name, _ in matched]
 
 
 def apply_lora(model, pattern: str, rank: int, alpha: float, dropout: float, model_name: str, key: str = "stage3.lora_targets"):
     """Wrap `model` in a peft LoRA model on the checked targets; everything else is frozen."""
     from peft import LoraConfig, get_peft_model
 
-    lora_target_names(model, pattern, model_name, key)
+    from gac.lora import lora_target_names
+
+    lora_target_names(model, pattern, key, model_name, within=TERRAMIND_PREFIX)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
     return get_peft_model(model, config)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from gac.params import Regex, TerraMindGenerator, TrainingParams, Weights
+from gac.schema import Regex, TerraMindGenerator, TrainingParams, Weights
 
 # peft matches `target_modules` as a full-match regex against module names of
 # the bare TerraMindGeneration. Anchored on `sampler.model` so the S2L2A

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from gac.errors import GacError
-from gac.training import CHECKPOINT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +169,7 @@ def _tile_size(tiles: Path) -> int:
 
 
 def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir: Path,
-                 checkpoint_root: Path = CHECKPOINT_ROOT) -> dict[str, Any]:
+                 checkpoint_root: Path) -> dict[str, Any]:
     """Train the job's LoRA; write `out_dir/adapter` (peft) + `out_dir/adapter.json`, whole or not at all."""
     train = params.stage3
     tiles, out_dir, live_dir = Path(tiles), Path(out_dir), Path(live_dir)

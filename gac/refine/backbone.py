@@ -128,29 +128,13 @@ def _return_freed_memory() -> None:
         pass
 
 
-def _linear_names(model: nn.Module) -> list[str]:
-    import bitsandbytes as bnb
-
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, bnb.nn.Linear8bitLt))]
-
-
-def _summarise(names: list[str]) -> str:
-    """Module names with block numbers folded (blocks.N.attn.qkv), so the list fits on one line."""
-    folded = dict.fromkeys(re.sub(r"\.\d+\.", ".N.", n) for n in names)
-    return ", ".join(folded)
-
-
 def add_lora(model: nn.Module, targets: str, rank: int, alpha: float, dropout: float):
-    """peft LoRA on the Linear layers whose full name matches `targets`; a clear error when none does."""
+    """peft LoRA on the Linear layers whose full name matches `targets` (checked by gac.lora first)."""
     from peft import LoraConfig, get_peft_model
 
-    linears = _linear_names(model)
-    pattern = re.compile(targets)
-    matched = [n for n in linears if pattern.fullmatch(n)]
-    if not matched:
-        others = [n for n, _ in model.named_modules() if n and pattern.fullmatch(n)]
-        why = f"it matches only non-Linear modules ({_summarise(others)})" if others else "it matches no module"
-        raise GacError(f"stage2.lora_targets: {targets!r}: {why}; Linear modules of the backbone: {_summarise(linears)}")
+    from gac.lora import lora_target_names
+
+    matched = lora_target_names(model, targets, "stage2.lora_targets", "the backbone")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
     return get_peft_model(model, config), len(matched)
 

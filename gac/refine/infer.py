@@ -17,20 +17,10 @@ import numpy as np
 import torch
 
 from gac.data.store import PredictionStore, S2_BANDS, check_aligned, open_store
-from gac.errors import GacError
+from gac.device import resolve_device
 from gac.refine.params import Stage2InferParams
 
 log = logging.getLogger(__name__)
-
-
-def _device(accelerator: str) -> torch.device:
-    if accelerator in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    if accelerator in ("auto", "mps") and torch.backends.mps.is_available():
-        return torch.device("mps")
-    if accelerator not in ("auto", "cpu"):
-        raise GacError(f"stage2.infer.accelerator: {accelerator} is not available on this machine; use 'auto' or 'cpu'")
-    return torch.device("cpu")
 
 
 def output_hash(infer: Stage2InferParams, record: dict[str, Any]) -> str:
@@ -49,7 +39,7 @@ def refine_store(model_dir: Path, tiles: Path, opt_v1: Path, out: Path, infer: S
     check_aligned(tiles_ds, v1, tiles, opt_v1)
     record = read_record(model_dir)
     refiner, loaded = load_refiner(model_dir)
-    device = _device(infer.accelerator)
+    device = resolve_device(infer.accelerator, key="stage2.infer.accelerator")
     refiner.to(device)
     store_attrs = {
         **attrs,

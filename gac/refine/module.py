@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 
 from gac.losses import WeightedLoss, fill_missing, psnr
-from gac.params import TrainingParams
+from gac.schema import TrainingParams
 from gac.refine.model import Refiner
 from gac.training import adamw_with_schedule
 

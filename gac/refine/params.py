@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from gac.data.store import PRITHVI_BANDS, S2_BANDS
-from gac.params import Regex, StrictModel, TrainingParams, Weights
+from gac.schema import Regex, StrictModel, TrainingParams, Weights
 
 
 class Stage2InferParams(StrictModel):

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from gac.data.store import S2_BANDS
 from gac.errors import GacError
 from gac.refine.params import Stage2Params
-from gac.training import CHECKPOINT_ROOT, ResumeState, build_trainer
+from gac.training import ResumeState, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def train_stage2(
     opt_v1: Path,
     out_dir: Path,
     live_dir: Path,
-    checkpoint_root: Path = CHECKPOINT_ROOT,
+    checkpoint_root: Path,
     extra_callbacks: Iterable = (),
 ) -> dict[str, Any]:
     """Fit (resuming an interrupted run with the same params), then export the best checkpoint. Returns the record."""

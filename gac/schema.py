@@ -1,0 +1,64 @@
+"""The building blocks of every params section: strict models, shared field types, the training knobs.
+
+The per-stage schemas (gac/<stage>/params.py) import from here and gac.params
+imports them, so the dependency runs one way and there is no import cycle.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown keys; params are values, so they are frozen once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_weights_source(value: str) -> str:
+    """`random`, `hf` (local Hugging Face cache, hub offline) or a path to local files."""
+    if value in ("random", "hf"):
+        return value
+    if not value or value.strip() != value:
+        raise ValueError("weights must be 'random', 'hf' or a path to local weight files")
+    return value
+
+
+def check_regex(value: str) -> str:
+    """A regex param (LoRA targets) must compile: peft's own error for a bad one is obscure."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression ({exc})") from None
+    return value
+
+
+Weights = Annotated[str, AfterValidator(check_weights_source)]
+Regex = Annotated[str, AfterValidator(check_regex)]
+TerraMindGenerator = Literal[
+    "terramind_v1_tiny_generate",
+    "terramind_v1_small_generate",
+    "terramind_v1_base_generate",
+    "terramind_v1_large_generate",
+]
+
+
+class TrainingParams(StrictModel):
+    """Knobs shared by the trainable stages; Lightning's Trainer acts on them."""
+
+    batch_size: int = Field(4, ge=1)
+    accumulate_grad_batches: int = Field(1, ge=1)
+    max_epochs: int = Field(5, ge=1)
+    max_steps: int = Field(-1, ge=-1, description="-1: no step limit, max_epochs decides")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(5, ge=0)
+    early_stopping_patience: int = Field(3, ge=1)
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true"] = "32-true"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | Literal["auto"] = 1
+    strategy: str = "auto"
+    num_workers: int = Field(0, ge=0)
