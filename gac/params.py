@@ -37,6 +37,8 @@ class DataParams(StrictModel):
     source: str = Field("demo", description="'demo' (synthetic scenes) or a directory of paired S1*/ S2*/ GeoTIFFs")
     demo_scenes: int = Field(3, ge=1)
     demo_size: int = Field(256, ge=32, description="demo scene side in pixels (10 m)")
+    landcover: str | None = Field(None, description="a land-cover raster (integer classes, any CRS) resampled nearest onto every S2 scene; null: none (the demo has its own)")
+    landcover_classes: dict[int, str] = Field(default_factory=dict, description="names of data.landcover's class codes, e.g. {10: tree cover, 80: water}")
 
 
 class TileParams(StrictModel):

@@ -34,7 +34,9 @@ def test_repro_experiment_metrics_and_plots(project):
     metrics = json.loads((project / "data" / "eval" / "metrics.json").read_text())
     assert metrics["random_weights"] is True
     assert {"opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling"} <= set(metrics)
-    assert all(metrics["provenance"][v]["weights"] == "random" for v in ("opt_v1", "opt_v2", "opt_v3"))
+    provenance = json.loads((project / "data" / "eval" / "provenance.json").read_text())["provenance"]
+    assert all(provenance[v]["weights"] == "random" for v in ("opt_v1", "opt_v2", "opt_v3"))
+    assert provenance["baseline"]["random_weights"] is False and "paired" in metrics
     assert ran(sh("dvc", "repro", cwd=project)) == set()
 
     # Same params and seed, same bytes: every model and store from generation on, recomputed, hashes the same.

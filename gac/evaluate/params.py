@@ -36,6 +36,8 @@ class EvaluateParams(StrictModel):
     lpips: bool = Field(True, description="LPIPS where its trunk weights are cached (never downloaded)")
     sar_edge: SarEdgeParams = SarEdgeParams()
     quicklooks: int = Field(16, ge=1, description="tiles drawn as quicklook PNGs and on the contact sheet (the split's first N)")
+    bootstrap_resamples: int = Field(1000, ge=100, description="bootstrap resamples of the test tiles for intervals and paired differences (seeded by `seed`)")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the bootstrap intervals")
     cogs: bool = Field(True, description="write every variant's tiles of the split as Cloud-Optimized GeoTIFFs (false: cogs/ holds only a note)")
 
     @field_validator("variants")

@@ -2,10 +2,19 @@
 
 Outputs under `out_dir` (data/eval):
 
-- metrics.json: split-level metrics per variant under small stable keys
-  (`opt_v3.psnr`, `opt_v1.rmse.B04`, `ground_truth.sar_edge`) for
-  `dvc metrics diff`, plus provenance (model, weights, random_weights and
-  params hash of every store), the LPIPS status, and a top-level `random_weights` that is true when any variant ran on random weights.
+- metrics.json: numbers only, under small stable keys for `dvc metrics diff`:
+  split-level metrics per variant (`opt_v3.psnr`, `opt_v1.rmse.B04`,
+  `ground_truth.sar_edge`) with their bootstrap interval over tiles
+  (`opt_v3.psnr_lo`, `opt_v3.psnr_hi`), paired comparisons
+  (`paired.v3_vs_baseline.psnr.diff` / `.lo` / `.hi` / `.p` / `.n`, see
+  gac.evaluate.stats.PAIRS), and a top-level `random_weights` that is true
+  when any variant ran on random weights.
+- provenance.json: the strings behind those numbers: model, weights,
+  random_weights and params hash of every store, the LPIPS status, the split,
+  which variants ran on random weights or were not evaluated.
+- landcover.json: per land-cover class (where tiles.zarr has a `landcover`
+  layer; null otherwise), every variant's PSNR, RMSE and SAM over the split's
+  pixels of that class (gac.evaluate.landcover).
 - report.md: the results table (gac.evaluate.report) and the conventions
   behind every number (gac.metrics.CONVENTIONS), for people and the README.
 - per_tile.csv: one row per tile, a column per variant and metric
@@ -40,6 +49,7 @@ from gac.export import safe_name, write_cog
 from gac.evaluate.report import results_report
 from gac.metrics import SCALAR_METRICS, LpipsMetric, aggregate, json_safe, sar_edge, tile_metrics
 from gac.params import params_hash
+from gac.evaluate.stats import paired_comparisons, with_intervals
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,8 @@ CEILING = "tokenizer_ceiling"
 GROUND_TRUTH = "ground_truth"
 # Store attributes that say what made a prediction; copied into metrics.json.
 PROVENANCE_KEYS = ("stage", "model", "backbone", "input", "adapter", "model_dir", "weights", "random_weights", "params_hash", "gac_version")
+# What goes to provenance.json rather than metrics.json, so `dvc metrics show/diff` list numbers only.
+INFO_KEYS = ("random_weight_variants", "split", "missing_variants", "lpips_status", "params_hash", "provenance")
 CSV_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips")
 
 
@@ -181,6 +193,15 @@ def write_cogs(out_dir: Path, tiles, idx: np.ndarray, preds: dict[str, np.ndarra
     return count
 
 
+def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics.json: numbers and the random-weights flag, for `dvc metrics`; provenance.json: every string and list).
+
+    The per-class metrics go to landcover.json of their own (classes x variants x metrics would swamp `dvc metrics show`).
+    """
+    numbers = {key: value for key, value in result.items() if key not in INFO_KEYS and key != "landcover"}
+    return numbers, {key: result[key] for key in INFO_KEYS if key in result}
+
+
 def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     """Score every variant on `params.evaluate.split`; write metrics, table, quicklooks and COGs. Returns metrics.json's content."""
     cfg = params.evaluate
@@ -208,6 +229,13 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     rows = {name: [tile_metrics(values[i], truth[i], s1[i], lpips, edge_options) for i in range(len(idx))] for name, values in preds.items()}
     truth_edges = [sar_edge(truth[i], s1[i], **edge_options) for i in range(len(idx))]
 
+    landcover = None
+    if "landcover" in tiles.data_vars:
+        from gac.evaluate.landcover import per_class
+
+        names = {int(k): str(v) for k, v in dict(tiles.attrs.get("landcover_classes", {})).items()}
+        landcover = per_class(preds, truth, tiles.landcover.isel(tile=idx).values, names)
+
     random_variants = sorted(name for name, prov in provenance.items() if prov.get("random_weights"))
     if random_variants:
         log.warning(
@@ -221,13 +249,18 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
         "random_weight_variants": random_variants,
         "split": cfg.split,
         "tiles": int(len(idx)),
-        **{name: aggregate(variant_rows) for name, variant_rows in rows.items()},
+        **{name: with_intervals(aggregate(variant_rows), variant_rows, cfg.bootstrap_resamples, params.seed, cfg.confidence)
+           for name, variant_rows in rows.items()},
         GROUND_TRUTH: {"sar_edge": float(np.nanmean(truth_edges)) if truth_edges else None},
+        "paired": paired_comparisons(rows, cfg.bootstrap_resamples, params.seed, cfg.confidence),
+        "confidence": cfg.confidence,
+        "bootstrap_resamples": cfg.bootstrap_resamples,
         "missing_variants": missing,
         "lpips_status": lpips.reason,
         "ms_ssim_scales": ms_ssim_scales(int(truth.shape[-1]))[0],
         "params_hash": params_hash(params, sections),
         "provenance": provenance,
+        "landcover": landcover,
     }
     for name in rows:
         metrics[name].pop("tiles", None)
@@ -239,7 +272,10 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     cogs = write_cogs(out, tiles, idx, preds, provenance, enabled=cfg.cogs)
     metrics = json_safe(metrics)
     _write_text(out / "report.md", results_report(metrics))
-    _write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    numbers, info = split_metrics(metrics)
+    _write_text(out / "metrics.json", json.dumps(numbers, indent=2) + "\n")
+    _write_text(out / "provenance.json", json.dumps(info, indent=2) + "\n")
+    _write_text(out / "landcover.json", json.dumps(metrics["landcover"], indent=2) + "\n")
     log.info("evaluated %d %s tiles, %d variants; %d quicklooks, %d COGs under %s", len(idx), cfg.split, len(rows), drawn, cogs, out)
     return metrics
 
