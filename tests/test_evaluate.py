@@ -144,6 +144,9 @@ def test_quicklooks_and_contact_sheet(evaluated):
     panel = lambda c: pixels[top : top + 128, 2 + c * 130 : 2 + c * 130 + 128]  # noqa: E731
     assert panel(1).std(axis=(0, 1)).max() == 0  # opt_v1 is flat
     assert panel(7).std() > 10  # the truth is not
+    # Distributions: a box-plot panel per metric with values (LPIPS only when its weights are cached), 6 variants wide.
+    panels = 5 + (metrics["opt_v3"]["lpips"] is not None)
+    assert Image.open(out / "distributions.png").size == (round(90 * (1.2 * 6 + 3)), round(90 * 2.2 * panels))
 
 
 def test_cogs_sit_in_place_and_hold_the_predictions(evaluated, project):
@@ -171,6 +174,11 @@ def test_report_table_is_markdown_with_the_caveat(evaluated, capsys):
     metrics, out, _ = evaluated
     report = (out / "report.md").read_text()
     assert results_table(metrics) in report and "## How each number is computed" in report
+    assert "## Paired comparisons" in report and "| opt_v3 − baseline (pipeline against a plain supervised network) |" in report
+    # The demo tiles carry the procedural land cover: one table per metric, a column per class present in the split.
+    landcover = json.loads((out / "landcover.json").read_text())
+    assert set(landcover) <= {"water", "forest", "cropland", "grassland", "bare_soil", "urban"} and len(landcover) >= 2
+    assert "**PSNR dB ↑**" in report and "| baseline | " in report.split("## Per land cover")[1]
     assert "- `opt_v3`: test-opt_v3; weights /models/x; params hash hash-opt_v3" in report
     assert main([str(out / "metrics.json")]) == 0 and capsys.readouterr().out.strip() == results_table(metrics).strip()
     table = results_table(metrics)

@@ -161,6 +161,10 @@ def results_report(metrics: dict[str, Any]) -> str:
          f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is better.", "",
          paired_table(metrics), "",
          "## Per land cover", "", *landcover_tables(metrics), "",
+         "## Distributions and pictures", "",
+         "- `distributions.png`: a box plot per metric, a box per variant (quartiles, whiskers, mean as a triangle), every tile a point.",
+         f"- `contact_sheet.png`: per tile, S1 | variants | truth in true colour, then each variant's mean |prediction - truth| over "
+         "the 12 bands on one fixed scale (gac.evaluate.quicklooks.ERROR_RANGE reflectance = brightest; white = no data).", "",
          "## Made by", "", *made_by, "", "## How each number is computed", "", *conventions, ""]
     )
 

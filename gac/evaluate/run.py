@@ -19,7 +19,9 @@ Outputs under `out_dir` (data/eval):
   behind every number (gac.metrics.CONVENTIONS), for people and the README.
 - per_tile.csv: one row per tile, a column per variant and metric
   (`opt_v3_psnr`), and `tile_index` for the x axis of `dvc plots`.
-- quicklooks/<tile>.png and contact_sheet.png: S1 | variants | ground truth.
+- quicklooks/<tile>.png and contact_sheet.png: S1 | variants | ground truth
+  (the sheet adds an |prediction - truth| row per tile on a fixed scale).
+- distributions.png: a box plot per metric, a box per variant, every tile a point.
 - cogs/<variant>/<tile>.tif: the predictions as Cloud-Optimized GeoTIFFs.
 
 Variants are the prediction stores data/<name>.zarr named in
@@ -269,6 +271,9 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_per_tile_csv(out / "per_tile.csv", tile_ids, scenes, rows, truth_edges)
     drawn = write_quicklooks(out, tile_ids, s1, truth, preds, cfg.quicklooks)
+    from gac.evaluate.plots import distribution_plot
+
+    distribution_plot(out / "distributions.png", rows, f"{len(idx)} {cfg.split} tiles")
     cogs = write_cogs(out, tiles, idx, preds, provenance, enabled=cfg.cogs)
     metrics = json_safe(metrics)
     _write_text(out / "report.md", results_report(metrics))
