@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import evaluate, generate, ground, params_check, refine, synth, tile, train_stage2, train_stage3
+from stages import evaluate, generate, ground, params_check, predict_baseline, refine, synth, tile, train_baseline, train_stage2, train_stage3
 
 app = typer.Typer(
     help="GAC: Sentinel-1 -> Sentinel-2 L2A translation in three foundation-model stages, run by DVC (`dvc repro`).",
@@ -23,6 +23,8 @@ app.command("train-stage2")(train_stage2.main)
 app.command("refine")(refine.main)
 app.command("train-stage3")(train_stage3.main)
 app.command("ground")(ground.main)
+app.command("train-baseline")(train_baseline.main)
+app.command("predict-baseline")(predict_baseline.main)
 app.command("evaluate")(evaluate.main)
 
 

@@ -22,10 +22,11 @@ TINY = {
     "stage1": {"batch_size": 8, "timesteps": 1},
     "stage2": {"max_epochs": 1, "batch_size": 4},
     "stage3": {"max_epochs": 1, "batch_size": 4, "timesteps": 1},
+    "baseline": {"max_epochs": 1, "batch_size": 4, "depth": 2},
     "evaluate": {"quicklooks": 1},
 }
 ALL_STAGES = {"check-params", "synth", "tile", "finetune-stage1", "generate", "train-stage2", "refine",
-              "train-stage3", "ground", "ground-on-v1", "evaluate"}
+              "train-stage3", "ground", "ground-on-v1", "train-baseline", "predict-baseline", "evaluate"}
 # What `dvc exp run -S stage2.lora_rank=16` re-runs: stage 2 and everything downstream of it, nothing before.
 STAGE2_ONWARD = {"check-params", "train-stage2", "refine", "train-stage3", "ground", "ground-on-v1", "evaluate"}
 STAGE2_EXPERIMENT = "stage2.lora_rank=16"
@@ -60,7 +61,9 @@ def test_first_repro_runs_every_stage_and_says_random_weights(reference):
     metrics = json.loads((project / "data" / "eval" / "metrics.json").read_text())
     assert metrics["random_weights"] is True
     assert {"opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling"} <= set(metrics)
-    assert all(metrics["provenance"][v]["weights"] == "random" for v in ("opt_v1", "opt_v2", "opt_v3"))
+    provenance = json.loads((project / "data" / "eval" / "provenance.json").read_text())["provenance"]
+    assert all(provenance[v]["weights"] == "random" for v in ("opt_v1", "opt_v2", "opt_v3"))
+    assert provenance["baseline"]["random_weights"] is False and "paired" in metrics
 
 
 def test_second_repro_runs_nothing(reference):

@@ -36,6 +36,11 @@ def prepare_scenes(params, out: Path) -> dict:
                 shutil.copy2(path, target)
         names = [pair.name for pair in pairs]
         source = str(Path(params.data.source).resolve())
+        if params.data.landcover:
+            from gac.data.landcover import resample_onto, scene_path
+
+            for pair in pairs:
+                resample_onto(Path(params.data.landcover), pair.s2, scene_path(tmp, pair.name), params.data.landcover_classes)
     manifest = {"gac_version": __version__, "source": source, "scenes": names,
                 "params_hash": params_hash(params, ["seed", "data"])}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
