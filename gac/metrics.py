@@ -42,6 +42,9 @@ CONVENTIONS = {
     "lpips": "AlexNet LPIPS on true colour B04 B03 B02, reflectance/0.3 clipped to [0, 1] then mapped to [-1, 1]",
     "sar_edge": "gac.sar_edges.sar_edge_agreement: Pearson correlation of Lee-filtered S1 edges and optical (B02 B03 B04 B08) edges; ground_truth.sar_edge is the reference",
     "nodata": "pixels with NaN in prediction or truth are left out (PSNR, RMSE, SAM) or neutralised (SSIM, MS-SSIM)",
+    "intervals": "<metric>_lo / <metric>_hi: percentile bootstrap of the mean over test tiles (tiles resampled with replacement, seeded by `seed`, evaluate.bootstrap_resamples times)",
+    "paired": "paired.<a>_vs_<b>.<metric>: mean per-tile difference a - b, its bootstrap interval (lo, hi), two-sided Wilcoxon signed-rank p-value (p) and tile count (n)",
+    "landcover": "landcover.json: per class, PSNR/RMSE/SAM over the split's pixels of that class (tiles.zarr's landcover layer)",
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from gac.baseline.params import BaselineParams
 from gac.errors import GacError
 from gac.evaluate.params import EvaluateParams
 from gac.finetune.params import Stage1FinetuneParams
@@ -37,6 +38,8 @@ class DataParams(StrictModel):
     source: str = Field("demo", description="'demo' (synthetic scenes) or a directory of paired S1*/ S2*/ GeoTIFFs")
     demo_scenes: int = Field(3, ge=1)
     demo_size: int = Field(256, ge=32, description="demo scene side in pixels (10 m)")
+    landcover: str | None = Field(None, description="a land-cover raster (integer classes, any CRS) resampled nearest onto every S2 scene; null: none (the demo has its own)")
+    landcover_classes: dict[int, str] = Field(default_factory=dict, description="names of data.landcover's class codes, e.g. {10: tree cover, 80: water}")
     max_tiles: int | None = Field(
         None, ge=3, description="keep at most this many tiles, a fixed subset drawn per split (quick runs); null = all"
     )
@@ -62,7 +65,7 @@ class TileParams(StrictModel):
 
 def _stage_schemas() -> dict[str, type[StrictModel]]:
     return {"stage1": Stage1Params, "stage1_finetune": Stage1FinetuneParams, "stage2": Stage2Params, "stage3": Stage3Params,
-            "evaluate": EvaluateParams}
+            "baseline": BaselineParams, "evaluate": EvaluateParams}
 
 
 def _build_root() -> type[StrictModel]:

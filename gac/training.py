@@ -38,11 +38,14 @@ def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
     return LambdaLR(optimizer, factor)
 
 
-def adamw_with_schedule(module, train: TrainingParams) -> dict[str, Any]:
-    """`configure_optimizers` for a trainable stage: AdamW on what requires grad, warm-up then cosine per optimizer step."""
+def adamw_with_schedule(module, train: TrainingParams, part=None) -> dict[str, Any]:
+    """`configure_optimizers` for a trainable stage: AdamW on what requires grad, warm-up then cosine per optimizer step.
+
+    `part` (a submodule) limits the optimizer to it, for modules with two optimizers (a GAN's generator and critic).
+    """
     import torch
 
-    params = [p for p in module.parameters() if p.requires_grad]
+    params = [p for p in (part or module).parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     scheduler = cosine_with_warmup(optimizer, train.warmup_steps, int(module.trainer.estimated_stepping_batches))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import typer
 
-from stages import evaluate, finetune_stage1, generate, ground, params_check, profile, refine, synth, tile, train_stage2, train_stage3
+from stages import (
+    evaluate, finetune_stage1, generate, ground, params_check, predict_baseline, profile, refine, synth, tile, train_baseline,
+    train_stage2, train_stage3,
+)
 
 app = typer.Typer(
     help="GAC: Sentinel-1 -> Sentinel-2 L2A translation in three foundation-model stages, run by DVC (`dvc repro`).",
@@ -25,6 +28,8 @@ app.command("train-stage2")(train_stage2.main)
 app.command("refine")(refine.main)
 app.command("train-stage3")(train_stage3.main)
 app.command("ground")(ground.main)
+app.command("train-baseline")(train_baseline.main)
+app.command("predict-baseline")(predict_baseline.main)
 app.command("evaluate")(evaluate.main)
 
 

@@ -21,7 +21,7 @@ from gac.errors import GacError
 from gac.params import validate_params
 from tests.conftest import run_gac
 
-NOISE = {"opt_v3": 100.0, "opt_v3_on_v1": 400.0}
+NOISE = {"opt_v3": 100.0, "opt_v3_on_v1": 400.0, "baseline": 250.0}
 
 
 def _write_variant(tiles, path: Path, values: np.ndarray, random: bool, name: str) -> None:
@@ -66,10 +66,18 @@ def evaluated(project):
 
 def test_metrics_rank_the_variants_and_keep_stable_keys(evaluated):
     metrics, out, _ = evaluated
+    from gac.evaluate.run import split_metrics
+
     on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk == metrics
-    for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling"):
-        assert set(metrics[name]) == {"psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "rmse"}
+    numbers, info = split_metrics(metrics)
+    assert on_disk == numbers and json.loads((out / "provenance.json").read_text()) == info
+    assert "provenance" not in on_disk and "lpips_status" not in on_disk  # dvc metrics show lists numbers only
+    for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline", "tokenizer_ceiling"):
+        headline = {"psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips"}
+        intervals = {f"{m}_{end}" for m in headline for end in ("lo", "hi") if metrics[name][m] is not None}
+        assert set(metrics[name]) == headline | intervals | {"rmse"}
+        for m in headline - {"lpips"}:
+            assert metrics[name][f"{m}_lo"] <= metrics[name][m] <= metrics[name][f"{m}_hi"]
         assert list(metrics[name]["rmse"]) == list(S2_BANDS)
     assert metrics["opt_v3"]["psnr"] > metrics["opt_v3_on_v1"]["psnr"] > metrics["opt_v1"]["psnr"]
     assert metrics["opt_v3"]["ssim"] > metrics["opt_v2"]["ssim"] > metrics["opt_v1"]["ssim"]
@@ -138,14 +146,17 @@ def test_quicklooks_and_contact_sheet(evaluated):
     assert len(pngs) == min(2, metrics["tiles"])
     sheet = Image.open(out / "contact_sheet.png")
     tile = Image.open(pngs[0])
-    # 7 panels (S1, 5 variants, truth) of 128 px; two rows per tile quicklook, one per tile on the sheet.
-    assert tile.size[0] == sheet.size[0] >= 7 * 128
+    # 8 panels (S1, 6 variants, truth) of 128 px; two rows per tile quicklook, one per tile on the sheet.
+    assert tile.size[0] == sheet.size[0] >= 8 * 128
     assert tile.size[1] > 2 * 128 and sheet.size[1] > len(pngs) * 128
     pixels = np.asarray(tile.convert("RGB"))
     top = 2 * 14 + 2
     panel = lambda c: pixels[top : top + 128, 2 + c * 130 : 2 + c * 130 + 128]  # noqa: E731
     assert panel(1).std(axis=(0, 1)).max() == 0  # opt_v1 is flat
-    assert panel(6).std() > 10  # the truth is not
+    assert panel(7).std() > 10  # the truth is not
+    # Distributions: a box-plot panel per metric with values (LPIPS only when its weights are cached), 6 variants wide.
+    panels = 5 + (metrics["opt_v3"]["lpips"] is not None)
+    assert Image.open(out / "distributions.png").size == (round(90 * (1.2 * 6 + 3)), round(90 * 2.2 * panels))
 
 
 def test_cogs_sit_in_place_and_hold_the_predictions(evaluated, project):
@@ -155,7 +166,7 @@ def test_cogs_sit_in_place_and_hold_the_predictions(evaluated, project):
     tiles = open_store(project / "tiles.zarr", need=("s2",))
     v3 = open_store(project / "opt_v3.zarr")
     test_ids = [str(t) for t, s in zip(tiles.tile.values, tiles.split.values) if s == "test"]
-    for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling"):
+    for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline", "tokenizer_ceiling"):
         assert len(list((out / "cogs" / name).glob("*.tif"))) == len(test_ids)
     i = [str(t) for t in tiles.tile.values].index(test_ids[0])
     with rasterio.open(out / "cogs" / "opt_v3" / f"{test_ids[0]}.tif") as cog:
@@ -173,6 +184,11 @@ def test_report_table_is_markdown_with_the_caveat(evaluated, capsys):
     metrics, out, _ = evaluated
     report = (out / "report.md").read_text()
     assert results_table(metrics) in report and "## How each number is computed" in report
+    assert "## Paired comparisons" in report and "| opt_v3 − baseline (pipeline against a plain supervised network) |" in report
+    # The demo tiles carry the procedural land cover: one table per metric, a column per class present in the split.
+    landcover = json.loads((out / "landcover.json").read_text())
+    assert set(landcover) <= {"water", "forest", "cropland", "grassland", "bare_soil", "urban"} and len(landcover) >= 2
+    assert "**PSNR dB ↑**" in report and "| baseline | " in report.split("## Per land cover")[1]
     assert "- `opt_v3`: test-opt_v3; weights /models/x; params hash hash-opt_v3" in report
     assert main([str(out / "metrics.json")]) == 0 and capsys.readouterr().out.strip() == results_table(metrics).strip()
     table = results_table(metrics)
@@ -201,7 +217,7 @@ def test_missing_store_is_one_line_unless_allowed(project, tmp_path):
     assert "\n" not in message and "opt_v3.zarr" in message and "evaluate.allow_missing" in message
     assert not (data / "eval" / "metrics.json").exists()
     metrics = evaluate(_fast_params(allow_missing=True), paths)
-    assert metrics["missing_variants"] == ["opt_v3", "opt_v3_on_v1"]
+    assert metrics["missing_variants"] == ["opt_v3", "opt_v3_on_v1", "baseline"]
     assert "opt_v3" not in metrics and metrics["opt_v2"]["psnr"] > 0
     assert (data / "eval" / "cogs" / "NOT_WRITTEN.txt").is_file()
 

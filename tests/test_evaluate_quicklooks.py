@@ -33,8 +33,22 @@ def test_same_stretch_for_every_panel_and_nan_is_black(tmp_path):
     assert not list(tmp_path.glob("*.partial*"))
 
 
-def test_contact_sheet_has_a_row_per_tile(tmp_path):
+def test_contact_sheet_has_a_colour_row_and_an_error_row_per_tile(tmp_path):
+    from matplotlib import colormaps
+
+    from gac.evaluate.quicklooks import ERROR_CMAP, ERROR_RANGE
+
     rng = np.random.default_rng(1)
-    tiles = [(f"t{i}", rng.normal(-12, 3, (2, 32, 32)), {"v": rng.uniform(0, 3000, (12, 32, 32))}, rng.uniform(0, 3000, (12, 32, 32))) for i in range(3)]
+    truth = rng.uniform(0, 3000, (3, 12, 32, 32))
+    tiles = [(f"t{i}", rng.normal(-12, 3, (2, 32, 32)), {"copy": truth[i].copy(), "off": truth[i] + 500.0}, truth[i]) for i in range(3)]
+    tiles[0][2]["off"][:, :4, :4] = np.nan
     image = Image.open(contact_sheet(tmp_path / "sheet.png", tiles, scale=1))
-    assert image.size == (GAP + 3 * (32 + GAP), GAP + 3 * (2 * LABEL_HEIGHT + 32 + GAP))
+    assert image.size == (GAP + 4 * (32 + GAP), GAP + 6 * (2 * LABEL_HEIGHT + 32 + GAP))
+    pixels = np.asarray(image.convert("RGB"))
+    colour = lambda x: (np.array(colormaps[ERROR_CMAP](x)[:3]) * 255).round()  # noqa: E731
+    for tile in range(3):
+        error_row = 2 * tile + 1
+        assert (_panel(pixels, error_row, 1, 32) == colour(0.0)).all()  # a perfect copy: zero error everywhere
+        off = _panel(pixels, error_row, 2, 32)
+        assert np.abs(off[4:, 4:] - colour(0.05 / ERROR_RANGE)).max() <= 3  # 500 x 10^-4 = 0.05 reflectance, half the fixed scale
+    assert (_panel(pixels, 1, 2, 32)[:4, :4] == 255).all()  # no data: white

@@ -9,7 +9,7 @@ from tests.conftest import REPO, run_gac
 def test_project_params_file_is_valid_and_complete():
     params = load_params(REPO / "params.yaml")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert set(raw) <= {"seed", "deterministic", "data", "tile", "stage1", "stage1_finetune", "stage2", "stage3", "evaluate"}
+    assert set(raw) <= {"seed", "deterministic", "data", "tile", "stage1", "stage1_finetune", "stage2", "stage3", "baseline", "evaluate"}
     assert params.tile.size % 16 == 0
 
 

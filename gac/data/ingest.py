@@ -36,6 +36,11 @@ def prepare_scenes(params, out: Path) -> dict:
                 shutil.copy2(path, target)
         names = [pair.name for pair in pairs]
         source = str(Path(params.data.source).resolve())
+        if params.data.landcover:
+            from gac.data.landcover import resample_onto, scene_path
+
+            for pair in pairs:
+                resample_onto(Path(params.data.landcover), pair.s2, scene_path(tmp, pair.name), params.data.landcover_classes)
     manifest = {"gac_version": __version__, "source": source, "scenes": names,
                 # the keys dvc.yaml gives `synth` (data.max_tiles is the tile stage's)
                 "params_hash": json_digest({"seed": params.seed, "data": params.data.model_dump(mode="json", exclude={"max_tiles"})})}

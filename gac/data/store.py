@@ -78,7 +78,7 @@ def tile_coords(records: list[dict[str, Any]]) -> dict[str, Any]:
 def _encoding(ds, shard_tiles: int) -> dict[str, dict[str, Any]]:
     encoding = {}
     for name, var in ds.data_vars.items():
-        if var.dims and var.dims[0] == "tile" and var.ndim == 4:
+        if var.dims and var.dims[0] == "tile" and var.ndim >= 3:
             chunk = (1, *var.shape[1:])
             shard = (max(1, min(shard_tiles, var.shape[0])), *var.shape[1:])
             encoding[name] = {"chunks": chunk, "shards": shard}

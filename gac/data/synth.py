@@ -120,7 +120,7 @@ def make_scene(seed: int, index: int, size: int) -> DemoScene:
 
 
 def write_scene(scene: DemoScene, root: Path) -> tuple[Path, Path]:
-    """Write the pair in the TerraMesh layout: root/S1RTC/<name>.tif and root/S2L2A/<name>.tif."""
+    """Write the pair in the TerraMesh layout (root/S1RTC/<name>.tif, root/S2L2A/<name>.tif) and its land cover (root/LANDCOVER/<name>.tif)."""
     import rasterio
     from affine import Affine
 
@@ -136,6 +136,9 @@ def write_scene(scene: DemoScene, root: Path) -> tuple[Path, Path]:
             dst.descriptions = bands
             dst.update_tags(TIFFTAG_DATETIME=date, ACQUISITION_DATE=f"2024-{scene.month:02d}-15")
         paths.append(path)
+    from gac.data.landcover import scene_path, write_landcover
+
+    write_landcover(scene_path(root, scene.name), scene.landcover, f"EPSG:{scene.epsg}", scene.transform, dict(enumerate(CLASS_NAMES)))
     return paths[0], paths[1]
 
 

@@ -122,8 +122,12 @@ def _centre_lonlat(crs: str, transform: tuple[float, ...], size: int) -> dict[st
     return {"lat": float(lat[0]), "lon": float(lon[0])}
 
 
-def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, attrs: dict):
-    """The tiles as one xarray Dataset in the store layout of gac.data.store."""
+def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, attrs: dict, landcover: dict | None = None):
+    """The tiles as one xarray Dataset in the store layout of gac.data.store.
+
+    `landcover` ({scene name: (H, W) int16 codes}, from gac.data.landcover) adds
+    the variable `landcover` (tile, y, x), -1 where unknown or where a scene has none.
+    """
     import xarray as xr
 
     by_name = {scene.name: scene for scene in scenes}
@@ -143,6 +147,17 @@ def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, at
         coords=coords,
         attrs=attrs,
     )
+    if landcover:
+        from gac.data.landcover import UNKNOWN
+
+        def cover(record: dict) -> np.ndarray:
+            codes = landcover.get(record["scene"])
+            if codes is None:
+                return np.full((size, size), UNKNOWN, dtype=np.int16)
+            return codes[record["row_off"] : record["row_off"] + size, record["col_off"] : record["col_off"] + size]
+
+        ds["landcover"] = (("tile", "y", "x"), np.stack([cover(r) for r in records]).astype(np.int16))
+        ds["landcover"].attrs.update(long_name="land-cover class code (names in the store's landcover_classes attribute)", nodata=UNKNOWN)
     ds["s1"].attrs.update(units="dB", long_name="Sentinel-1 backscatter (VV, VH)")
     ds["s2"].attrs.update(units="reflectance x 10^4", long_name="Sentinel-2 L2A surface reflectance")
     return ds
@@ -174,6 +189,19 @@ def subset_tiles(records: list[dict], max_tiles: int, seed: int) -> list[dict]:
     return [r for r in records if r["tile"] in keep]
 
 
+def _scene_landcover(scene_dir: Path, scenes: list[Scene]) -> tuple[dict, dict[int, str]]:
+    """Each scene's land-cover codes (where it has a LANDCOVER/ layer) and the union of their class names."""
+    from gac.data.landcover import read_scene_landcover
+
+    layers, classes = {}, {}
+    for scene in scenes:
+        found = read_scene_landcover(scene_dir, scene.name, scene.s2.shape[1:])
+        if found is not None:
+            layers[scene.name], names = found
+            classes.update(names)
+    return layers, classes
+
+
 def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: dict, max_tiles: int | None = None) -> dict:
     """Scene pairs -> tiles.zarr (written atomically). Returns a summary for the log.
 
@@ -188,7 +216,10 @@ def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: d
     counts = {split: sum(r["split"] == split for r in records) for split in SPLITS}
     attrs = {**attrs, "s1_product": products.pop(), "tile_size": tile.size, "tile_stride": tile.stride,
              "scenes": [s.name for s in scenes], "dropped_nodata": dropped["nodata"], "dropped_split_border": dropped["split_border"]}
-    ds = tiles_dataset(scenes, records, tile, attrs)
+    landcover, classes = _scene_landcover(scene_dir, scenes)
+    if classes:
+        attrs["landcover_classes"] = {str(k): v for k, v in sorted(classes.items())}
+    ds = tiles_dataset(scenes, records, tile, attrs, landcover)
     write_store(ds, out, tile.shard_tiles)
     summary = {"tiles": len(records), **counts, **{f"dropped_{k}": v for k, v in dropped.items()}}
     log.info("wrote %s: %s", out, summary)

@@ -9,8 +9,8 @@ from pydantic import Field, field_validator
 from gac.schema import StrictModel
 
 # Prediction stores evaluate knows, each read from data/<name>.zarr.
-Variant = Literal["opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1"]
-ALL_VARIANTS: tuple[str, ...] = ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1")
+Variant = Literal["opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline"]
+ALL_VARIANTS: tuple[str, ...] = ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline")
 
 
 class SarEdgeParams(StrictModel):
@@ -36,6 +36,8 @@ class EvaluateParams(StrictModel):
     lpips: bool = Field(True, description="LPIPS where its trunk weights are cached (never downloaded)")
     sar_edge: SarEdgeParams = SarEdgeParams()
     quicklooks: int = Field(16, ge=1, description="tiles drawn as quicklook PNGs and on the contact sheet (the split's first N)")
+    bootstrap_resamples: int = Field(1000, ge=100, description="bootstrap resamples of the test tiles for intervals and paired differences (seeded by `seed`)")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the bootstrap intervals")
     cogs: bool = Field(True, description="write every variant's tiles of the split as Cloud-Optimized GeoTIFFs (false: cogs/ holds only a note)")
 
     @field_validator("variants")

@@ -1,4 +1,4 @@
-"""Quicklook PNGs: S1 | each variant | ground truth, in true and false colour, and a contact sheet.
+"""Quicklook PNGs: S1 | each variant | ground truth, in true and false colour, and a contact sheet with error maps.
 
 A number says how far off a prediction is; a picture says how (blur, colour
 cast, missing fields, flat output from random weights). Every panel of a tile
@@ -17,6 +17,11 @@ import numpy as np
 from gac.data.store import S2_BANDS
 
 TRUE_COLOUR = ("B04", "B03", "B02")
+# Error maps: per-pixel mean |prediction - truth| over the 12 bands, in reflectance, on one fixed scale for every
+# tile and variant (0 black .. ERROR_RANGE and above bright yellow, colormap ERROR_CMAP), so maps compare across the sheet.
+ERROR_RANGE = 0.1
+ERROR_CMAP = "inferno"
+NODATA_RGB = (255, 255, 255)  # error maps: pixels without a prediction or truth
 FALSE_COLOUR = ("B08", "B04", "B03")  # NIR, red, green: vegetation red
 LABEL_HEIGHT = 14
 GAP = 2
@@ -55,6 +60,32 @@ def _panel_row(s1_db: np.ndarray, panels: Mapping[str, np.ndarray], truth: np.nd
     return row
 
 
+def error_rgb(image: np.ndarray, truth: np.ndarray, limit: float = ERROR_RANGE) -> np.ndarray:
+    """(12, H, W) prediction and truth in store units -> (H, W, 3) uint8 map of mean |error| (reflectance) on [0, limit]."""
+    from matplotlib import colormaps
+
+    error = np.mean(np.abs(np.asarray(image, dtype=np.float64) - np.asarray(truth, dtype=np.float64)), axis=0) / 1e4
+    rgb = (colormaps[ERROR_CMAP](np.clip(np.nan_to_num(error / limit, nan=0.0), 0, 1))[..., :3] * 255).round().astype(np.uint8)
+    rgb[~np.isfinite(error)] = NODATA_RGB
+    return rgb
+
+
+def error_scale_bar(height: int, width: int, limit: float = ERROR_RANGE) -> np.ndarray:
+    """A vertical colour bar for the error maps: 0 at the bottom, `limit` at the top."""
+    from matplotlib import colormaps
+
+    ramp = np.linspace(1, 0, height)[:, None].repeat(width, axis=1)
+    return (colormaps[ERROR_CMAP](ramp)[..., :3] * 255).round().astype(np.uint8)
+
+
+def _error_row(s1_db: np.ndarray, panels: Mapping[str, np.ndarray], truth: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    h, w = truth.shape[-2:]
+    row = [(f"|err| 0-{ERROR_RANGE:g}", error_scale_bar(h, w))]
+    row += [(name, error_rgb(image, truth)) for name, image in panels.items()]
+    row.append(("", np.full((h, w, 3), 255, dtype=np.uint8)))
+    return row
+
+
 def _grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], scale: int):
     """Rows of labelled panels on one white canvas (row label on top of the row, panel labels above panels)."""
     from PIL import Image, ImageDraw
@@ -85,8 +116,12 @@ def tile_quicklook(path: Path, tile_id: str, s1_db: np.ndarray, panels: Mapping[
 
 
 def contact_sheet(path: Path, tiles: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray], np.ndarray]], scale: int = 2) -> Path:
-    """All chosen tiles, one true-colour row each: (tile id, S1, {variant: image}, truth)."""
-    rows = [(f"{tile_id} (true colour)", _panel_row(s1, panels, truth, TRUE_COLOUR)) for tile_id, s1, panels, truth in tiles]
+    """All chosen tiles, each a true-colour row and an error-map row (fixed scale): (tile id, S1, {variant: image}, truth)."""
+    rows = []
+    for tile_id, s1, panels, truth in tiles:
+        rows.append((f"{tile_id} (true colour)", _panel_row(s1, panels, truth, TRUE_COLOUR)))
+        rows.append((f"{tile_id}: |pred - truth|, 12-band mean, 0-{ERROR_RANGE:g} refl.",
+                     _error_row(s1, panels, truth)))
     return _save(_grid(rows, scale), path)
 
 

@@ -1,8 +1,9 @@
-"""A Markdown results table from data/eval/metrics.json, for the README and the terminal.
+"""Markdown from data/eval/metrics.json (+ provenance.json): the results table, paired comparisons, per-class tables.
 
 `python -m gac.evaluate.report [data/eval/metrics.json]` prints the table the
-README's results section pastes, with the random-weights caveat when it applies,
-so the README's numbers always come from a real run.
+README's results section pastes (mean and bootstrap interval per cell), the
+sentence saying which differences are significant, and the random-weights
+caveat when it applies, so the README's numbers always come from a real run.
 """
 
 from __future__ import annotations
@@ -14,16 +15,26 @@ from typing import Any
 
 from gac.errors import GacError
 
-ORDER = ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling")
+ORDER = ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline", "tokenizer_ceiling")
 LABELS = {
     "opt_v1": "opt_v1: TerraMind alone (stage 1)",
     "opt_v2": "opt_v2: stages 1+2",
     "opt_v3": "opt_v3: full pipeline (1+2+3)",
     "opt_v3_on_v1": "stage 3 on opt_v1 (1+3)",
+    "baseline": "supervised U-Net baseline (pix2pix-style, L1)",
     "tokenizer_ceiling": "tokenizer ceiling (truth round trip)",
     "ground_truth": "ground truth (reference)",
 }
 COLUMNS = (("psnr", "PSNR dB ↑", 2), ("ssim", "SSIM ↑", 3), ("ms_ssim", "MS-SSIM ↑", 3), ("sam_deg", "SAM ° ↓", 2), ("lpips", "LPIPS ↓", 3), ("sar_edge", "SAR-edge ↑", 3))
+LOWER_IS_BETTER = {"sam_deg", "lpips", "rmse"}
+PAIR_LABELS = {
+    "v2_vs_v1": "opt_v2 − opt_v1 (stage 2's gain)",
+    "v3_vs_v2": "opt_v3 − opt_v2 (stage 3's gain)",
+    "v3_vs_v3_on_v1": "opt_v3 − stage 3 on opt_v1 (stage 2's gain under stage 3)",
+    "v3_vs_baseline": "opt_v3 − baseline (pipeline against a plain supervised network)",
+}
+SHORT_PAIR = {"v2_vs_v1": "v2 vs v1", "v3_vs_v2": "v3 vs v2", "v3_vs_v3_on_v1": "v3 vs 1+3", "v3_vs_baseline": "v3 vs baseline"}
+ALPHA = 0.05
 
 
 def _cell(value: Any, digits: int, name: str) -> str:
@@ -32,21 +43,61 @@ def _cell(value: Any, digits: int, name: str) -> str:
     return f"{value:.{digits}f}"
 
 
+def _with_interval(row: dict[str, Any], name: str, digits: int) -> str:
+    cell = _cell(row.get(name), digits, name)
+    low, high = row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    if row.get(name) is None or low is None or high is None:
+        return cell
+    return f"{cell} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def significant(result: dict[str, Any] | None) -> bool:
+    """A paired difference counts as significant when its p-value is below ALPHA and its interval excludes zero."""
+    return bool(result) and result["p"] < ALPHA and (result["lo"] > 0 or result["hi"] < 0)
+
+
+def significance_sentence(metrics: dict[str, Any]) -> str:
+    """One sentence, generated from metrics.json's `paired` section, naming which comparisons differ significantly."""
+    paired = metrics.get("paired") or {}
+    if not paired:
+        return "No paired comparison was possible (a variant of every pair is missing)."
+    digits = dict((key, d) for key, _, d in COLUMNS)
+    found, none = [], []
+    for key, per_metric in paired.items():
+        hits = []
+        for name, _, _ in COLUMNS:
+            result = per_metric.get(name)
+            if significant(result):
+                better = (result["diff"] < 0) if name in LOWER_IS_BETTER else (result["diff"] > 0)
+                hits.append(f"{name.replace('_deg', '')} {result['diff']:+.{digits[name]}f} ({'better' if better else 'worse'}, p={result['p']:.3f})")
+        (found if hits else none).append(f"{SHORT_PAIR.get(key, key)}: " + ", ".join(hits) if hits else SHORT_PAIR.get(key, key))
+    level = round(100 * float(metrics.get("confidence", 0.95)))
+    head = (f"On these {metrics.get('tiles', '?')} {metrics.get('split', 'test')} tiles, the differences that are significant "
+            f"(Wilcoxon signed-rank p < {ALPHA} and a {level}% bootstrap interval excluding zero) are ")
+    body = "; ".join(found) if found else "none"
+    tail = f"; not significant in any metric: {', '.join(none)}." if none else "."
+    return head + body + tail
+
+
 def results_table(metrics: dict[str, Any]) -> str:
-    """Markdown: a row per variant (and the ground truth's SAR-edge reference), a column per headline metric."""
+    """Markdown: a row per variant (mean [bootstrap interval]) and the ground truth's SAR-edge reference, then the notes."""
     header = "| variant | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
     for name in [n for n in ORDER if n in metrics]:
         row = metrics[name]
-        lines.append(f"| {LABELS[name]} | " + " | ".join(_cell(row.get(key), digits, key) for key, _, digits in COLUMNS) + " |")
+        lines.append(f"| {LABELS[name]} | " + " | ".join(_with_interval(row, key, digits) for key, _, digits in COLUMNS) + " |")
     reference = metrics.get("ground_truth", {}).get("sar_edge")
     if reference is not None:
         lines.append(f"| {LABELS['ground_truth']} | " + " | ".join("" for _ in COLUMNS[:-1]) + f" | {reference:.3f} |")
-    notes = [f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; reflectance /10^4 clipped to [0, 1]."]
+    level = round(100 * float(metrics.get("confidence", 0.95)))
+    notes = [f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; mean [{level}% bootstrap interval over tiles, "
+             f"{metrics.get('bootstrap_resamples', '?')} resamples]; reflectance /10^4 clipped to [0, 1]."]
+    if metrics.get("paired"):
+        notes.append(significance_sentence(metrics))
     if metrics.get("lpips_status"):
         notes.append(str(metrics["lpips_status"]) + ".")
     if metrics.get("missing_variants"):
-        notes.append(f"Not evaluated (store missing): {', '.join(metrics['missing_variants'])}.")
+        notes.append(f"Not evaluated (store missing or variant switched off): {', '.join(metrics['missing_variants'])}.")
     if metrics.get("random_weights"):
         notes.append(
             f"RANDOM WEIGHTS ({', '.join(metrics.get('random_weight_variants', []))}): these numbers show the pipeline "
@@ -55,26 +106,87 @@ def results_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + " ".join(notes)
 
 
+def paired_table(metrics: dict[str, Any]) -> str:
+    """Markdown: a row per comparison, a cell per metric: mean difference [interval], p-value (significant ones in bold)."""
+    paired = metrics.get("paired") or {}
+    if not paired:
+        return "No paired comparison: a variant of every pair is missing."
+    shown = [(key, label, digits) for key, label, digits in COLUMNS if any(key in per for per in paired.values())]
+    lines = ["| a − b | " + " | ".join(label for _, label, _ in shown) + " |", "|" + "---|" * (len(shown) + 1)]
+    for key, per_metric in paired.items():
+        cells = []
+        for name, _, digits in shown:
+            r = per_metric.get(name)
+            if r is None:
+                cells.append("n/a")
+                continue
+            text = f"{r['diff']:+.{digits}f} [{r['lo']:+.{digits}f}, {r['hi']:+.{digits}f}], p={r['p']:.3f}"
+            cells.append(f"**{text}**" if significant(r) else text)
+        lines.append(f"| {PAIR_LABELS.get(key, key)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def landcover_tables(metrics: dict[str, Any]) -> list[str]:
+    """One small table per metric: a row per variant, a column per land-cover class (pixels of that class in the split)."""
+    per_class = metrics.get("landcover") or {}
+    if not per_class:
+        return ["No land-cover layer in the tile store (set `data.landcover` to a raster, or use the demo), so no per-class breakdown."]
+    classes = list(per_class)
+    variants = [n for n in ORDER if any(n in per_class[c] for c in classes)]
+    out = ["Pixel-wise metrics over the split's pixels of each class (PSNR pools squared errors over the class's pixels "
+           "and bands; SAM is the mean angle over them). SSIM, MS-SSIM, LPIPS and SAR-edge are windowed or image-level "
+           "and are not split by class.", "",
+           "| pixels | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1),
+           "| count | " + " | ".join(str(next(iter(per_class[c].values()), {}).get("pixels", 0)) for c in classes) + " |", ""]
+    for name, label, digits in (("psnr", "PSNR dB ↑", 2), ("sam_deg", "SAM ° ↓", 2), ("rmse", "RMSE (reflectance) ↓", 4)):
+        out += [f"**{label}**", "", "| variant | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
+        for v in variants:
+            out.append(f"| {v} | " + " | ".join(_cell(per_class[c].get(v, {}).get(name), digits, name) for c in classes) + " |")
+        out.append("")
+    return out
+
+
 def results_report(metrics: dict[str, Any]) -> str:
-    """data/eval/report.md: the table, then what each number means (gac.metrics.CONVENTIONS)."""
+    """data/eval/report.md: the table, the paired comparisons, per-class tables, then what each number means."""
     from gac.metrics import CONVENTIONS
 
     prov = metrics.get("provenance", {})
     made_by = [f"- `{name}`: {p.get('model')}; weights {p.get('weights')}; params hash {p.get('params_hash')}" for name, p in prov.items()]
     conventions = [f"- **{key}**: {text}" for key, text in CONVENTIONS.items()]
+    level = round(100 * float(metrics.get("confidence", 0.95)))
     return "\n".join(
-        ["# Evaluation", "", results_table(metrics), "", "## Made by", "", *made_by, "", "## How each number is computed", "", *conventions, ""]
+        ["# Evaluation", "", results_table(metrics), "",
+         "## Paired comparisons", "",
+         f"Mean per-tile difference a − b over the same tiles, its {level}% bootstrap interval, and the two-sided Wilcoxon "
+         f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is better.", "",
+         paired_table(metrics), "",
+         "## Per land cover", "", *landcover_tables(metrics), "",
+         "## Distributions and pictures", "",
+         "- `distributions.png`: a box plot per metric, a box per variant (quartiles, whiskers, mean as a triangle), every tile a point.",
+         f"- `contact_sheet.png`: per tile, S1 | variants | truth in true colour, then each variant's mean |prediction - truth| over "
+         "the 12 bands on one fixed scale (gac.evaluate.quicklooks.ERROR_RANGE reflectance = brightest; white = no data).", "",
+         "## Made by", "", *made_by, "", "## How each number is computed", "", *conventions, ""]
     )
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """metrics.json merged with the provenance.json beside it (when present): what `gac evaluate` returned."""
+    path = Path(path)
+    if not path.is_file():
+        raise GacError(f"{path}: metrics not found; run `gac evaluate` (or `dvc repro`) first")
+    result = json.loads(path.read_text())
+    info = path.with_name("provenance.json")
+    if info.is_file():
+        result.update(json.loads(info.read_text()))
+    landcover = path.with_name("landcover.json")
+    if landcover.is_file():
+        result["landcover"] = json.loads(landcover.read_text())
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise GacError("usage: python -m gac.evaluate.report METRICS_JSON (the pipeline writes data/eval/metrics.json)")
-    path = Path(args[0])
-    if not path.is_file():
-        raise GacError(f"{path}: metrics not found; run `gac evaluate` (or `dvc repro`) first")
-    print(results_table(json.loads(path.read_text())))
+    print(results_table(read_results(Path(args[0]) if args else Path("data/eval/metrics.json"))))
     return 0
 
 

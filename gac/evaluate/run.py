@@ -2,21 +2,33 @@
 
 Outputs under `out_dir` (data/eval):
 
-- metrics.json: split-level metrics per variant under small stable keys
-  (`opt_v3.psnr`, `opt_v1.rmse.B04`, `ground_truth.sar_edge`) for
-  `dvc metrics diff`, plus provenance (model, weights, random_weights and
-  params hash of every store), the LPIPS status, and a top-level `random_weights` that is true when any variant ran on random weights.
+- metrics.json: numbers only, under small stable keys for `dvc metrics diff`:
+  split-level metrics per variant (`opt_v3.psnr`, `opt_v1.rmse.B04`,
+  `ground_truth.sar_edge`) with their bootstrap interval over tiles
+  (`opt_v3.psnr_lo`, `opt_v3.psnr_hi`), paired comparisons
+  (`paired.v3_vs_baseline.psnr.diff` / `.lo` / `.hi` / `.p` / `.n`, see
+  gac.evaluate.stats.PAIRS), and a top-level `random_weights` that is true
+  when any variant ran on random weights.
+- provenance.json: the strings behind those numbers: model, weights,
+  random_weights and params hash of every store, the LPIPS status, the split,
+  which variants ran on random weights or were not evaluated.
+- landcover.json: per land-cover class (where tiles.zarr has a `landcover`
+  layer; null otherwise), every variant's PSNR, RMSE and SAM over the split's
+  pixels of that class (gac.evaluate.landcover).
 - report.md: the results table (gac.evaluate.report) and the conventions
   behind every number (gac.metrics.CONVENTIONS), for people and the README.
 - per_tile.csv: one row per tile, a column per variant and metric
   (`opt_v3_psnr`), and `tile_index` for the x axis of `dvc plots`.
-- quicklooks/<tile>.png and contact_sheet.png: S1 | variants | ground truth.
+- quicklooks/<tile>.png and contact_sheet.png: S1 | variants | ground truth
+  (the sheet adds an |prediction - truth| row per tile on a fixed scale).
+- distributions.png: a box plot per metric, a box per variant, every tile a point.
 - cogs/<variant>/<tile>.tif: the predictions as Cloud-Optimized GeoTIFFs.
 
 Variants are the prediction stores data/<name>.zarr named in
 `evaluate.variants`, plus the tokenizer ceiling computed here. A missing store
 is an error unless `evaluate.allow_missing` is true; then it is skipped and
-listed under `missing_variants`.
+listed under `missing_variants`, as is a variant switched off where it is made
+(`baseline.enabled: false` writes a store that only says so).
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from gac.export import safe_name, write_cog
 from gac.evaluate.report import results_report
 from gac.metrics import SCALAR_METRICS, LpipsMetric, aggregate, json_safe, sar_edge, tile_metrics
 from gac.params import params_hash
+from gac.evaluate.stats import paired_comparisons, with_intervals
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +59,8 @@ CEILING = "tokenizer_ceiling"
 GROUND_TRUTH = "ground_truth"
 # Store attributes that say what made a prediction; copied into metrics.json.
 PROVENANCE_KEYS = ("stage", "model", "backbone", "input", "adapter", "model_dir", "weights", "random_weights", "params_hash", "gac_version")
+# What goes to provenance.json rather than metrics.json, so `dvc metrics show/diff` list numbers only.
+INFO_KEYS = ("random_weight_variants", "split", "missing_variants", "lpips_status", "params_hash", "provenance")
 CSV_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips")
 
 
@@ -82,6 +97,11 @@ def load_variants(params, tiles, paths: EvalPaths) -> tuple[dict[str, Any], list
                 f"{path}: prediction store for variant '{name}' not found; run `dvc repro` to make it, "
                 f"or remove '{name}' from evaluate.variants, or set evaluate.allow_missing: true"
             )
+        store = open_store(path, need=(), what=f"prediction store ({name})")
+        if store.attrs.get("enabled") is False:  # e.g. baseline.enabled: false wrote a store that only says so
+            log.warning("%s: variant %s was switched off where it is made; skipped", path, name)
+            missing.append(name)
+            continue
         store = open_store(path, need=("s2",), what=f"prediction store ({name})")
         check_aligned(tiles, store, paths.tiles, path)
         bands = tuple(str(b) for b in store.s2.coords["band"].values) if "band" in store.s2.coords else S2_BANDS
@@ -175,6 +195,15 @@ def write_cogs(out_dir: Path, tiles, idx: np.ndarray, preds: dict[str, np.ndarra
     return count
 
 
+def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics.json: numbers and the random-weights flag, for `dvc metrics`; provenance.json: every string and list).
+
+    The per-class metrics go to landcover.json of their own (classes x variants x metrics would swamp `dvc metrics show`).
+    """
+    numbers = {key: value for key, value in result.items() if key not in INFO_KEYS and key != "landcover"}
+    return numbers, {key: result[key] for key in INFO_KEYS if key in result}
+
+
 def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     """Score every variant on `params.evaluate.split`; write metrics, table, quicklooks and COGs. Returns metrics.json's content."""
     cfg = params.evaluate
@@ -202,6 +231,13 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     rows = {name: [tile_metrics(values[i], truth[i], s1[i], lpips, edge_options) for i in range(len(idx))] for name, values in preds.items()}
     truth_edges = [sar_edge(truth[i], s1[i], **edge_options) for i in range(len(idx))]
 
+    landcover = None
+    if "landcover" in tiles.data_vars:
+        from gac.evaluate.landcover import per_class
+
+        names = {int(k): str(v) for k, v in dict(tiles.attrs.get("landcover_classes", {})).items()}
+        landcover = per_class(preds, truth, tiles.landcover.isel(tile=idx).values, names)
+
     random_variants = sorted(name for name, prov in provenance.items() if prov.get("random_weights"))
     if random_variants:
         log.warning(
@@ -215,13 +251,18 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
         "random_weight_variants": random_variants,
         "split": cfg.split,
         "tiles": int(len(idx)),
-        **{name: aggregate(variant_rows) for name, variant_rows in rows.items()},
+        **{name: with_intervals(aggregate(variant_rows), variant_rows, cfg.bootstrap_resamples, params.seed, cfg.confidence)
+           for name, variant_rows in rows.items()},
         GROUND_TRUTH: {"sar_edge": float(np.nanmean(truth_edges)) if truth_edges else None},
+        "paired": paired_comparisons(rows, cfg.bootstrap_resamples, params.seed, cfg.confidence),
+        "confidence": cfg.confidence,
+        "bootstrap_resamples": cfg.bootstrap_resamples,
         "missing_variants": missing,
         "lpips_status": lpips.reason,
         "ms_ssim_scales": ms_ssim_scales(int(truth.shape[-1]))[0],
         "params_hash": params_hash(params, sections),
         "provenance": provenance,
+        "landcover": landcover,
     }
     for name in rows:
         metrics[name].pop("tiles", None)
@@ -230,10 +271,16 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_per_tile_csv(out / "per_tile.csv", tile_ids, scenes, rows, truth_edges)
     drawn = write_quicklooks(out, tile_ids, s1, truth, preds, cfg.quicklooks)
+    from gac.evaluate.plots import distribution_plot
+
+    distribution_plot(out / "distributions.png", rows, f"{len(idx)} {cfg.split} tiles")
     cogs = write_cogs(out, tiles, idx, preds, provenance, enabled=cfg.cogs)
     metrics = json_safe(metrics)
     _write_text(out / "report.md", results_report(metrics))
-    _write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    numbers, info = split_metrics(metrics)
+    _write_text(out / "metrics.json", json.dumps(numbers, indent=2) + "\n")
+    _write_text(out / "provenance.json", json.dumps(info, indent=2) + "\n")
+    _write_text(out / "landcover.json", json.dumps(metrics["landcover"], indent=2) + "\n")
     log.info("evaluated %d %s tiles, %d variants; %d quicklooks, %d COGs under %s", len(idx), cfg.split, len(rows), drawn, cogs, out)
     return metrics
 
