@@ -255,18 +255,18 @@ def load_local(model, name: str, directory: Path) -> None:
 
 def load_hf(model, name: str) -> None:
     """Load both files from the local Hugging Face cache; the hub stays offline (no download at run time)."""
-    from huggingface_hub import hf_hub_download
+    from gac.weights import hf_cached_file
 
     repo, tm_file, tok_file = hub_files(name)
     paths = []
     for repo_id, file in ((repo, tm_file), (TOKENIZER_REPO, tok_file)):
-        try:
-            paths.append(Path(hf_hub_download(repo_id=repo_id, filename=file, local_files_only=True)))
-        except Exception:
+        path = hf_cached_file(repo_id, file)
+        if path is None:
             raise GacError(
                 f"{repo_id}/{file}: not in the local Hugging Face cache (weights: hf never downloads); "
                 f"fetch it once with `huggingface-cli download {repo_id} {file}` or set weights to a local directory"
-            ) from None
+            )
+        paths.append(path)
     _load_terramind(model, read_state_dict(paths[0]), paths[0])
     _load_tokenizer(model, read_state_dict(paths[1]), paths[1])
 

@@ -48,12 +48,25 @@ def resolve_weights(value: str, model_name: str, key: str) -> WeightsSource:
         log.warning(RANDOM_WEIGHTS_WARNING, model_name)
         return WeightsSource("random")
     if value == "hf":
-        # Never download at run time: every hf_hub_download of GAC passes local_files_only=True.
+        # Never download at run time: the files are looked up on disk only (hf_cached_file).
         return WeightsSource("hf")
     path = Path(value).expanduser()
     if not path.exists():
         raise GacError(f"{path}: weights for {model_name} not found ({key}); give an existing file or directory, 'hf' or 'random'")
     return WeightsSource("local", path)
+
+
+def hf_cached_file(repo_id: str, filename: str) -> Path | None:
+    """The file's path in the local Hugging Face cache, or None: a lookup on disk, never a request.
+
+    Not `hf_hub_download(local_files_only=True)`: that still builds request
+    headers, and huggingface_hub's agent detection fetches a registry from the
+    hub while doing so unless HF_HUB_OFFLINE was set before it was imported.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+    return Path(found) if isinstance(found, str) else None
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:

@@ -67,7 +67,9 @@ def test_training_stages_list_every_training_key_and_no_inference_key():
     params = load_params(REPO / "params.yaml")
     for stage, section in (("train-stage2", params.stage2), ("train-stage3", params.stage3)):
         listed = {key.split(".", 1)[1] for key in _stage_params(stage) if key.startswith(stage[-6:] + ".")}
-        assert listed == set(section.training_dict()), stage
+        # dvc.yaml says why each unlisted key cannot change the trained model (activation checkpointing: memory only)
+        unlisted = {"train-stage2": {"activation_checkpointing"}}.get(stage, set())
+        assert listed == set(section.training_dict()) - unlisted, stage
         assert not any("infer" in key for key in _stage_params(stage))
     for stage in ("ground", "ground-on-v1"):
         assert {"stage3.infer", "stage3.model", "stage3.weights"} <= _stage_params(stage)

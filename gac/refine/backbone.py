@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from gac.errors import GacError
-from gac.weights import WeightsSource, load_strict, read_state_dict, resolve_weights
+from gac.weights import WeightsSource, hf_cached_file, load_strict, read_state_dict, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,16 @@ def _checkpoint_file(source: WeightsSource, name: str) -> Path:
                 raise GacError(f"{path}: expected exactly one .pt/.pth/.safetensors file for {name} (stage2.weights), found {len(files)}")
             path = files[0]
         return path
-    from huggingface_hub import hf_hub_download
     from terratorch.models.backbones.prithvi_vit import pretrained_weights
 
     spec = pretrained_weights[name]
-    try:
-        # local_files_only: the cache or nothing, whatever HF_HUB_OFFLINE says (huggingface_hub reads that once, at import)
-        return Path(hf_hub_download(repo_id=spec["hf_hub_id"], filename=spec["hf_hub_filename"], local_files_only=True))
-    except Exception as exc:  # offline: LocalEntryNotFoundError and friends
+    path = hf_cached_file(spec["hf_hub_id"], spec["hf_hub_filename"])  # the cache or nothing: never the network
+    if path is None:
         raise GacError(
-            f"stage2.weights: hf: {spec['hf_hub_id']}/{spec['hf_hub_filename']} is not in the Hugging Face cache "
-            f"({type(exc).__name__}); download it where there is network, or set stage2.weights to a local file or 'random'"
-        ) from None
+            f"stage2.weights: hf: {spec['hf_hub_id']}/{spec['hf_hub_filename']} is not in the Hugging Face cache; "
+            "download it where there is network, or set stage2.weights to a local file or 'random'"
+        )
+    return path
 
 
 def build_backbone(name: str, weights: str, channels: list[str]) -> tuple[nn.Module, WeightsSource]:
