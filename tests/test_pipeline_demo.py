@@ -1,5 +1,12 @@
 """The user's story on tiny settings, in a temporary git repo: `dvc repro`, an experiment on stage 2,
-`dvc metrics diff` and `dvc plots diff`. Real stages, real models (random weights), real DVC."""
+`dvc metrics diff` and `dvc plots diff`. Real stages, real models (random weights), real DVC.
+
+Every stage is a process that imports torch and terratorch and builds its model (tens of seconds on a
+busy 2-core machine), so the story runs each stage as few times as it can: one reference `dvc repro`
+(module fixture), one forced re-run from generation on, one experiment (module fixture); the tests
+below read from those. Adding a stage: add it to ALL_STAGES, and to STAGE2_ONWARD if an experiment on
+stage 2 must re-run it.
+"""
 
 import json
 
@@ -7,28 +14,48 @@ import pytest
 
 from tests.test_pipeline_tiles import copy_project, ran, sh
 
+# 2 scenes of 96 px -> 15 tiles of 32 px (9 train, 3 val, 3 test); one diffusion step everywhere.
 TINY = {
     "seed": 3,
-    "data": {"demo_scenes": 2, "demo_size": 128},
-    "tile": {"size": 32, "stride": 32, "split_block": 64, "shard_tiles": 8},
-    "stage1": {"batch_size": 8},
+    "data": {"demo_scenes": 2, "demo_size": 96},
+    "tile": {"size": 32, "stride": 32, "split_block": 32, "shard_tiles": 8},
+    "stage1": {"batch_size": 8, "timesteps": 1},
     "stage2": {"max_epochs": 1, "batch_size": 4},
-    "stage3": {"max_epochs": 1, "batch_size": 4},
+    "stage3": {"max_epochs": 1, "batch_size": 4, "timesteps": 1},
     "baseline": {"max_epochs": 1, "batch_size": 4, "depth": 2},
-    "evaluate": {"quicklooks": 2},
+    "evaluate": {"quicklooks": 1},
 }
 ALL_STAGES = {"check-params", "synth", "tile", "finetune-stage1", "generate", "train-stage2", "refine",
               "train-stage3", "ground", "ground-on-v1", "train-baseline", "predict-baseline", "evaluate"}
+# What `dvc exp run -S stage2.lora_rank=16` re-runs: stage 2 and everything downstream of it, nothing before.
+STAGE2_ONWARD = {"check-params", "train-stage2", "refine", "train-stage3", "ground", "ground-on-v1", "evaluate"}
+STAGE2_EXPERIMENT = "stage2.lora_rank=16"
+
+pytestmark = pytest.mark.slow
+
+
+def commit(project, message: str) -> None:
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=project)
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message, cwd=project)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return copy_project(tmp_path_factory.mktemp("demo"), TINY)
+def reference(tmp_path_factory):
+    """A project after its first full `dvc repro`: (project dir, the repro's output)."""
+    project = copy_project(tmp_path_factory.mktemp("demo"), TINY)
+    return project, sh("dvc", "repro", cwd=project)
 
 
-@pytest.mark.slow
-def test_repro_experiment_metrics_and_plots(project):
-    first = sh("dvc", "repro", cwd=project)
+@pytest.fixture(scope="module")
+def experiment(reference):
+    """The reference run committed, then `dvc exp run -S stage2.lora_rank=16`: (project dir, the experiment's output)."""
+    project, _ = reference
+    commit(project, "reference run")
+    return project, sh("dvc", "exp", "run", "-S", STAGE2_EXPERIMENT, cwd=project)
+
+
+def test_first_repro_runs_every_stage_and_says_random_weights(reference):
+    project, first = reference
     assert ran(first) == ALL_STAGES
     assert "RANDOM WEIGHTS" in first
     metrics = json.loads((project / "data" / "eval" / "metrics.json").read_text())
@@ -37,27 +64,40 @@ def test_repro_experiment_metrics_and_plots(project):
     provenance = json.loads((project / "data" / "eval" / "provenance.json").read_text())["provenance"]
     assert all(provenance[v]["weights"] == "random" for v in ("opt_v1", "opt_v2", "opt_v3"))
     assert provenance["baseline"]["random_weights"] is False and "paired" in metrics
+
+
+def test_second_repro_runs_nothing(reference):
+    project, _ = reference
     assert ran(sh("dvc", "repro", cwd=project)) == set()
 
+
+def test_forced_rerun_from_generation_reproduces_every_hash(reference):
     # Same params and seed, same bytes: every model and store from generation on, recomputed, hashes the same.
+    project, _ = reference
     lock = (project / "dvc.lock").read_text()
     again = sh("dvc", "repro", "--force", "--no-run-cache", "--downstream", "generate", cwd=project)
     assert {"generate", "train-stage2", "train-stage3", "evaluate"} <= ran(again)
     assert (project / "dvc.lock").read_text() == lock
 
-    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=project)
-    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "reference run", cwd=project)
-    exp = sh("dvc", "exp", "run", "-S", "stage2.lora_rank=16", cwd=project)
-    assert ran(exp) == {"check-params", "train-stage2", "refine", "train-stage3", "ground", "ground-on-v1", "evaluate"}
+
+def test_experiment_on_stage2_reruns_stage2_onward_only(experiment):
+    project, exp = experiment
+    assert ran(exp) == STAGE2_ONWARD
     record = json.loads((project / "data" / "stage2" / "stage2.json").read_text())
     assert record["config"]["lora_rank"] == 16
 
+
+def test_metrics_diff_shows_stage2_change_and_stage1_unchanged(experiment):
+    project, _ = experiment
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project).splitlines()[-1])
     changed = diff["data/eval/metrics.json"]
     assert "opt_v2.psnr" in changed and changed["opt_v2.psnr"]["diff"] != 0
     assert "opt_v1.psnr" not in changed  # stage 1 did not re-run, so its scores stand
 
-    out = project / "plots-diff"
+
+def test_plots_diff_renders_per_tile_plots(experiment, tmp_path):
+    project, _ = experiment
+    out = tmp_path / "plots-diff"
     sh("dvc", "plots", "diff", "-o", str(out), cwd=project)
     html = (out / "index.html").read_text()
     assert "PSNR per test tile" in html and "opt_v2_psnr" in html

@@ -14,7 +14,7 @@ TINY = {"seed": 1, "data": {"source": "demo", "demo_scenes": 2, "demo_size": 128
 
 
 def sh(*args, cwd):
-    result = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=1800)  # a whole `dvc repro` on a busy machine
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 

@@ -128,6 +128,37 @@ def test_8bit_backbone_runs_on_cpu_close_to_fp32(built, built_8bit):
         assert rel < 0.02, (level, float(rel))  # measured 0.2-0.7% at random init
 
 
+def test_activation_checkpointing_recomputes_blocks_and_keeps_gradients(built, built_8bit):
+    """auto turns checkpointing on with the 8-bit backbone; a step with it gives the gradients of a step without."""
+    from gac.refine.build import build_refiner
+
+    assert built[1]["checkpointed_blocks"] == 0 and built_8bit[1]["checkpointed_blocks"] == 12
+    with_ckpt = built_8bit[0]
+    without, info = build_refiner(_config(backbone_8bit=True, unfreeze_last_blocks=1, activation_checkpointing=False))
+    assert info["checkpointed_blocks"] == 0
+    trainable = {n: p for n, p in with_ckpt.named_parameters() if p.requires_grad}
+    with torch.no_grad():  # the same LoRA and head values in both (the frozen backbone is seeded alike)
+        for name, param in without.named_parameters():
+            if param.requires_grad:
+                param.copy_(trainable[name])
+    grads, calls = [], []
+    for refiner in (with_ckpt, without):
+        calls.append(0)
+        hook = refiner.backbone.get_base_model().blocks[3].attn.register_forward_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1))
+        refiner.train()
+        refiner.zero_grad(set_to_none=True)
+        x = _inputs(seed=5)
+        (refiner(**x) / 1e4 - 0.1).abs().mean().backward()
+        hook.remove()
+        refiner.eval()
+        grads.append({n: p.grad.clone() for n, p in refiner.named_parameters() if p.requires_grad})
+    assert calls == [2, 1]  # the checkpointed block ran again in backward
+    assert grads[0].keys() == grads[1].keys() and any("lora_A" in n for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7, msg=name)
+    assert float(sum(g.abs().sum() for g in grads[0].values())) > 0
+
+
 def test_save_then_load_gives_identical_predictions(built, tmp_path):
     from gac.refine.build import load_refiner, save_refiner
 

@@ -116,6 +116,29 @@ def quantize_frozen_linears(model: nn.Module, keep_blocks: set[int]) -> int:
     return count
 
 
+def checkpoint_blocks(model: nn.Module) -> int:
+    """Activation checkpointing on every transformer block: in training, keep only each block's input and recompute
+    its activations during backward.
+
+    With a frozen (8-bit) backbone the weights are small and the activations
+    LoRA needs for its gradients dominate a training step's peak memory; this
+    trades one extra forward of the blocks for them. Gradients are the same;
+    inference (eval mode or no grad) runs the blocks as before. Module names
+    are unchanged (the block's forward is wrapped, not the block), so LoRA
+    targets, saved adapters and fingerprints do not see it.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    for block in model.blocks:
+        def forward(*args, _block=block, _forward=block.forward, **kwargs):
+            if _block.training and torch.is_grad_enabled():
+                return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+            return _forward(*args, **kwargs)
+
+        block.forward = forward
+    return len(model.blocks)
+
+
 def _return_freed_memory() -> None:
     """Hand the freed fp32 weights back to the OS: glibc keeps freed heap in its arenas, so RSS would not shrink."""
     import ctypes

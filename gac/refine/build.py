@@ -21,7 +21,7 @@ import torch
 
 from gac.data.store import partial_path, replace_dir
 from gac.errors import GacError
-from gac.refine.backbone import add_lora, build_backbone, fingerprint, quantize_frozen_linears, unfreeze_last_blocks
+from gac.refine.backbone import add_lora, build_backbone, checkpoint_blocks, fingerprint, quantize_frozen_linears, unfreeze_last_blocks
 from gac.refine.model import Refiner
 from gac.training import count_parameters
 from gac.weights import load_strict, read_state_dict
@@ -33,6 +33,13 @@ RECORD_FILE = "stage2.json"
 
 def input_channels(config: dict[str, Any]) -> list[str]:
     return list(config["bands"]) + (["VV", "VH"] if config["use_sar"] else [])
+
+
+def checkpointing(config: dict[str, Any]) -> bool:
+    """stage2.activation_checkpointing resolved: 'auto' follows the 8-bit backbone, where memory is the point
+    (a record written before the key existed: off)."""
+    choice = config.get("activation_checkpointing", False)
+    return bool(config["backbone_8bit"]) if choice == "auto" else bool(choice)
 
 
 def build_refiner(config: dict[str, Any], adapter_dir: Path | None = None) -> tuple[Refiner, dict[str, Any]]:
@@ -47,6 +54,7 @@ def build_refiner(config: dict[str, Any], adapter_dir: Path | None = None) -> tu
     info: dict[str, Any] = {**source.provenance(), "backbone_fingerprint": fingerprint(backbone), "depth": depth, "embed_dim": embed_dim}
     keep = set(range(depth - unfrozen, depth))
     info["quantized_linears"] = quantize_frozen_linears(backbone, keep) if config["backbone_8bit"] else 0
+    info["checkpointed_blocks"] = checkpoint_blocks(backbone) if checkpointing(config) else 0
     if adapter_dir is None:
         backbone, info["lora_modules"] = add_lora(
             backbone, config["lora_targets"], config["lora_rank"], config["lora_alpha"], config["lora_dropout"]

@@ -28,6 +28,9 @@ class Stage2Params(TrainingParams):
     bands: tuple[str, ...] = Field(PRITHVI_BANDS, description="opt_v1 bands fed to the backbone, by Sentinel-2 name")
     use_sar: bool = Field(False, description="add S1 VV, VH as extra input channels")
     backbone_8bit: bool = Field(False, description="frozen backbone Linear layers as bitsandbytes Linear8bitLt")
+    activation_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="recompute each backbone block's activations in backward instead of keeping them; auto: on with backbone_8bit"
+    )
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
