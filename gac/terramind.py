@@ -138,6 +138,10 @@ def build_generator(
     seeded with `seed`, so every process builds the same model.
 
     The returned model carries `gac_weights` (a WeightsSource) for provenance.
+    The diffusion UNet (nearly all of generation's time) holds its conv
+    weights channels-last, so oneDNN (CPU) and cuDNN (GPU) run its
+    convolutions without reordering activations at every layer; values are
+    unchanged.
     """
     import torch
     from terratorch.registry import FULL_MODEL_REGISTRY
@@ -168,6 +172,7 @@ def build_generator(
         load_hf(model, name)
     elif source.kind == "local":
         load_local(model, name, source.path)
+    model.tokenizer[TOKENS_KEY].decoder.to(memory_format=torch.channels_last)
     return model.eval()
 
 
@@ -281,8 +286,9 @@ def save_hub_checkpoint(model, directory: Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _, tm_file, tok_file = hub_files(model.gac_name)
-    torch.save({k: v.detach().cpu() for k, v in model.sampler.model.state_dict().items()}, directory / tm_file)
-    torch.save({k: v.detach().cpu() for k, v in model.tokenizer[TOKENS_KEY].state_dict().items()}, directory / tok_file)
+    plain = lambda state: {k: v.detach().cpu().contiguous() for k, v in state.items()}  # noqa: E731  (the hub's layout, not channels-last)
+    torch.save(plain(model.sampler.model.state_dict()), directory / tm_file)
+    torch.save(plain(model.tokenizer[TOKENS_KEY].state_dict()), directory / tok_file)
     return directory
 
 

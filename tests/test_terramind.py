@@ -214,3 +214,34 @@ def test_stage3_inputs_s1_and_s2_condition_the_same_engine():
     other_s1 = token_logits(model, {"S1RTC": s1_batch(2, seed=9), "S2L2A": s2})
     assert float((logits - other_s2).abs().max()) > 1e-2  # both inputs condition the prediction
     assert float((logits - other_s1).abs().max()) > 1e-3
+
+
+def test_decoding_equals_upstreams_own_pipeline_tile_by_tile(lively):
+    """The batched, channels-last decoder path gives what upstream's tokenizer pipeline gives, one tile at a time."""
+    from gac.terramind import PATCH, TARGET, diffusion_scheduler, tile_seed
+
+    seeds = [tile_seed(1, "a"), tile_seed(1, "b")]
+    tokens = sample_tokens(lively, {"S1RTC": s1_batch(2, size=32)}, seeds, FAST)
+    ours = decode_tokens(lively, tokens, seeds, timesteps=2)
+    tokenizer = lively.tokenizer[TOKENS_KEY]
+    with torch.inference_mode():
+        upstream = torch.cat([
+            tokenizer.decode_tokens(  # upstream's PipelineCond loop; its noise from a generator seeded as ours is
+                tokens[k : k + 1], timesteps=2, scheduler=diffusion_scheduler(lively), image_size=32,
+                generator=torch.Generator().manual_seed(seed + 1), scheduler_timesteps_mode="trailing",
+            )
+            for k, seed in enumerate(seeds)
+        ])
+    upstream = destandardize(upstream.float(), TARGET)
+    assert ours.shape == upstream.shape == (2, 12, 2 * PATCH, 2 * PATCH)
+    assert float(upstream.std()) > 10  # varied pixels, so equality means something
+    torch.testing.assert_close(ours, upstream, rtol=0, atol=0.05)  # reflectance x1e4
+
+
+def test_cpu_ignores_the_cuda_precision_setting(lively):
+    """precision (bf16 / 16 autocast) is a CUDA setting: on CPU every value gives the float32 bytes."""
+    x, seeds = s1_batch(2, size=32, seed=4), [11, 12]
+    want = generate(lively, {"S1RTC": x}, seeds, FAST, precision="32")
+    for precision in ("bf16", "16"):
+        got = generate(lively, {"S1RTC": x}, seeds, FAST, precision=precision)
+        assert got.dtype == torch.float32 and torch.equal(got, want), precision
