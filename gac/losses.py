@@ -11,6 +11,11 @@ the tile allows (the window must fit at the coarsest one), renormalises the
 standard scale weights over them, and shrinks the window itself for tiles
 smaller than it. At >= 161 px it equals pytorch-msssim's value exactly.
 
+Spectral coherence and colour consistency (definitions in their docstrings)
+compare what a per-pixel error misses: the shape of each spectrum, the
+vegetation and water indices users compute from it, and each band's overall
+level and contrast.
+
 LPIPS: its trunk needs torchvision's ImageNet AlexNet/VGG/SqueezeNet weights,
 which cannot be downloaded offline. `lpips_available` says whether they are in
 the torch hub cache and, if not, why; callers turn LPIPS off and log that reason
@@ -38,6 +43,9 @@ LPIPS_TRUNK_FILES = {
 # True colour = B04, B03, B02; reflectance 0.3 maps to white, a usual display stretch.
 TRUE_COLOUR_BANDS = ("B04", "B03", "B02")
 TRUE_COLOUR_WHITE = 0.3
+# Normalised-difference indices in spectral coherence: (a - b) / (a + b).
+SPECTRAL_INDICES = {"ndvi": ("B08", "B04"), "ndwi": ("B03", "B08")}  # NDVI (Rouse 1974); NDWI (McFeeters 1996)
+LOSS_TERMS = ("l1", "ms_ssim", "sam", "lpips", "spectral", "colour")
 
 
 def fill_missing(pred: Tensor, target: Tensor) -> Tensor:
@@ -133,6 +141,39 @@ def sam(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6)).mean()
 
 
+def normalized_difference(a: Tensor, b: Tensor, eps: float = 1e-3) -> Tensor:
+    """(a - b) / (a + b) on reflectance, with `eps` keeping dark pixels (a + b near 0) finite and their gradient bounded."""
+    return (a - b) / (a + b).abs().clamp_min(eps)
+
+
+def spectral_coherence(pred: Tensor, target: Tensor, band_index: dict[str, int]) -> Tensor:
+    """Spectral angle (radians) + mean |NDVI error| + mean |NDWI error|, each a mean over pixels.
+
+    SAM scores the shape of each pixel's spectrum whatever its brightness; the
+    two indices score the band ratios users read vegetation and water from
+    (NDVI = (B08 - B04) / (B08 + B04), NDWI = (B03 - B08) / (B03 + B08)), which
+    a small L1 error in one band can still overturn on dark pixels.
+    """
+    total = sam(pred, target)
+    for a, b in SPECTRAL_INDICES.values():
+        ia, ib = band_index[a], band_index[b]
+        total = total + l1(normalized_difference(pred[:, ia], pred[:, ib]), normalized_difference(target[:, ia], target[:, ib]))
+    return total
+
+
+def colour_consistency(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean over images and bands of |mean_p - mean_t| + |std_p - std_t|, the statistics taken per image and band.
+
+    Blind to where things are, it scores only each band's overall level
+    (brightness, colour cast) and spread (contrast): the "colour" of the
+    output next to the truth's, which per-pixel losses trade away for blur.
+    """
+    dims = (-2, -1)
+    mean_gap = (pred.mean(dims) - target.mean(dims)).abs()
+    std_gap = (pred.std(dims, unbiased=False) - target.std(dims, unbiased=False)).abs()
+    return (mean_gap + std_gap).mean()
+
+
 def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     """Peak signal-to-noise ratio in dB over the whole batch."""
     mse = ((pred - target) ** 2).mean().clamp_min(1e-12)
@@ -195,9 +236,10 @@ class WeightedLoss(nn.Module):
 
     def __init__(self, weights: dict[str, float], bands: tuple[str, ...] | list[str], lpips_net: str = "alex"):
         super().__init__()
-        unknown = sorted(set(weights) - {"l1", "ms_ssim", "sam", "lpips"})
+        unknown = sorted(set(weights) - set(LOSS_TERMS))
         if unknown:
-            raise ValueError(f"unknown loss term(s) {unknown}; use l1, ms_ssim, sam, lpips")
+            raise ValueError(f"unknown loss term(s) {unknown}; use {', '.join(LOSS_TERMS)}")
+        self.band_index = {b: i for i, b in enumerate(bands)}
         self.weights = {k: float(v) for k, v in weights.items() if v > 0}
         self.lpips: TrueColourLPIPS | None = None
         self.lpips_status = "LPIPS off: weight 0"
@@ -217,6 +259,10 @@ class WeightedLoss(nn.Module):
             terms["ms_ssim"] = ms_ssim_loss(pred, target)
         if "sam" in self.weights:
             terms["sam"] = sam(pred, target)
+        if "spectral" in self.weights:
+            terms["spectral"] = spectral_coherence(pred, target, self.band_index)
+        if "colour" in self.weights:
+            terms["colour"] = colour_consistency(pred, target)
         if self.lpips is not None:
             terms["lpips"] = self.lpips(pred, target)
         if not terms:
@@ -229,9 +275,12 @@ class WeightedLoss(nn.Module):
 
 
 __all__ = [
+    "LOSS_TERMS",
     "MS_SSIM_WEIGHTS",
+    "SPECTRAL_INDICES",
     "TRUE_COLOUR_BANDS",
     "TrueColourLPIPS",
+    "colour_consistency",
     "WeightedLoss",
     "fill_missing",
     "l1",
@@ -239,8 +288,10 @@ __all__ = [
     "ms_ssim",
     "ms_ssim_loss",
     "ms_ssim_scales",
+    "normalized_difference",
     "psnr",
     "sam",
+    "spectral_coherence",
     "true_colour",
 ]
 

@@ -19,6 +19,7 @@ Conventions (recorded in metrics.json by `gac evaluate`, see `CONVENTIONS`):
   = white, mapped to [-1, 1]) where its trunk weights are cached; else null and
   the reason.
 - SAR-edge agreement: gac.sar_edges (the definition is in that module).
+- GAC score: `gac_score` below, per tile; the split's value is the mean over tiles.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import numpy as np
 from gac.data.store import S2_BANDS
 
 REFLECTANCE_SCALE = 1e4
-SCALAR_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips")
+SCALAR_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "gac_score")
+GAC_SCORE_PSNR_DB = 40.0  # PSNR that counts as perfect in the GAC score
 CONVENTIONS = {
     "scaling": "reflectance = store value / 10^4, clipped to [0, 1]; data range 1 (all but sar_edge)",
     "psnr": "dB, 10 log10(1 / MSE) over bands and valid pixels; infinite (JSON null) for identical images; split value = mean over tiles",
@@ -41,11 +43,26 @@ CONVENTIONS = {
     "rmse": "per band, reflectance units (0-1); split value pools all pixels",
     "lpips": "AlexNet LPIPS on true colour B04 B03 B02, reflectance/0.3 clipped to [0, 1] then mapped to [-1, 1]",
     "sar_edge": "gac.sar_edges.sar_edge_agreement: Pearson correlation of Lee-filtered S1 edges and optical (B02 B03 B04 B08) edges; ground_truth.sar_edge is the reference",
+    "gac_score": "0.5 * sar_edge + 0.5 * clip(psnr / 40 dB, 0, 1) per tile (range -0.5 to 1, higher is better); split value = mean over tiles; stage 3 selects its checkpoint on it",
     "nodata": "pixels with NaN in prediction or truth are left out (PSNR, RMSE, SAM) or neutralised (SSIM, MS-SSIM)",
     "intervals": "<metric>_lo / <metric>_hi: percentile bootstrap of the mean over test tiles (tiles resampled with replacement, seeded by `seed`, evaluate.bootstrap_resamples times)",
     "paired": "paired.<a>_vs_<b>.<metric>: mean per-tile difference a - b, its bootstrap interval (lo, hi), two-sided Wilcoxon signed-rank p-value (p) and tile count (n)",
     "landcover": "landcover.json: per class, PSNR/RMSE/SAM over the split's pixels of that class (tiles.zarr's landcover layer)",
 }
+
+
+def gac_score(psnr_db, sar_edge):
+    """What stage 3 is for, in one number: radar structure (SAR-edge agreement) and fidelity to the truth (PSNR), half each.
+
+    PSNR is scaled by 40 dB (infinite PSNR counts as 40) so both halves span
+    about the same range: 0.5 * sar_edge + 0.5 * clip(psnr / 40, 0, 1).
+    Works on floats and on torch tensors; None when either input is.
+    """
+    if psnr_db is None or sar_edge is None:
+        return None
+    scaled = psnr_db / GAC_SCORE_PSNR_DB
+    scaled = scaled.clamp(0.0, 1.0) if hasattr(scaled, "clamp") else min(max(float(scaled), 0.0), 1.0)
+    return 0.5 * sar_edge + 0.5 * scaled
 
 
 def unit_reflectance(values: np.ndarray) -> np.ndarray:
@@ -171,6 +188,7 @@ def tile_metrics(
         "sar_edge": sar_edge(pred, s1_db, **(sar_edge_options or {})) if s1_db is not None else None,
         "lpips": lpips(p, t) if lpips is not None else None,
     }
+    row["gac_score"] = gac_score(row["psnr"], row["sar_edge"])
     return row
 
 

@@ -37,6 +37,10 @@ per-image affine change of reflectance leaves it unchanged). The ground truth's
 own score is the reference a prediction is read against: optical and radar
 edges differ physically (shadows, colour boundaries SAR cannot see), so even
 the truth scores well below 1. As a loss use `sar_edge_loss` (1 - mean score).
+
+`sar_texture_agreement` applies the same score to local texture (local
+standard deviation) instead of edges; stage 3 trains on both
+(`sar_consistency_loss`).
 """
 
 from __future__ import annotations
@@ -157,6 +161,18 @@ def edge_agreement(edges_a: torch.Tensor, edges_b: torch.Tensor, weights: torch.
     return cov / (torch.sqrt(var_a + _EPS) * torch.sqrt(var_b + _EPS))
 
 
+def _checked(optical: torch.Tensor, s1_db: torch.Tensor, window: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    if optical.shape[0] != s1_db.shape[0] or optical.shape[-2:] != s1_db.shape[-2:]:
+        raise ValueError(f"optical {tuple(optical.shape)} and S1 {tuple(s1_db.shape)} must share batch and spatial size")
+    # Half precision cannot hold 10^(dB/10) and squared gradients accurately; compute in at least float32.
+    optical = optical.float() if optical.dtype in (torch.float16, torch.bfloat16) else optical
+    s1_db = s1_db.to(optical.dtype)
+    reach = margin(window, sigma)
+    if min(optical.shape[-2:]) <= 2 * reach:
+        raise ValueError(f"tiles of {tuple(optical.shape[-2:])} px leave no pixel {reach} px from the border; use larger tiles")
+    return optical, s1_db, reach
+
+
 def sar_edge_agreement(
     optical: torch.Tensor,
     s1_db: torch.Tensor,
@@ -166,17 +182,81 @@ def sar_edge_agreement(
     optical_bands: Sequence[int] | None = S2_TEN_M_BANDS,
 ) -> torch.Tensor:
     """The SAR-edge agreement score (module docstring) per image: optical (B, 12, H, W) x 10^4, S1 (B, 2, H, W) dB -> (B,)."""
-    if optical.shape[0] != s1_db.shape[0] or optical.shape[-2:] != s1_db.shape[-2:]:
-        raise ValueError(f"optical {tuple(optical.shape)} and S1 {tuple(s1_db.shape)} must share batch and spatial size")
-    # Half precision cannot hold 10^(dB/10) and squared gradients accurately; compute in at least float32.
-    optical = optical.float() if optical.dtype in (torch.float16, torch.bfloat16) else optical
-    s1_db = s1_db.to(optical.dtype)
-    reach = margin(window, sigma)
-    if min(optical.shape[-2:]) <= 2 * reach:
-        raise ValueError(f"tiles of {tuple(optical.shape[-2:])} px leave no pixel {reach} px from the border; use larger tiles")
+    optical, s1_db, reach = _checked(optical, s1_db, window, sigma)
     selected = optical if optical_bands is None else optical[:, list(optical_bands)]
     weights = valid_mask(selected, s1_db, reach=reach)
     return edge_agreement(optical_edge_map(optical, optical_bands, sigma), sar_edge_map(s1_db, window, looks, sigma), weights)
+
+
+def local_std(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Local standard deviation in a `window` box, pooled over channels: (B, C, H, W) -> (B, 1, H, W)."""
+    mean = _box_mean(x, window)
+    var = (_box_mean(x * x, window) - mean * mean).clamp(min=0)
+    return torch.sqrt(var.mean(dim=1, keepdim=True) + _EPS)
+
+
+def sar_texture_agreement(
+    optical: torch.Tensor,
+    s1_db: torch.Tensor,
+    window: int = DEFAULT_WINDOW,
+    looks: float = DEFAULT_LOOKS,
+    sigma: float = DEFAULT_SIGMA,
+    optical_bands: Sequence[int] | None = S2_TEN_M_BANDS,
+) -> torch.Tensor:
+    """Texture agreement per image, the counterpart of edge agreement for local statistics -> (B,).
+
+    Texture here is the local standard deviation in a `window` box: of the
+    Lee-filtered S1 in dB (so speckle, which the filter removes, does not
+    count as texture) and of the optical `optical_bands` in reflectance. The
+    score is the Pearson correlation of the two texture maps over the same
+    valid pixels as the edge score: rough where the radar is rough (forest,
+    town), smooth where it is smooth (water, bare fields). Edges alone would
+    reward a flat image with the right outlines.
+    """
+    optical, s1_db, reach = _checked(optical, s1_db, window, sigma)
+    selected = optical if optical_bands is None else optical[:, list(optical_bands)]
+    weights = valid_mask(selected, s1_db, reach=reach)
+    sar_filled, _ = _fill_invalid(s1_db)
+    optical_filled, _ = _fill_invalid(selected / 1e4)
+    return edge_agreement(local_std(optical_filled, window), local_std(lee_filter(sar_filled, window, looks), window), weights)
+
+
+def agreement_map(optical: torch.Tensor, s1_db: torch.Tensor, window: int = DEFAULT_WINDOW, looks: float = DEFAULT_LOOKS,
+                  sigma: float = DEFAULT_SIGMA, optical_bands: Sequence[int] | None = S2_TEN_M_BANDS) -> torch.Tensor:
+    """Where an optical image already agrees with the radar, per pixel: (B, 1, H, W) in [0, 1], no gradient.
+
+    The local version of the agreement score: the Pearson correlation of the
+    two smoothed edge maps in a box of 2 * margin + 1 px around each pixel,
+    clipped at 0. Near 1 where the optical edges in that neighbourhood sit
+    where the radar's do (whatever their relative strength), 0 where they are
+    unrelated, or where the radar sees an edge the optical image lacks (a
+    locally flat image correlates with nothing). 0 on pixels that are not
+    valid (border margin, nodata).
+    """
+    with torch.no_grad():
+        optical, s1_db, reach = _checked(optical, s1_db, window, sigma)
+        selected = optical if optical_bands is None else optical[:, list(optical_bands)]
+        weights = valid_mask(selected, s1_db, reach=reach)
+        a = optical_edge_map(optical, optical_bands, sigma)
+        b = sar_edge_map(s1_db, window, looks, sigma)
+        box = 2 * reach + 1
+        mean_a, mean_b = _box_mean(a, box), _box_mean(b, box)
+        cov = _box_mean(a * b, box) - mean_a * mean_b
+        var_a = (_box_mean(a * a, box) - mean_a**2).clamp(min=0)
+        var_b = (_box_mean(b * b, box) - mean_b**2).clamp(min=0)
+        local = cov / (torch.sqrt(var_a + _EPS) * torch.sqrt(var_b + _EPS))
+        return local.clamp(0.0, 1.0) * weights
+
+
+def sar_consistency_loss(optical: torch.Tensor, s1_db: torch.Tensor, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stage 3's SAR term: mean of (1 - edge agreement) and (1 - texture agreement) over the batch, and both scores.
+
+    0 when the optical image's edges and local texture both follow the
+    radar's exactly; about 1 when unrelated; 1 for a flat image.
+    """
+    edges = sar_edge_agreement(optical, s1_db, **kwargs).mean()
+    texture = sar_texture_agreement(optical, s1_db, **kwargs).mean()
+    return 1.0 - 0.5 * (edges + texture), {"sar_edge": edges.detach(), "sar_texture": texture.detach()}
 
 
 def sar_edge_loss(optical: torch.Tensor, s1_db: torch.Tensor, **kwargs) -> torch.Tensor:

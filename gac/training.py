@@ -121,8 +121,11 @@ def step_logger(live_dir: Path):
 
 
 def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, monitor: str = "val/loss", extra_callbacks=(),
-                  batches_per_epoch: int | None = None):
+                  batches_per_epoch: int | None = None, mode: str = "min"):
     """A Lightning Trainer for `train`: best + last checkpoints, early stopping, DVCLive metrics and plots.
+
+    The best checkpoint and early stopping follow the logged `monitor`,
+    lower is better with `mode="min"`, higher with `"max"`.
 
     When `max_steps` ends training inside the first epoch, validation is moved to
     that last step (given `batches_per_epoch`), so a short run still has a
@@ -131,8 +134,8 @@ def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, m
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="min", save_top_k=1, save_last=True)
-    stop = EarlyStopping(monitor=monitor, mode="min", patience=train.early_stopping_patience, strict=False)
+    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True)
+    stop = EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience, strict=False)
     last_batch = train.max_steps * train.accumulate_grad_batches
     single = train.devices == 1  # per-rank batch counts under DDP are not known here
     validate_at = last_batch if single and train.max_steps > 0 and batches_per_epoch and last_batch < batches_per_epoch else None

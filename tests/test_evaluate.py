@@ -73,7 +73,7 @@ def test_metrics_rank_the_variants_and_keep_stable_keys(evaluated):
     assert on_disk == numbers and json.loads((out / "provenance.json").read_text()) == info
     assert "provenance" not in on_disk and "lpips_status" not in on_disk  # dvc metrics show lists numbers only
     for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline", "tokenizer_ceiling"):
-        headline = {"psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips"}
+        headline = {"psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "gac_score"}
         intervals = {f"{m}_{end}" for m in headline for end in ("lo", "hi") if metrics[name][m] is not None}
         assert set(metrics[name]) == headline | intervals | {"rmse"}
         for m in headline - {"lpips"}:
@@ -87,6 +87,10 @@ def test_metrics_rank_the_variants_and_keep_stable_keys(evaluated):
     assert metrics["opt_v1"]["sar_edge"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["ground_truth"]["sar_edge"] > 0.3
     assert metrics["opt_v3"]["sar_edge"] > metrics["opt_v1"]["sar_edge"]
+    # GAC score: half SAR-edge agreement, half PSNR / 40 dB; the truth (infinite PSNR) scores 0.5 + half its edges
+    assert metrics["ground_truth"]["gac_score"] == pytest.approx(0.5 + 0.5 * metrics["ground_truth"]["sar_edge"])
+    assert metrics["opt_v3"]["gac_score"] > metrics["opt_v1"]["gac_score"]
+    assert "gac_score" in (out / "report.md").read_text() or "GAC score" in (out / "report.md").read_text()
     assert metrics["split"] == "test" and metrics["tiles"] >= 1
 
 

@@ -162,3 +162,33 @@ def test_real_s2_tile_losses(shared_samples):
     assert sam(0.7 * x, x).item() < 2e-3  # a darker copy has the same spectra
     swapped = x[:, [0, 1, 2, 3, 4, 5, 6, 10, 8, 9, 7, 11]]  # B08 <-> B11
     assert sam(swapped, x).item() > 0.05
+
+
+def test_spectral_coherence_hand_value():
+    from gac.losses import spectral_coherence
+
+    index = {b: i for i, b in enumerate(S2_BANDS)}
+    target = torch.full((1, 12, 2, 2), 0.1)
+    target[:, index["B08"]] = 0.3  # NDVI (0.3 - 0.1) / 0.4 = 0.5, NDWI -0.5
+    pred = target.clone()
+    assert spectral_coherence(pred, target, index).item() == pytest.approx(0.0, abs=2e-3)  # SAM's clamp leaves ~1e-3 rad
+    pred[:, index["B04"]] = 0.3  # NDVI 0, NDWI still -0.5: index error 0.5 on top of the spectral angle
+    angle = math.acos(float((pred[0, :, 0, 0] @ target[0, :, 0, 0]) / (pred[0, :, 0, 0].norm() * target[0, :, 0, 0].norm())))
+    assert spectral_coherence(pred, target, index).item() == pytest.approx(angle + 0.5, abs=2e-3)
+
+
+def test_colour_consistency_hand_value_and_blind_to_position():
+    from gac.losses import colour_consistency
+
+    target = torch.tensor([[[[0.0, 0.2], [0.2, 0.0]]]])  # mean 0.1, std 0.1
+    assert colour_consistency(torch.flip(target, dims=(-1,)), target).item() == pytest.approx(0.0, abs=1e-7)
+    flat = torch.full_like(target, 0.3)  # mean gap 0.2, std gap 0.1
+    assert colour_consistency(flat, target).item() == pytest.approx(0.3, abs=1e-6)
+
+
+def test_weighted_loss_takes_the_new_terms():
+    pred = torch.rand(2, 12, 16, 16, generator=torch.Generator().manual_seed(0))
+    target = torch.rand(2, 12, 16, 16, generator=torch.Generator().manual_seed(1))
+    total, terms = WeightedLoss({"spectral": 0.5, "colour": 2.0}, S2_BANDS)(pred, target)
+    assert set(terms) == {"spectral", "colour"}
+    assert total.item() == pytest.approx(0.5 * terms["spectral"].item() + 2.0 * terms["colour"].item())

@@ -168,3 +168,13 @@ def test_real_s2_tile_blur_and_band_swap(shared_samples):
     swapped = truth.copy()
     swapped[[3, 7]] = truth[[7, 3]]
     assert tile_metrics(swapped, truth)["sam_deg"] > light["sam_deg"]
+
+
+def test_gac_score_hand_values():
+    from gac.metrics import gac_score
+
+    assert gac_score(20.0, 0.4) == pytest.approx(0.5 * 0.4 + 0.5 * 0.5)
+    assert gac_score(math.inf, 0.2) == pytest.approx(0.6)  # identical images: PSNR counts as 40 dB
+    assert gac_score(-3.0, -1.0) == pytest.approx(-0.5)  # PSNR below 0 dB counts as 0
+    assert gac_score(30.0, None) is None
+    assert float(gac_score(torch.tensor(60.0), torch.tensor(0.5))) == pytest.approx(0.75)

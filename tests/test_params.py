@@ -79,3 +79,15 @@ def test_training_stages_list_every_training_key_and_no_inference_key():
     assert "stage1_finetune" in _stage_params("finetune-stage1")
     assert not any(key.startswith("stage3") for key in _stage_params("finetune-stage1"))
     assert "stage1_finetune.enabled" in _stage_params("generate")
+
+
+def test_stage2_monitor_is_checked_with_one_line():
+    from gac.errors import GacError
+    from gac.params import validate_params
+
+    assert validate_params({"stage2": {"monitor": "psnr"}}).stage2.monitor == "psnr"
+    assert validate_params({}).stage2.monitor == "loss"
+    with pytest.raises(GacError, match=r"^params\.yaml: stage2\.monitor: Input should be 'loss', 'psnr', 'l1', 'ms_ssim' or 'sam' \(got 'gac_score'\)$"):
+        validate_params({"stage2": {"monitor": "gac_score"}})
+    with pytest.raises(GacError, match=r"monitor 'sam' is a loss term with weight 0"):
+        validate_params({"stage2": {"monitor": "sam", "loss_sam": 0}})

@@ -109,6 +109,8 @@ def test_training_lowers_the_loss_below_opt_v1(trained):
     identity, _ = WeightedLoss(p.loss_weights(), S2_BANDS)(batch["opt_v1"] / 1e4, target)
     best = trained["record"]["best_val_loss"]
     assert best < 0.97 * identity.item(), (best, identity.item())
+    # stage2.monitor (default loss) chose that checkpoint: lowest validation loss
+    assert trained["record"]["selected_by"] == {"monitor": "val/loss", "mode": "min", "best": best}
 
 
 def test_exports_adapter_head_record_and_live_metrics(trained):

@@ -135,3 +135,60 @@ def test_real_pairs_agree_better_than_mismatched_pairs():
     shuffled = sar_edge_agreement(s2, torch.roll(s1, 1, dims=0))
     assert (matched > shuffled).all(), (matched, shuffled)
     assert float(matched.mean()) > 0.2
+
+
+def _textured(size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left half rough (forest/town: strong texture in both), right half smooth (water), in S1 dB and S2 reflectance."""
+    g = torch.Generator().manual_seed(seed)
+    rough = (torch.arange(size) < size // 2).double().expand(size, size)
+    pattern = torch.rand(size, size, generator=g, dtype=torch.float64)
+    gamma = torch.distributions.Gamma(torch.tensor(4.4), torch.tensor(4.4))
+    speckle = gamma.sample((1, 2, size, size)).double()
+    s1 = 10 * torch.log10(10 ** ((-10.0 + 8.0 * rough * pattern).expand(1, 2, size, size) / 10) * speckle)
+    s2 = (1500 + 1500 * rough * pattern).expand(1, 12, size, size).clone()
+    return s2, s1
+
+
+def test_texture_agreement_follows_the_radars_roughness():
+    from gac.sar_edges import sar_texture_agreement
+
+    torch.manual_seed(0)
+    s2, s1 = _textured()
+    match = float(sar_texture_agreement(s2, s1))
+    mirrored = float(sar_texture_agreement(torch.flip(s2, dims=(-1,)), s1))  # rough where the radar is smooth
+    assert match > 0.5 and mirrored < -0.3
+    assert float(sar_texture_agreement(torch.full_like(s2, 1234.0), s1)) == pytest.approx(0.0, abs=1e-6)
+    assert float(sar_texture_agreement(2 * s2 + 300, s1)) == pytest.approx(match, abs=1e-6)
+
+
+def test_sar_consistency_is_the_mean_of_edge_and_texture_losses_and_has_a_gradient():
+    from gac.sar_edges import sar_consistency_loss, sar_texture_agreement
+
+    s2, s1 = _scene()
+    pred = (s2 + 10 * torch.randn_like(s2, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
+    loss, parts = sar_consistency_loss(pred, s1)
+    expected = 1 - 0.5 * (sar_edge_agreement(pred, s1) + sar_texture_agreement(pred, s1))
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), abs=1e-9)
+    assert set(parts) == {"sar_edge", "sar_texture"}
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+    assert float(sar_consistency_loss(torch.full_like(s2, 1500.0), s1)[0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_agreement_map_is_high_where_the_optical_image_follows_the_radar():
+    from gac.sar_edges import agreement_map
+
+    s2, s1 = _scene()
+    reach = margin()
+    # the optical image misses the river the radar sees: low agreement along the river's edges, high on the field edge
+    # (hand-checked: 0.06 along the river, 0.61 on the field edge, 0.85 along the river for the full image)
+    no_river = s2.clone()
+    no_river[:] = s2[..., :1, :].expand_as(s2)  # every row like the first (field boundary only)
+    weights = agreement_map(no_river, s1)[0, 0]
+    assert weights.shape == (64, 64) and float(weights.max()) <= 1.0
+    assert float(weights[:reach].sum()) == 0.0  # border margin: no weight
+    river_edge = weights[64 // 3 - 1: 64 // 3 + 1, reach:-reach].mean()
+    field_edge = weights[reach: 64 // 3 - 4, 31:33].mean()
+    assert float(river_edge) < 0.2 < 0.5 < float(field_edge)
+    # the image that has the river agrees with the radar along it
+    assert float(agreement_map(s2, s1)[0, 0, 64 // 3 - 1: 64 // 3 + 1, reach:-reach].mean()) > 0.6

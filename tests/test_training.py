@@ -90,3 +90,18 @@ def test_step_plots_count_from_zero_without_a_stray_first_row(tmp_path):
     for tsv in (plots / "train" / "loss.tsv", plots / "lr-SGD.tsv"):
         steps = [int(line.split("\t")[0]) for line in tsv.read_text().splitlines()[1:]]
         assert steps == [0, 1, 2, 3, 4], (tsv.name, steps)
+
+
+@pytest.mark.parametrize("mode, best_epoch", [("max", 1), ("min", 2)])
+def test_best_checkpoint_follows_the_monitor_and_its_direction(tmp_path, mode, best_epoch):
+    scores = [0.5, 0.9, 0.1, 0.6]  # what "val/score" reads after each epoch
+
+    class Scored(type(toy_module())):
+        def validation_step(self, batch, batch_idx):
+            self.log("val/score", torch.tensor(scores[self.current_epoch]))
+
+    train = TrainingParams(batch_size=8, max_epochs=4, accelerator="cpu", early_stopping_patience=5)
+    trainer = build_trainer(train, tmp_path / "ckpt", tmp_path / "live", monitor="val/score", mode=mode)
+    trainer.fit(Scored(), DataLoader(data(16), batch_size=8), DataLoader(data(8), batch_size=8))
+    assert float(trainer.checkpoint_callback.best_model_score) == pytest.approx(scores[best_epoch])
+    assert torch.load(tmp_path / "ckpt" / "best.ckpt", weights_only=False)["epoch"] == best_epoch

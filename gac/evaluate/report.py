@@ -25,7 +25,7 @@ LABELS = {
     "tokenizer_ceiling": "tokenizer ceiling (truth round trip)",
     "ground_truth": "ground truth (reference)",
 }
-COLUMNS = (("psnr", "PSNR dB ↑", 2), ("ssim", "SSIM ↑", 3), ("ms_ssim", "MS-SSIM ↑", 3), ("sam_deg", "SAM ° ↓", 2), ("lpips", "LPIPS ↓", 3), ("sar_edge", "SAR-edge ↑", 3))
+COLUMNS = (("psnr", "PSNR dB ↑", 2), ("ssim", "SSIM ↑", 3), ("ms_ssim", "MS-SSIM ↑", 3), ("sam_deg", "SAM ° ↓", 2), ("lpips", "LPIPS ↓", 3), ("sar_edge", "SAR-edge ↑", 3), ("gac_score", "GAC score ↑", 3))
 LOWER_IS_BETTER = {"sam_deg", "lpips", "rmse"}
 PAIR_LABELS = {
     "v2_vs_v1": "opt_v2 − opt_v1 (stage 2's gain)",
@@ -80,15 +80,16 @@ def significance_sentence(metrics: dict[str, Any]) -> str:
 
 
 def results_table(metrics: dict[str, Any]) -> str:
-    """Markdown: a row per variant (mean [bootstrap interval]) and the ground truth's SAR-edge reference, then the notes."""
+    """Markdown: a row per variant (mean [bootstrap interval]) and the ground truth's SAR-edge and GAC-score reference, then the notes."""
     header = "| variant | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
     for name in [n for n in ORDER if n in metrics]:
         row = metrics[name]
         lines.append(f"| {LABELS[name]} | " + " | ".join(_with_interval(row, key, digits) for key, _, digits in COLUMNS) + " |")
-    reference = metrics.get("ground_truth", {}).get("sar_edge")
-    if reference is not None:
-        lines.append(f"| {LABELS['ground_truth']} | " + " | ".join("" for _ in COLUMNS[:-1]) + f" | {reference:.3f} |")
+    reference = metrics.get("ground_truth", {})
+    if reference.get("sar_edge") is not None:  # the truth's own SAR-edge (and GAC) score: what a prediction is read against
+        cells = [_cell(reference[key], digits, key) if reference.get(key) is not None else "" for key, _, digits in COLUMNS]
+        lines.append(f"| {LABELS['ground_truth']} | " + " | ".join(cells) + " |")
     level = round(100 * float(metrics.get("confidence", 0.95)))
     notes = [f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; mean [{level}% bootstrap interval over tiles, "
              f"{metrics.get('bootstrap_resamples', '?')} resamples]; reflectance /10^4 clipped to [0, 1]."]

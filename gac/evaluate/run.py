@@ -49,7 +49,7 @@ from gac.data.store import S2_BANDS, check_aligned, open_store, partial_path, re
 from gac.errors import GacError
 from gac.export import safe_name, write_cog
 from gac.evaluate.report import results_report
-from gac.metrics import SCALAR_METRICS, LpipsMetric, aggregate, json_safe, sar_edge, tile_metrics
+from gac.metrics import SCALAR_METRICS, LpipsMetric, aggregate, gac_score, json_safe, sar_edge, tile_metrics
 from gac.params import params_hash
 from gac.evaluate.stats import paired_comparisons, with_intervals
 
@@ -61,7 +61,7 @@ GROUND_TRUTH = "ground_truth"
 PROVENANCE_KEYS = ("stage", "model", "backbone", "input", "adapter", "model_dir", "weights", "random_weights", "params_hash", "gac_version")
 # What goes to provenance.json rather than metrics.json, so `dvc metrics show/diff` list numbers only.
 INFO_KEYS = ("random_weight_variants", "split", "missing_variants", "lpips_status", "params_hash", "provenance")
-CSV_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips")
+CSV_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "gac_score")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,12 @@ class EvalPaths:
 
     def variant(self, name: str) -> Path:
         return self.data_dir / f"{name}.zarr"
+
+
+def _truth_reference(truth_edges: list[float]) -> dict[str, float | None]:
+    """The ground truth's own scores: its SAR-edge agreement and the GAC score that gives (its PSNR is infinite, counted as 40 dB)."""
+    edge = float(np.nanmean(truth_edges)) if truth_edges else None
+    return {"sar_edge": edge, "gac_score": gac_score(math.inf, edge)}
 
 
 def _provenance(attrs: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -253,7 +259,7 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
         "tiles": int(len(idx)),
         **{name: with_intervals(aggregate(variant_rows), variant_rows, cfg.bootstrap_resamples, params.seed, cfg.confidence)
            for name, variant_rows in rows.items()},
-        GROUND_TRUTH: {"sar_edge": float(np.nanmean(truth_edges)) if truth_edges else None},
+        GROUND_TRUTH: _truth_reference(truth_edges),
         "paired": paired_comparisons(rows, cfg.bootstrap_resamples, params.seed, cfg.confidence),
         "confidence": cfg.confidence,
         "bootstrap_resamples": cfg.bootstrap_resamples,

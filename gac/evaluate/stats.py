@@ -24,7 +24,7 @@ PAIRS: tuple[tuple[str, str, str], ...] = (
     ("v3_vs_v3_on_v1", "opt_v3", "opt_v3_on_v1"),  # does stage 2 help stage 3 (1+2+3 against 1+3)?
     ("v3_vs_baseline", "opt_v3", "baseline"),  # does the pipeline beat a plain supervised network?
 )
-CI_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips")
+CI_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "gac_score")
 
 
 def finite(values: Iterable[Any]) -> np.ndarray:

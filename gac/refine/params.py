@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from gac.data.store import PRITHVI_BANDS, S2_BANDS
 from gac.schema import Regex, StrictModel, TrainingParams, Weights
@@ -20,6 +20,10 @@ class Stage2InferParams(StrictModel):
 
     batch_size: int = Field(8, ge=1)
     accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+
+# Validation metrics stage 2 can select its checkpoint on, and whether higher ("max") or lower is better.
+STAGE2_MONITORS = {"loss": "min", "psnr": "max", "l1": "min", "ms_ssim": "min", "sam": "min"}
 
 
 class Stage2Params(TrainingParams):
@@ -44,6 +48,7 @@ class Stage2Params(TrainingParams):
     loss_sam: float = Field(0.1, ge=0)
     loss_lpips: float = Field(0.1, ge=0, description="used only where LPIPS's trunk weights are cached (logged otherwise)")
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
+    monitor: Literal[tuple(STAGE2_MONITORS)] = Field("loss", description="validation metric for early stopping and the best checkpoint")
     infer: Stage2InferParams = Stage2InferParams()
 
     @field_validator("bands")
@@ -55,6 +60,13 @@ class Stage2Params(TrainingParams):
         if len(set(value)) != len(value) or not value:
             raise ValueError("give each band once, at least one")
         return tuple(value)
+
+    @model_validator(mode="after")
+    def _monitor_is_logged(self):
+        if self.monitor in ("l1", "ms_ssim", "sam") and getattr(self, f"loss_{self.monitor}") == 0:
+            raise ValueError(f"monitor '{self.monitor}' is a loss term with weight 0, so it is never logged; "
+                             f"give loss_{self.monitor} a weight or monitor loss or psnr")
+        return self
 
     def loss_weights(self) -> dict[str, float]:
         return {"l1": self.loss_l1, "ms_ssim": self.loss_ms_ssim, "sam": self.loss_sam, "lpips": self.loss_lpips}

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from gac.data.store import S2_BANDS
 from gac.errors import GacError
-from gac.refine.params import Stage2Params
+from gac.refine.params import STAGE2_MONITORS, Stage2Params
 from gac.training import ResumeState, build_trainer
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def train_stage2(
     resume = ResumeState(STAGE, training_hash(p, seed, Path(tiles), Path(opt_v1)), Path(checkpoint_root))
     ckpt = resume.prepare()
     trainer = build_trainer(p, resume.dir, Path(live_dir), extra_callbacks=list(extra_callbacks),
+                            monitor=f"val/{p.monitor}", mode=STAGE2_MONITORS[p.monitor],
                             batches_per_epoch=max(1, len(train_ds) // p.batch_size))
     trainer.logger.log_hyperparams(
         {"trainable_parameters": counts["trainable"], "total_parameters": counts["total"], "trainable_share": counts["trainable_share"]}
@@ -104,7 +105,9 @@ def train_stage2(
         **{k: info[k] for k in ("weights", "random_weights", "backbone_fingerprint", "quantized_linears", "lora_modules")},
         "parameters": counts,
         "losses": loss.describe(),
-        "best_val_loss": float(best_score) if best_score is not None else None,
+        "best_val_loss": float(best_score) if best_score is not None and p.monitor == "loss" else None,
+        "selected_by": {"monitor": f"val/{p.monitor}", "mode": STAGE2_MONITORS[p.monitor],
+                        "best": float(best_score) if best_score is not None else None},
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "resumed_from": str(ckpt) if ckpt else None,
