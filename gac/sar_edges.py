@@ -248,6 +248,21 @@ def agreement_map(optical: torch.Tensor, s1_db: torch.Tensor, window: int = DEFA
         return local.clamp(0.0, 1.0) * weights
 
 
+def identity_loss(optical: torch.Tensor, reference: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Stage 3's identity term: L1 (reflectance 0-1, mean over bands) to `reference`, each pixel weighted by `weights`.
+
+    `weights` is `agreement_map(reference, s1_db)`: where the input optical
+    image (opt_v2) already agrees with the radar, the output should keep it;
+    where it does not, the term leaves the output free to move. Averaged over
+    all pixels, so it is 0 where nothing agrees and an L1 where everything
+    does. Both images in reflectance x 10^4; NaN in `reference` adds nothing.
+    """
+    from gac.losses import fill_missing
+
+    gap = (optical - fill_missing(optical, reference)).abs() / 1e4
+    return (weights * gap.mean(dim=1, keepdim=True)).mean()
+
+
 def sar_consistency_loss(optical: torch.Tensor, s1_db: torch.Tensor, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stage 3's SAR term: mean of (1 - edge agreement) and (1 - texture agreement) over the batch, and both scores.
 

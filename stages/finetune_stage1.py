@@ -37,4 +37,4 @@ def main(
 
     record = run_training(stage1_finetune_job(p), p, tiles, out, live, checkpoints)
     counts = record["parameters"]
-    typer.echo(f"{out}: stage-1 adapter, {counts['trainable']} trainable parameters, best val loss {record['best_val_loss']}")
+    typer.echo(f"{out}: stage-1 adapter, {counts['trainable']} trainable parameters, best {record['selected_by']['monitor']} {record['selected_by']['best']}")

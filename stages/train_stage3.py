@@ -33,5 +33,5 @@ def main(
     counts = record["parameters"]
     typer.echo(
         f"{out}: {job.stage} adapter, {counts['trainable']} trainable parameters ({100 * counts['trainable_share']:.4f}%), "
-        f"best val loss {record['best_val_loss']}, weights {record['weights']}"
+        f"best {record['selected_by']['monitor']} {record['selected_by']['best']}, weights {record['weights']}"
     )

@@ -91,3 +91,25 @@ def test_stage2_monitor_is_checked_with_one_line():
         validate_params({"stage2": {"monitor": "gac_score"}})
     with pytest.raises(GacError, match=r"monitor 'sam' is a loss term with weight 0"):
         validate_params({"stage2": {"monitor": "sam", "loss_sam": 0}})
+
+
+def test_tuning_monitors_are_checked_with_one_line():
+    from gac.errors import GacError
+    from gac.params import validate_params
+
+    p = validate_params({})
+    assert (p.stage3.monitor, p.stage1_finetune.monitor) == ("gac_score", "loss")
+    assert validate_params({"stage3": {"monitor": "sar_edge"}}).stage3.monitor == "sar_edge"
+    with pytest.raises(GacError, match=r"^params\.yaml: stage3\.monitor: Input should be 'gac_score', 'loss', 'ce', 'psnr', 'sar_edge' or 'sam_deg' \(got 'l1'\)$"):
+        validate_params({"stage3": {"monitor": "l1"}})
+
+
+def test_stage3_plots_show_the_sar_term_and_the_validation_gac_score():
+    """The files the top-level plots name are the ones train-stage3's DVCLive directory holds (tests/test_ground.py checks them)."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    live = dvc["stages"]["train-stage3"]["plots"][0]
+    root = next(iter(live))
+    named = {path: column for plot in dvc["plots"] if isinstance(plot, dict) for spec in plot.values()
+             for path, column in (spec.get("y") or {}).items() if path.startswith(root)}
+    assert named == {f"{root}/train/sar_step.tsv": "sar_step", f"{root}/val/gac_score.tsv": "gac_score",
+                     f"{root}/val/sar_edge.tsv": "sar_edge", f"{root}/val/psnr.tsv": "psnr"}

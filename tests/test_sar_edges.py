@@ -192,3 +192,29 @@ def test_agreement_map_is_high_where_the_optical_image_follows_the_radar():
     assert float(river_edge) < 0.2 < 0.5 < float(field_edge)
     # the image that has the river agrees with the radar along it
     assert float(agreement_map(s2, s1)[0, 0, 64 // 3 - 1: 64 // 3 + 1, reach:-reach].mean()) > 0.6
+
+
+def test_identity_loss_keeps_the_input_where_it_agrees_with_the_radar():
+    from gac.sar_edges import agreement_map, identity_loss
+
+    s2, s1 = _scene()
+    pred = (s2 + 500.0).requires_grad_(True)  # 0.05 reflectance off the reference everywhere
+    ones, zeros = torch.ones(1, 1, 64, 64, dtype=s2.dtype), torch.zeros(1, 1, 64, 64, dtype=s2.dtype)
+    assert float(identity_loss(pred, s2, ones).detach()) == pytest.approx(0.05)  # full agreement: a plain L1 in reflectance
+    assert float(identity_loss(pred, s2, zeros).detach()) == 0.0  # no agreement: free to move
+    half = ones.clone()
+    half[..., 32:] = 0
+    assert float(identity_loss(pred, s2, half).detach()) == pytest.approx(0.025)  # averaged over every pixel
+    # with the agreement map: only the pixels the radar confirms pull the prediction back
+    weights = agreement_map(s2, s1)
+    loss = identity_loss(pred, s2, weights)
+    loss.backward()
+    assert 0 < float(loss.detach()) < 0.05
+    pulled = pred.grad.abs().sum(1)[0]
+    assert torch.equal(pulled > 0, weights[0, 0] > 0)
+    # no data in the reference: no error and no gradient there, and nothing NaN
+    pred.grad = None
+    holed = s2.clone()
+    holed[..., 40, 40] = float("nan")
+    identity_loss(pred, holed, ones).backward()
+    assert torch.isfinite(pred.grad).all() and float(pred.grad[..., 40, 40].abs().sum()) == 0.0

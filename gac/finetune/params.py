@@ -2,29 +2,25 @@
 
 Which generator is tuned (model, weights, S1 input) is stage 1's (`stage1`);
 this section says whether it is tuned and how: LoRA, loss, training knobs.
+Its loss defaults are the original project's for this job (L1 1, MS-SSIM
+0.5, LPIPS 0.1, colour consistency 0.5, beside the token cross-entropy); it
+has no `identity` term, since stage 1 takes S1 alone.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
-from gac.schema import Regex, TrainingParams
-from gac.tuning.lora import TERRAMIND_LORA_TARGETS
-from gac.tuning.params import PixelTerms
+from gac.tuning.params import TUNING_MONITORS, Stage1FinetuneLoss, TuningParams
 
 
-class Stage1FinetuneParams(TrainingParams):
+class Stage1FinetuneParams(TuningParams):
     enabled: bool = Field(False, description="fine-tune stage 1's generator before `gac generate` uses it")
     max_epochs: int = Field(3, ge=1)
-    lr: float = Field(5e-4, gt=0)
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: float = Field(16, gt=0)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: Regex = Field(TERRAMIND_LORA_TARGETS, description="regex (full match) over TerraMind module names that get LoRA")
-    pixel_weight: float = Field(0.0, ge=0, description="weight of the differentiable pixel loss next to the cross-entropy; 0 = cross-entropy only")
-    pixel_terms: PixelTerms = Field(default_factory=lambda: {"l1": 1.0, "ms_ssim": 0.5}, description="pixel loss term weights (gac.losses)")
-    sar_weight: float = Field(0.0, ge=0, description="SAR-consistency term (gac.sar_edges) inside the pixel loss")
-    soft_temperature: float = Field(1.0, gt=0, description="softmax temperature of the soft FSQ codes in the pixel path")
+    loss: Stage1FinetuneLoss = Field(Stage1FinetuneLoss(), description="the training objective's term weights and pixel-path settings (gac.tuning.objective)")
+    monitor: Literal[tuple(TUNING_MONITORS)] = Field("loss", description="validation number for early stopping and the best checkpoint")
 
     def training_dict(self) -> dict:
         """The keys that shape the fine-tuned adapter (all but `enabled`)."""

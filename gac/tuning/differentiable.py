@@ -109,7 +109,33 @@ def decode_x0(model, codes: torch.Tensor, generator: torch.Generator | None = No
     return unet(noise, timestep, codes)[:, :, : h * PATCH, : w * PATCH]
 
 
-def soft_decode(model, logits: torch.Tensor, size: tuple[int, int], temperature: float = 1.0, generator=None) -> torch.Tensor:
-    """Logits (B, N, V) -> standardised S2L2A (B, 12, H, W), differentiable with respect to the logits."""
+def random_window(size: tuple[int, int], crop: int, generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
+    """(top, left, height, width) in px of a random `crop` px window on the 16 px token grid; the whole image if it is no larger.
+
+    Aligned to tokens so the window's soft codes are exactly the tokens that
+    cover it: decoding them costs what a `crop` px tile costs, whatever the tile.
+    """
+    height, width = size
+    if not crop or (crop >= height and crop >= width):
+        return 0, 0, height, width
+    ch, cw = min(crop, height), min(crop, width)
+    top = int(torch.randint(0, (height - ch) // PATCH + 1, (1,), generator=generator)) * PATCH
+    left = int(torch.randint(0, (width - cw) // PATCH + 1, (1,), generator=generator)) * PATCH
+    return top, left, ch, cw
+
+
+def soft_decode(model, logits: torch.Tensor, size: tuple[int, int], temperature: float = 1.0, generator=None,
+                window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """Logits (B, N, V) -> standardised S2L2A (B, 12, H, W), differentiable with respect to the logits.
+
+    With `window` (top, left, height, width in px, multiples of 16) only the
+    tokens under it are decoded: (B, 12, height, width). The UNet sees the
+    window alone, so its border pixels lack the context of the neighbouring
+    tokens a whole-tile decode would give them.
+    """
     grid = (size[0] // PATCH, size[1] // PATCH)
+    if window is not None and tuple(window[2:]) != tuple(size):
+        top, left, height, width = (v // PATCH for v in window)
+        rows = logits.reshape(logits.shape[0], *grid, logits.shape[-1])[:, top : top + height, left : left + width]
+        logits, grid = rows.reshape(logits.shape[0], -1, logits.shape[-1]), (height, width)
     return decode_x0(model, soft_codes(model, logits, grid, temperature), generator)

@@ -33,6 +33,7 @@ from gac.errors import GacError
 log = logging.getLogger(__name__)
 
 OPTICAL_KEY = "opt"
+EVERY_STEP = ("ce", "token_acc", "loss")  # logged on every training batch; the pixel-path terms only where it ran
 
 
 @dataclass(frozen=True)
@@ -76,18 +77,22 @@ def _lightning_module():
             D.s2_tokenizer(self.bare).eval()  # frozen: no dropout, no EMA/codebook updates
             return self
 
-        def _step(self, batch, prefix: str):
-            loss, logs = self.objective(self.bare, batch)
+        def training_step(self, batch, batch_idx):
+            loss, logs = self.objective(self.bare, batch, batch_idx)
             size = batch["s1"].shape[0]
-            self.log_dict({f"{prefix}/{k}": v for k, v in logs.items()}, batch_size=size, prog_bar=False,
-                          on_step=prefix == "train", on_epoch=True, sync_dist=prefix == "val")
+            every = {k: logs.pop(k) for k in EVERY_STEP}
+            self.log_dict({f"train/{k}": v for k, v in every.items()}, batch_size=size, on_step=True, on_epoch=True)
+            if logs:  # pixel-path terms: this batch ran the pixel path (every `loss.pixel_every`-th)
+                # Lightning would repeat their last value on the batches that skip it; the step plot gets real rows only
+                self.log_dict({f"train/{k}_epoch": v for k, v in logs.items()}, batch_size=size, on_step=False, on_epoch=True)
+                if self.logger is not None:
+                    self.logger.log_metrics({f"train/{k}_step": float(v) for k, v in logs.items()}, step=self.global_step)
             return loss
 
-        def training_step(self, batch, batch_idx):
-            return self._step(batch, "train")
-
         def validation_step(self, batch, batch_idx):
-            return self._step(batch, "val")
+            logs = self.objective.validate(self.bare, batch)
+            self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=batch["s1"].shape[0], on_step=False, on_epoch=True,
+                          sync_dist=True)
 
         def on_after_backward(self):
             grads = [p.grad.detach().float().norm() for p in self.parameters() if p.requires_grad and p.grad is not None]
@@ -165,6 +170,10 @@ def data_fingerprint(*stores: Path | None) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
+def _finite(score) -> float | None:
+    return float(score) if score is not None and math.isfinite(float(score)) else None
+
+
 def _tile_size(tiles: Path) -> int:
     from gac.data.store import open_store
 
@@ -187,20 +196,21 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
     from gac.data.store import partial_path, replace_dir
     from gac.tuning.lora import save_adapter
     from gac.tuning.objective import GroundingObjective
+    from gac.tuning.params import TUNING_MONITORS
     from gac.params import json_digest
     from gac.training import ResumeState, build_trainer
 
     pl.seed_everything(params.seed, workers=True)
     net, counts = build_grounding_model(job, train, _tile_size(tiles), params.seed, f"{job.stage}.lora_targets")
-    objective = GroundingObjective(job.s1_input, OPTICAL_KEY if job.optical is not None else None, train.pixel_weight,
-                                   train.pixel_terms, train.sar_weight, train.soft_temperature)
+    objective = GroundingObjective(job.s1_input, OPTICAL_KEY if job.optical is not None else None, train.loss)
     module = _lightning_module()(net, objective, train)
 
     run_hash = (f"{json_digest({'seed': params.seed, job.stage: train.training_dict()})}-{job.model}-{job.weights}-{job.s1_input}-"
                 f"{data_fingerprint(tiles, job.optical)}")
     resume = ResumeState(job.stage, run_hash, Path(checkpoint_root))
     ckpt = resume.prepare()
-    trainer = build_trainer(train, resume.dir, live_dir, batches_per_epoch=max(1, len(train_ds) // train.batch_size))
+    trainer = build_trainer(train, resume.dir, live_dir, monitor=f"val/{train.monitor}", mode=TUNING_MONITORS[train.monitor],
+                            batches_per_epoch=max(1, len(train_ds) // train.batch_size))
     loader = dict(batch_size=train.batch_size, num_workers=train.num_workers, persistent_workers=train.num_workers > 0)
     with warnings.catch_warnings():  # the frozen tokenizer is kept in eval mode on purpose (GroundingModule.train)
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -223,9 +233,9 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
         **net.get_base_model().gac_weights.provenance(),
         "lora": {"targets": train.lora_targets, "rank": train.lora_rank, "alpha": train.lora_alpha, "dropout": train.lora_dropout},
         "parameters": counts,
-        "loss": {"pixel_weight": train.pixel_weight, "pixel_terms": dict(train.pixel_terms), "sar_weight": train.sar_weight,
-                 "pixel_loss": objective.pixel.describe() if objective.pixel is not None else None},
-        "best_val_loss": float(best_score) if best_score is not None and math.isfinite(float(best_score)) else None,
+        "loss": objective.describe(),
+        "selected_by": {"monitor": f"val/{train.monitor}", "mode": TUNING_MONITORS[train.monitor], "best": _finite(best_score)},
+        "best_val_loss": _finite(best_score) if train.monitor == "loss" else None,
         "global_steps": int(trainer.global_step),
         "params_hash": run_hash,
         "tile_size": _tile_size(tiles),
