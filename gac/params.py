@@ -27,6 +27,7 @@ from gac.finetune.params import Stage1FinetuneParams
 from gac.generate.params import Stage1Params
 from gac.ground.params import Stage3Params
 from gac.refine.params import Stage2Params
+from gac.translate.params import TranslateParams
 # The shared building blocks live in gac.schema (the stage schemas import them from there, so nothing
 # imports back into this module); re-exported for callers that import them from here.
 from gac.schema import Regex, StrictModel, TerraMindGenerator, TrainingParams, Weights, check_regex, check_weights_source  # noqa: F401
@@ -65,7 +66,7 @@ class TileParams(StrictModel):
 
 def _stage_schemas() -> dict[str, type[StrictModel]]:
     return {"stage1": Stage1Params, "stage1_finetune": Stage1FinetuneParams, "stage2": Stage2Params, "stage3": Stage3Params,
-            "baseline": BaselineParams, "evaluate": EvaluateParams}
+            "baseline": BaselineParams, "evaluate": EvaluateParams, "translate": TranslateParams}
 
 
 def _build_root() -> type[StrictModel]:

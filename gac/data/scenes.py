@@ -90,7 +90,8 @@ def _read(dataset, path: Path) -> np.ndarray:
     return np.ma.filled(data, np.nan)
 
 
-def _month(*datasets) -> int:
+def acquisition_month(*datasets) -> int:
+    """The month (1-12) of the first date found in the datasets' tags; 0 when none says (the 'unknown month' encoding)."""
     for dataset in datasets:
         tags = dataset.tags()
         for key in _DATE_TAGS:
@@ -139,7 +140,7 @@ def read_pair(pair: ScenePair, reproject: bool) -> Scene:
                 raise GacError(f"{path}: has no CRS; write the GeoTIFF with its projection (e.g. its UTM EPSG code)")
         s2_data = _read(s2, pair.s2)
         s1_data = _s1_on_s2_grid(s1, s2, pair.s1, reproject)
-        month = _month(s2, s1)
+        month = acquisition_month(s2, s1)
         crs = s2.crs.to_string()
         transform = tuple(s2.transform)[:6]
     for data, path in ((s1_data, pair.s1), (s2_data, pair.s2)):
