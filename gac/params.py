@@ -44,6 +44,10 @@ class DataParams(StrictModel):
     max_tiles: int | None = Field(
         None, ge=3, description="keep at most this many tiles, a fixed subset drawn per split (quick runs); null = all"
     )
+    s2_offset: int = Field(
+        0, ge=0, description="subtracted from every S2 L2A DN before use: 1000 for products of processing baseline 04.00+ "
+        "(January 2022 on) that still carry BOA_ADD_OFFSET; 0 for TerraMesh / harmonised data and the demo",
+    )
 
 
 class TileParams(StrictModel):

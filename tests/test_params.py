@@ -91,3 +91,16 @@ def test_stage2_monitor_is_checked_with_one_line():
         validate_params({"stage2": {"monitor": "gac_score"}})
     with pytest.raises(GacError, match=r"monitor 'sam' is a loss term with weight 0"):
         validate_params({"stage2": {"monitor": "sam", "loss_sam": 0}})
+
+
+def test_data_keys_reach_the_stages_that_read_them():
+    """synth checks pairs with every data key but max_tiles (its manifest hash covers the same); tile reads max_tiles and s2_offset."""
+    from gac.params import DataParams
+
+    synth = {key.split(".", 1)[1] for key in _stage_params("synth") if key.startswith("data.")}
+    assert synth == set(DataParams.model_fields) - {"max_tiles"}
+    assert {"data.max_tiles", "data.s2_offset"} <= _stage_params("tile")
+    params = load_params(REPO / "params.yaml")
+    assert params.data.s2_offset == 0
+    with pytest.raises(GacError, match=r"^params\.yaml: data\.s2_offset: Input should be greater than or equal to 0 \(got -1000\)$"):
+        validate_params({"data": {"s2_offset": -1000}})
