@@ -62,14 +62,15 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return sample[np.isfinite(sample)]
 
 
-def read_values(dataset, out_shape: tuple[int, int, int] | None = None) -> np.ndarray:
-    """All bands as float32 with NaN where the file says nodata; a corrupt file is a GacError naming it."""
+def read_values(dataset, out_shape: tuple[int, int, int] | None = None, window=None) -> np.ndarray:
+    """All bands (of `window`, a rasterio Window; default the whole raster) as float32 with NaN where the file says nodata;
+    a corrupt file is a GacError naming it."""
     from rasterio.enums import Resampling
     from rasterio.errors import RasterioError
 
     try:
         # nearest: a decimated read keeps the file's own values and never blends nodata into data
-        data = dataset.read(masked=True, out_shape=out_shape, resampling=Resampling.nearest).astype(np.float32)
+        data = dataset.read(masked=True, window=window, out_shape=out_shape, resampling=Resampling.nearest).astype(np.float32)
     except RasterioError:
         raise GacError(f"{dataset.name}: truncated or corrupt GeoTIFF (reading its pixels failed); copy or export the file again") from None
     return np.ma.filled(data, np.nan)

@@ -73,7 +73,8 @@ def find_pairs(root: Path) -> list[ScenePair]:
     return [ScenePair(stem, s1_files[stem], s2_files[stem], s1_dir.name) for stem in sorted(s1_files)]
 
 
-def _open(path: Path):
+def open_raster(path: Path):
+    """rasterio.open, with an unreadable file as a one-line GacError naming it."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
@@ -134,7 +135,7 @@ def read_pair(pair: ScenePair, reproject: bool, s2_offset: int = 0) -> Scene:
     already linear into nonsense instead of an error. `s2_offset`
     (`data.s2_offset`) is subtracted from S2 after its check.
     """
-    with _open(pair.s1) as s1, _open(pair.s2) as s2:
+    with open_raster(pair.s1) as s1, open_raster(pair.s2) as s2:
         check_s1_band_count(s1.count, pair.s1)
         _check_bands(s2, pair.s2, S2_BANDS, "Sentinel-2 L2A")
         for dataset, path in ((s1, pair.s1), (s2, pair.s2)):

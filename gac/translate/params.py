@@ -25,7 +25,7 @@ class TranslateParams(StrictModel):
     tile_size: int | None = Field(None, ge=16, description="model tile side in px, a multiple of 16; null = tile.size (what the models were trained on)")
     overlap: int = Field(16, ge=0, description="px shared by neighbouring tiles, blended across")
     blend: Literal["cosine", "linear"] = Field("cosine", description="weight ramp across an overlap")
-    block_size: int = Field(1024, ge=64, description="output px per side processed (and held in memory) at once; peak memory follows it, not the scene")
+    block_size: int = Field(1024, ge=16, description="output px per side processed (and held in memory) at once; peak memory follows it, not the scene")
     batch_size: int = Field(4, ge=1)
     device: DeviceChoice = Field("auto", description="auto: CUDA when present (one GPU per torchrun rank), else CPU")
     precision: Precision = Field("bf16", description="autocast dtype on CUDA; CPU always runs float32")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -353,8 +352,6 @@ def _reads(params, tile_size: int) -> dict[str, Any]:
 
 def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> list[dict[str, Any]]:
     """Translate S1 scenes into `out_dir`; every input is checked before any model is built or file written."""
-    from gac.generate.run import Ranks
-
     t = params.translate
     out_dir = Path(out_dir)
     tile_size = t.tile_size or params.tile.size

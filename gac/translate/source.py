@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gac.data.sanity import check_s1_band_count, check_s1_db, check_s2_scaled, sample_values
-from gac.data.scenes import acquisition_month
+from gac.data.sanity import check_s1_band_count, check_s1_db, check_s2_scaled, read_values, remove_s2_offset, sample_values
+from gac.data.scenes import acquisition_month, open_raster
 from gac.data.store import S2_BANDS
 from gac.errors import GacError
 
@@ -54,26 +54,6 @@ def find_s1_inputs(inputs: list[Path]) -> list[Path]:
     if not found:
         raise GacError("no input scenes: pass S1 GeoTIFFs on the command line or list them in translate.scenes")
     return found
-
-
-def _open(path: Path):
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    try:
-        return rasterio.open(path)
-    except RasterioIOError:
-        raise GacError(f"{path}: unreadable or not a GeoTIFF; copy or export the file again") from None
-
-
-def _read_masked(dataset, path: Path, window=None, out_shape=None) -> np.ndarray:
-    from rasterio.errors import RasterioError
-
-    try:
-        data = dataset.read(window=window, out_shape=out_shape, masked=True)
-    except RasterioError:
-        raise GacError(f"{path}: truncated or corrupt GeoTIFF (reading its pixels failed); copy or export the file again") from None
-    return np.ma.filled(data.astype(np.float32), np.nan)
 
 
 def is_10m_grid(crs, transform) -> bool:
@@ -140,7 +120,7 @@ class S1Scene:
         if self.reprojected:
             part = self._read_reprojected(r0, c0, r1 - r0, c1 - c0)
         else:
-            part = _read_masked(self._dataset, self.path, window=Window(c0, r0, c1 - c0, r1 - r0))
+            part = read_values(self._dataset, window=Window(c0, r0, c1 - c0, r1 - r0))
         out[:, r0 - row : r1 - row, c0 - col : c1 - col] = part
         return out
 
@@ -162,7 +142,7 @@ class S1Scene:
         if r1 <= r0 or c1 <= c0:
             return out
         window = Window(c0, r0, c1 - c0, r1 - r0)
-        source = _read_masked(self._dataset, self.path, window=window)
+        source = read_values(self._dataset, window=window)
         linear = np.where(np.isnan(source), np.nan, 10.0 ** (source / 10.0)).astype(np.float32)
         reproject(linear, out, src_transform=self._dataset.window_transform(window), src_crs=self.src_crs, dst_transform=dst_transform,
                   dst_crs=self.crs, src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
@@ -188,7 +168,7 @@ def _target_grid(dataset, path: Path):
 def open_s1(path: Path, reproject: bool, date_override: int | None = None) -> S1Scene:
     """Open and check an S1 scene (bands, CRS, grid, values); everything a user can get wrong fails here in one line."""
     path = Path(path)
-    dataset = _open(path)
+    dataset = open_raster(path)
     try:
         check_s1_band_count(dataset.count, path)
         if dataset.crs is None:
@@ -252,12 +232,12 @@ class GapFill:
         r1, c1 = min(row + height, self._s2.height), min(col + width, self._s2.width)
         if r1 > r0 and c1 > c0:
             window = Window(c0, r0, c1 - c0, r1 - r0)
-            values = _read_masked(self._s2, self.s2_path, window=window)
+            values = read_values(self._s2, window=window)
             values[values == 0] = np.nan  # L2A nodata
             if self.s2_offset:
                 values = values - np.float32(self.s2_offset)
             s2[:, r0 - row : r1 - row, c0 - col : c1 - col] = values
-            classes = _read_masked(self._mask, self.mask_path, window=window)[0]
+            classes = read_values(self._mask, window=window)[0]
             cloud = classes == 1 if self.binary else np.isin(classes, self.cloud_classes)
             mask[r0 - row : r1 - row, c0 - col : c1 - col] = cloud
         return s2, mask
@@ -271,10 +251,8 @@ def _same_grid(dataset, scene: S1Scene) -> bool:
 
 def open_gap_fill(s2_path: Path, mask_path: Path, scene: S1Scene, s2_offset: int, cloud_classes, feather: int) -> GapFill:
     """Open and check the gap-filling inputs against the S1 output grid."""
-    from gac.data.sanity import remove_s2_offset
-
     s2_path, mask_path = Path(s2_path), Path(mask_path)
-    s2 = _open(s2_path)
+    s2 = open_raster(s2_path)
     mask = None
     try:
         if s2.count != len(S2_BANDS):
@@ -287,7 +265,7 @@ def open_gap_fill(s2_path: Path, mask_path: Path, scene: S1Scene, s2_offset: int
         sample[sample == 0] = np.nan
         check_s2_scaled(sample, s2_path)
         remove_s2_offset(sample, s2_offset, s2_path)  # refuses an offset the scene does not carry
-        mask = _open(mask_path)
+        mask = open_raster(mask_path)
         if mask.count != 1:
             raise GacError(f"{mask_path}: {mask.count} bands; --cloud-mask takes one band (an SCL layer or a 0/1 mask)")
         if not _same_grid(mask, scene):
