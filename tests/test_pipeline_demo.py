@@ -119,7 +119,7 @@ def test_translate_stage_writes_the_demo_scene_and_its_params_rerun_it_alone(com
     with rasterio.open(project / "data" / "scenes" / "S1RTC" / "demo_00.tif") as s1, rasterio.open(project / "data" / "translate" / "demo_00.tif") as out:
         assert (out.crs, out.transform, out.width, out.height) == (s1.crs, s1.transform, s1.width, s1.height)
         assert out.count == 12 and out.tags()["RANDOM_WEIGHTS"] == "true" and out.tags()["STAGES"] == "stage1 stage2 stage3"
-        assert out.read(masks=True).any()
+        assert (out.read() > 0).any()
     assert (project / "data" / "translate" / "demo_00.png").is_file()
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["translate"]["overlap"] = 4
