@@ -9,8 +9,17 @@ from tests.conftest import REPO, run_gac
 def test_project_params_file_is_valid_and_complete():
     params = load_params(REPO / "params.yaml")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert set(raw) <= {"seed", "deterministic", "data", "tile", "stage1", "stage1_finetune", "stage2", "stage3", "baseline", "evaluate"}
+    assert set(raw) <= {"seed", "deterministic", "data", "tile", "stage1", "stage1_finetune", "stage2", "stage3", "baseline", "evaluate", "translate"}
     assert params.tile.size % 16 == 0
+
+
+def test_translate_params_refuse_what_cannot_tile():
+    with pytest.raises(GacError, match=r"translate\.tile_size: .*not a multiple of 16.*try 48"):
+        validate_params({"translate": {"tile_size": 50}})
+    with pytest.raises(GacError, match="overlap 40 is more than half of tile_size 64"):
+        validate_params({"translate": {"tile_size": 64, "overlap": 40}})
+    with pytest.raises(GacError, match=r"translate\.until"):
+        validate_params({"translate": {"until": "v4"}})
 
 
 def test_misspelled_key_names_key_suggestion_and_allowed_keys():
