@@ -56,23 +56,30 @@ def _mismatch(path: Path, what: str, trained: Any, key: str, now: Any, stage: st
     return GacError(f"{path}: trained for {what} {trained} but {key} is {now}; set {key}: {trained} or re-train it (dvc repro {stage})")
 
 
+def _terramind_adapter(root: Path, missing: str, stage: str, option: str, key: str, model: str) -> dict[str, Any]:
+    """The record beside a TerraMind LoRA adapter (peft files present), trained for `model`."""
+    from gac.tuning.lora import ADAPTER_DIR, ADAPTER_JSON
+
+    if not (root / ADAPTER_JSON).is_file() or not (root / ADAPTER_DIR / "adapter_config.json").is_file():
+        raise GacError(f"{root}: {missing}; run `dvc repro {stage}` (or pass {option} DIR)")
+    record = json.loads((root / ADAPTER_JSON).read_text())
+    if record.get("model") != model:
+        raise _mismatch(root, "TerraMind", record.get("model"), key, model, stage)
+    return record
+
+
 def check_artifacts(params, until: str, artifacts: Artifacts) -> dict[str, dict[str, Any]]:
     """The records of the models `until` needs, checked against params; {stage: record + digest}. No torch."""
     from gac.baseline.saved import read_record as read_baseline
     from gac.refine.build import read_record as read_stage2
     from gac.terramind import TARGET
-    from gac.tuning.lora import ADAPTER_DIR, ADAPTER_JSON
 
     found: dict[str, dict[str, Any]] = {}
     stages = STAGES[until]
     if "stage1" in stages and params.stage1_finetune.enabled:
         root = artifacts.stage1_finetune
-        if not (root / ADAPTER_JSON).is_file() or not (root / ADAPTER_DIR).is_dir():
-            raise GacError(f"{root}: stage1_finetune.enabled is true but no fine-tuned stage-1 adapter is there; "
-                           "run `dvc repro finetune-stage1` (or pass --stage1-finetune DIR)")
-        record = json.loads((root / ADAPTER_JSON).read_text())
-        if record.get("model") != params.stage1.model:
-            raise _mismatch(root, "TerraMind", record.get("model"), "stage1.model", params.stage1.model, "finetune-stage1")
+        missing = "stage1_finetune.enabled is true but no fine-tuned stage-1 adapter is there"
+        record = _terramind_adapter(root, missing, "finetune-stage1", "--stage1-finetune", "stage1.model", params.stage1.model)
         found["stage1_finetune"] = {**record, "digest": dir_digest(root)}
     if "stage2" in stages:
         root = artifacts.stage2
@@ -88,11 +95,7 @@ def check_artifacts(params, until: str, artifacts: Artifacts) -> dict[str, dict[
         found["stage2"] = {**record, "digest": dir_digest(root)}
     if "stage3" in stages:
         root = artifacts.stage3
-        if not (root / ADAPTER_JSON).is_file() or not (root / ADAPTER_DIR / "adapter_config.json").is_file():
-            raise GacError(f"{root}: no trained stage-3 adapter; run `dvc repro train-stage3` (or pass --stage3 DIR)")
-        record = json.loads((root / ADAPTER_JSON).read_text())
-        if record.get("model") != params.stage3.model:
-            raise _mismatch(root, "TerraMind", record.get("model"), "stage3.model", params.stage3.model, "train-stage3")
+        record = _terramind_adapter(root, "no trained stage-3 adapter", "train-stage3", "--stage3", "stage3.model", params.stage3.model)
         inputs = [params.stage1.input, TARGET]
         if record.get("inputs") != inputs:
             raise _mismatch(root, "inputs", record.get("inputs"), "stage1.input", params.stage1.input, "train-stage3")

@@ -13,13 +13,16 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gac.device import DeviceChoice, Precision
-from gac.schema import StrictModel
+from gac.schema import SamplingParams
 
 Until = Literal["v1", "v2", "v3", "baseline"]
 SCL_CLOUD_CLASSES = (3, 8, 9, 10)  # Sentinel-2 scene classification: cloud shadow, cloud medium / high probability, thin cirrus
 
 
-class TranslateParams(StrictModel):
+class TranslateParams(SamplingParams):
+    """The sampling keys (timesteps, decoding_steps, temperature, top_p, top_k) come from SamplingParams;
+    temperature 0 also means no spread between uncertainty samples."""
+
     scenes: list[str] = Field(default_factory=list, description="S1 GeoTIFFs (or directories of them) the DVC stage translates")
     until: Until = Field("v3", description="last stage run: v1 (stage 1), v2 (+ refiner), v3 (+ grounding, the full pipeline), or baseline (the supervised U-Net alone)")
     tile_size: int | None = Field(None, ge=16, description="model tile side in px, a multiple of 16; null = tile.size (what the models were trained on)")
@@ -29,11 +32,6 @@ class TranslateParams(StrictModel):
     batch_size: int = Field(4, ge=1)
     device: DeviceChoice = Field("auto", description="auto: CUDA when present (one GPU per torchrun rank), else CPU")
     precision: Precision = Field("bf16", description="autocast dtype on CUDA; CPU always runs float32")
-    timesteps: int = Field(2, ge=1, le=1000, description="diffusion (DDIM) steps of the S2L2A tokenizer's decoder")
-    decoding_steps: int = Field(1, ge=1, description="iterative (MaskGIT-style) token decoding steps")
-    temperature: float = Field(1.0, ge=0, description="token sampling temperature; 0 = most likely token (and no spread between samples)")
-    top_p: float = Field(0.8, gt=0, le=1)
-    top_k: int = Field(0, ge=0, description="0 = no top-k filter")
     uncertainty: int = Field(1, ge=1, description="token-sampling runs per tile; >= 2 writes <stem>_uncertainty.tif (per-band std)")
     reproject: bool = Field(False, description="an S1 scene not on a 10 m grid is reprojected to 10 m in its own UTM zone (else: an error)")
     cloud_classes: list[int] = Field(list(SCL_CLOUD_CLASSES), description="SCL classes gap-filling replaces (a 0/1 mask: 1 is replaced)")
@@ -51,7 +49,3 @@ class TranslateParams(StrictModel):
         if self.tile_size is not None and self.overlap * 2 > self.tile_size:
             raise ValueError(f"overlap {self.overlap} is more than half of tile_size {self.tile_size}; use at most {self.tile_size // 2}")
         return self
-
-    def sampling(self) -> dict:
-        """The keys of gac.terramind.Decoding this section sets."""
-        return {k: getattr(self, k) for k in ("decoding_steps", "temperature", "top_p", "top_k", "timesteps")}
