@@ -90,3 +90,44 @@ def export_tiles(ds, out_dir: Path, tile_ids: Iterable[str] | None = None, tags:
             )
         )
     return written
+
+
+def cog_from_blocks(
+    path: Path,
+    georef: Mapping[str, Any],
+    dtype: str,
+    nodata: float,
+    band_names: Sequence[str],
+    tags: Mapping[str, Any],
+    blocks: Iterable[tuple[tuple[int, int, int, int], np.ndarray]],
+    workdir: Path,
+) -> Path:
+    """A scene-sized COG written block by block, so memory holds one block, never the scene.
+
+    GDAL's COG driver only copies from a finished dataset, so the blocks go
+    into a tiled GeoTIFF in `workdir` first; the copy adds the overviews and
+    the COG layout. GDAL's block cache is capped so the copy stays small too.
+    The COG is written under a temporary name and renamed when whole.
+    """
+    import rasterio
+    import rasterio.shutil
+    from rasterio.windows import Window
+
+    path, workdir = Path(path), Path(workdir)
+    staging = workdir / f"{path.stem}.staging.tif"
+    profile = dict(driver="GTiff", width=georef["width"], height=georef["height"], count=len(band_names), dtype=dtype,
+                   crs=georef["crs"], transform=georef["transform"], nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
+                   compress="deflate", BIGTIFF="IF_SAFER")
+    with rasterio.Env(GDAL_CACHEMAX=256):
+        with rasterio.open(staging, "w", **profile) as dst:
+            for (row, col, height, width), values in blocks:
+                dst.write(np.asarray(values, dtype=dtype), window=Window(col, row, width, height))
+            dst.descriptions = tuple(band_names)
+            dst.update_tags(**{key: str(value) for key, value in tags.items()})
+        tmp = path.with_name(path.name + ".partial")
+        predictor = 3 if dtype.startswith("float") else 2
+        rasterio.shutil.copy(staging, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor, BLOCKSIZE=512,
+                             OVERVIEWS="AUTO", RESAMPLING="AVERAGE", BIGTIFF="IF_SAFER")
+    os.replace(tmp, path)
+    staging.unlink()
+    return path

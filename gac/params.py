@@ -27,6 +27,7 @@ from gac.finetune.params import Stage1FinetuneParams
 from gac.generate.params import Stage1Params
 from gac.ground.params import Stage3Params
 from gac.refine.params import Stage2Params
+from gac.translate.params import TranslateParams
 # The shared building blocks live in gac.schema (the stage schemas import them from there, so nothing
 # imports back into this module); re-exported for callers that import them from here.
 from gac.schema import Regex, StrictModel, TerraMindGenerator, TrainingParams, Weights, check_regex, check_weights_source  # noqa: F401
@@ -42,6 +43,10 @@ class DataParams(StrictModel):
     landcover_classes: dict[int, str] = Field(default_factory=dict, description="names of data.landcover's class codes, e.g. {10: tree cover, 80: water}")
     max_tiles: int | None = Field(
         None, ge=3, description="keep at most this many tiles, a fixed subset drawn per split (quick runs); null = all"
+    )
+    s2_offset: int = Field(
+        0, ge=0, description="subtracted from every S2 L2A DN before use: 1000 for products of processing baseline 04.00+ "
+        "(January 2022 on) that still carry BOA_ADD_OFFSET; 0 for TerraMesh / harmonised data and the demo",
     )
 
 
@@ -65,7 +70,7 @@ class TileParams(StrictModel):
 
 def _stage_schemas() -> dict[str, type[StrictModel]]:
     return {"stage1": Stage1Params, "stage1_finetune": Stage1FinetuneParams, "stage2": Stage2Params, "stage3": Stage3Params,
-            "baseline": BaselineParams, "evaluate": EvaluateParams}
+            "baseline": BaselineParams, "evaluate": EvaluateParams, "translate": TranslateParams}
 
 
 def _build_root() -> type[StrictModel]:

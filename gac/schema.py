@@ -62,3 +62,17 @@ class TrainingParams(StrictModel):
     devices: int | Literal["auto"] = 1
     strategy: str = "auto"
     num_workers: int = Field(0, ge=0)
+
+
+class SamplingParams(StrictModel):
+    """How TerraMind samples S2L2A tokens and decodes them to pixels (gac.terramind.Decoding); shared by every section that generates."""
+
+    timesteps: int = Field(2, ge=1, le=1000, description="diffusion (DDIM) steps of the S2L2A tokenizer's decoder")
+    decoding_steps: int = Field(1, ge=1, description="iterative (MaskGIT-style) token decoding steps")
+    temperature: float = Field(1.0, ge=0, description="token sampling temperature; 0 = most likely token")
+    top_p: float = Field(0.8, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 = no top-k filter")
+
+    def sampling(self) -> dict:
+        """These keys as gac.terramind.Decoding takes them."""
+        return {name: getattr(self, name) for name in SamplingParams.model_fields}

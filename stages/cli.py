@@ -9,7 +9,7 @@ import typer
 
 from stages import (
     evaluate, finetune_stage1, generate, ground, params_check, predict_baseline, profile, refine, synth, tile, train_baseline,
-    train_stage2, train_stage3,
+    train_stage2, train_stage3, translate,
 )
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.command("ground")(ground.main)
 app.command("train-baseline")(train_baseline.main)
 app.command("predict-baseline")(predict_baseline.main)
 app.command("evaluate")(evaluate.main)
+app.command("translate")(translate.main)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ def main(
     from gac.params import json_digest
 
     p = load_params(params)
-    reads = {"seed": p.seed, "tile": p.tile.model_dump(mode="json"), "max_tiles": p.data.max_tiles}
+    reads = {"seed": p.seed, "tile": p.tile.model_dump(mode="json"), "max_tiles": p.data.max_tiles, "s2_offset": p.data.s2_offset}
     attrs = {"gac_version": __version__, "stage": "tile", "params_hash": json_digest(reads), "source": str(scenes)}
-    summary = make_tiles(scenes, out, p.tile, p.seed, attrs, max_tiles=p.data.max_tiles)
+    summary = make_tiles(scenes, out, p.tile, p.seed, attrs, max_tiles=p.data.max_tiles, s2_offset=p.data.s2_offset)
     typer.echo(f"{out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))

@@ -9,8 +9,17 @@ from tests.conftest import REPO, run_gac
 def test_project_params_file_is_valid_and_complete():
     params = load_params(REPO / "params.yaml")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert set(raw) <= {"seed", "deterministic", "data", "tile", "stage1", "stage1_finetune", "stage2", "stage3", "baseline", "evaluate"}
+    assert set(raw) <= {"seed", "deterministic", "data", "tile", "stage1", "stage1_finetune", "stage2", "stage3", "baseline", "evaluate", "translate"}
     assert params.tile.size % 16 == 0
+
+
+def test_translate_params_refuse_what_cannot_tile():
+    with pytest.raises(GacError, match=r"translate\.tile_size: .*not a multiple of 16.*try 48"):
+        validate_params({"translate": {"tile_size": 50}})
+    with pytest.raises(GacError, match="overlap 40 is more than half of tile_size 64"):
+        validate_params({"translate": {"tile_size": 64, "overlap": 40}})
+    with pytest.raises(GacError, match=r"translate\.until"):
+        validate_params({"translate": {"until": "v4"}})
 
 
 def test_misspelled_key_names_key_suggestion_and_allowed_keys():
@@ -113,3 +122,16 @@ def test_stage3_plots_show_the_sar_term_and_the_validation_gac_score():
              for path, column in (spec.get("y") or {}).items() if path.startswith(root)}
     assert named == {f"{root}/train/sar_step.tsv": "sar_step", f"{root}/val/gac_score.tsv": "gac_score",
                      f"{root}/val/sar_edge.tsv": "sar_edge", f"{root}/val/psnr.tsv": "psnr"}
+
+
+def test_data_keys_reach_the_stages_that_read_them():
+    """synth checks pairs with every data key but max_tiles (its manifest hash covers the same); tile reads max_tiles and s2_offset."""
+    from gac.params import DataParams
+
+    synth = {key.split(".", 1)[1] for key in _stage_params("synth") if key.startswith("data.")}
+    assert synth == set(DataParams.model_fields) - {"max_tiles"}
+    assert {"data.max_tiles", "data.s2_offset"} <= _stage_params("tile")
+    params = load_params(REPO / "params.yaml")
+    assert params.data.s2_offset == 0
+    with pytest.raises(GacError, match=r"^params\.yaml: data\.s2_offset: Input should be greater than or equal to 0 \(got -1000\)$"):
+        validate_params({"data": {"s2_offset": -1000}})

@@ -27,11 +27,12 @@ TINY = {
     "stage1_finetune": {"enabled": True, "max_epochs": 1, "batch_size": 4},
     "baseline": {"max_epochs": 1, "batch_size": 4, "depth": 2},
     "evaluate": {"quicklooks": 1},
+    "translate": {"timesteps": 1, "overlap": 8, "batch_size": 8},
 }
 ALL_STAGES = {"check-params", "synth", "tile", "finetune-stage1", "generate", "train-stage2", "refine",
-              "train-stage3", "ground", "ground-on-v1", "train-baseline", "predict-baseline", "evaluate"}
+              "train-stage3", "ground", "ground-on-v1", "train-baseline", "predict-baseline", "evaluate", "translate"}
 # What `dvc exp run -S stage2.lora_rank=16` re-runs: stage 2 and everything downstream of it, nothing before.
-STAGE2_ONWARD = {"check-params", "train-stage2", "refine", "train-stage3", "ground", "ground-on-v1", "evaluate"}
+STAGE2_ONWARD = {"check-params", "train-stage2", "refine", "train-stage3", "ground", "ground-on-v1", "evaluate", "translate"}
 STAGE2_EXPERIMENT = "stage2.lora_rank=16"
 
 pytestmark = pytest.mark.slow
@@ -106,9 +107,26 @@ def test_forced_rerun_from_generation_reproduces_every_hash(reference):
 
 def test_stage3_inference_settings_never_retrain_and_stage3_training_never_refinetunes_stage1(stage3_settings):
     infer_run, stale, finetune_enabled = stage3_settings
-    assert infer_run == {"check-params", "ground", "ground-on-v1", "evaluate"} | (ALL_STAGES & {"translate"})
+    assert infer_run == {"check-params", "ground", "ground-on-v1", "evaluate"}  # translate has its own sampling settings
     assert finetune_enabled is True  # so the stage would have real work to redo
     assert "train-stage3" in stale and "finetune-stage1" not in stale and "generate" not in stale
+
+
+def test_translate_stage_writes_the_demo_scene_and_its_params_rerun_it_alone(committed):
+    import rasterio
+
+    project = committed
+    with rasterio.open(project / "data" / "scenes" / "S1RTC" / "demo_00.tif") as s1, rasterio.open(project / "data" / "translate" / "demo_00.tif") as out:
+        assert (out.crs, out.transform, out.width, out.height) == (s1.crs, s1.transform, s1.width, s1.height)
+        assert out.count == 12 and out.tags()["RANDOM_WEIGHTS"] == "true" and out.tags()["STAGES"] == "stage1 stage2 stage3"
+        assert (out.read() > 0).any()
+    assert (project / "data" / "translate" / "demo_00.png").is_file()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["translate"]["overlap"] = 4
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = subprocess.run(["dvc", "status", "--json"], cwd=project, capture_output=True, text=True, check=True).stdout
+    sh("git", "checkout", "--", "params.yaml", cwd=project)
+    assert {name.rsplit(":", 1)[-1] for name in json.loads(status)} == {"check-params", "translate"}
 
 
 def test_experiment_on_stage2_reruns_stage2_onward_only(experiment):

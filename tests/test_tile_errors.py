@@ -18,10 +18,10 @@ def scenes(demo_scenes, tmp_path):
     return root
 
 
-def tile(tmp_path, scenes, size=64, reproject="false"):
+def tile(tmp_path, scenes, size=64, reproject="false", s2_offset=0, out_name="tiles.zarr"):
     params = tmp_path / "params.yaml"
-    params.write_text(PARAMS.format(size=size, reproject=reproject))
-    out = tmp_path / "tiles.zarr"
+    params.write_text(PARAMS.format(size=size, reproject=reproject) + f"data:\n  s2_offset: {s2_offset}\n")
+    out = tmp_path / out_name
     result = run_gac("tile", "--params", str(params), "--scenes", str(scenes), "--out", str(out))
     return result, out
 
@@ -138,3 +138,62 @@ def test_a_failed_run_leaves_the_previous_store_untouched(tmp_path, scenes):
     result, _ = tile(tmp_path, scenes)
     assert result.returncode == 2
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_s1_in_linear_power(tmp_path, scenes):
+    rewrite(scenes / "S1RTC" / "demo_01.tif", lambda d: 10.0 ** (d / 10.0))
+    result, out = tile(tmp_path, scenes)
+    assert_one_line_error(result, out, "S1RTC/demo_01.tif", "looks like linear power, not dB", "10*log10(value)")
+
+
+def test_s1_in_linear_power_is_caught_before_reprojection(tmp_path, scenes):
+    """Reprojection takes dB to linear and back: a linear file would turn into nonsense, not an error, if checked after."""
+    from affine import Affine
+
+    path = scenes / "S1RTC" / "demo_01.tif"
+    with rasterio.open(path) as src:
+        shifted = src.transform * Affine.translation(-8, 0)
+    rewrite(path, lambda d: np.pad(10.0 ** (d / 10.0), ((0, 0), (0, 0), (8, 0)), mode="edge"), transform=shifted, width=136)
+    result, out = tile(tmp_path, scenes, reproject="true")
+    assert_one_line_error(result, out, "S1RTC/demo_01.tif", "looks like linear power")
+
+
+def test_s2_passed_as_s1(tmp_path, scenes):
+    shutil.copy(scenes / "S2L2A" / "demo_00.tif", scenes / "S1RTC" / "demo_00.tif")
+    result, out = tile(tmp_path, scenes)
+    assert_one_line_error(result, out, "S1RTC/demo_00.tif", "12 bands", "looks like a Sentinel-2 file passed as Sentinel-1")
+
+
+def test_s2_as_0_1_floats(tmp_path, scenes):
+    rewrite(scenes / "S2L2A" / "demo_02.tif", lambda d: (d / 10_000).astype(np.float32), dtype="float32")
+    result, out = tile(tmp_path, scenes)
+    assert_one_line_error(result, out, "S2L2A/demo_02.tif", "0-1 floats", "multiply by 10000")
+
+
+def test_s2_offset_removes_the_l2a_offset_exactly(tmp_path, scenes):
+    from gac.data.store import open_store
+
+    result, plain = tile(tmp_path, scenes, out_name="plain.zarr")
+    assert result.returncode == 0, result.stderr
+    for path in sorted((scenes / "S2L2A").glob("*.tif")):  # baseline 04.00 products: DN = reflectance x 10^4 + 1000, 0 stays nodata
+        rewrite(path, lambda d: np.where(d == 0, 0, d + 1000).astype(d.dtype))
+    result, offset = tile(tmp_path, scenes, s2_offset=1000, out_name="offset.zarr")
+    assert result.returncode == 0, result.stderr
+    a, b = open_store(plain, need=("s2",)), open_store(offset, need=("s2",))
+    assert list(a.tile.values) == list(b.tile.values) and a.sizes["tile"] > 0
+    np.testing.assert_array_equal(b.s2.values, a.s2.values)
+
+
+def test_s2_offset_on_a_scene_without_one_is_refused(tmp_path, scenes):
+    result, out = tile(tmp_path, scenes, s2_offset=1000)
+    assert_one_line_error(result, out, "S2L2A/demo_00.tif", "data.s2_offset is 1000 but", "of valid pixels are below 1000",
+                          "set data.s2_offset: 0")
+
+
+def test_synth_checks_real_pairs_before_copying(tmp_path, scenes):
+    rewrite(scenes / "S1RTC" / "demo_02.tif", lambda d: 10.0 ** (d / 10.0))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  source: {scenes}\n")
+    out = tmp_path / "copied"
+    result = run_gac("synth", "--params", str(params), "--out", str(out))
+    assert_one_line_error(result, out, "S1RTC/demo_02.tif", "looks like linear power")

@@ -28,8 +28,9 @@ def prepare_scenes(params, out: Path) -> dict:
         source = "demo (synthetic, procedural land cover)"
     else:
         pairs = find_pairs(Path(params.data.source))
+        for pair in pairs:  # every pair checked (files, units, offset) before anything is copied: no half-written copy
+            read_pair(pair, params.tile.reproject, params.data.s2_offset)
         for pair in pairs:
-            read_pair(pair, params.tile.reproject)  # fail on a broken pair before copying anything
             for path in (pair.s1, pair.s2):
                 target = tmp / path.parent.name / path.name
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ Layout of a scene directory (the TerraMesh layout; the demo writes the same):
     <root>/S2L2A/<name>.tif                12 bands B01..B12 (no B10), reflectance x 10^4
 
 Files are paired by name. S1 is read onto the S2 grid: same CRS, resolution
-and extent, or reprojected when `tile.reproject` is on.
+and extent, or reprojected when `tile.reproject` is on. The values' units are
+checked too (gac.data.sanity): S1 in dB, S2 as reflectance x 10^4, less
+`data.s2_offset` where the product carries the L2A offset.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gac.data.store import S1_BANDS, S2_BANDS
+from gac.data.sanity import check_s1_band_count, check_s1_db, check_s2_scaled, read_values, remove_s2_offset
+from gac.data.store import S2_BANDS
 from gac.errors import GacError
 
 S1_FOLDERS = ("S1RTC", "S1GRD")
@@ -70,7 +73,8 @@ def find_pairs(root: Path) -> list[ScenePair]:
     return [ScenePair(stem, s1_files[stem], s2_files[stem], s1_dir.name) for stem in sorted(s1_files)]
 
 
-def _open(path: Path):
+def open_raster(path: Path):
+    """rasterio.open, with an unreadable file as a one-line GacError naming it."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
@@ -80,17 +84,8 @@ def _open(path: Path):
         raise GacError(f"{path}: unreadable or not a GeoTIFF; copy or export the file again") from None
 
 
-def _read(dataset, path: Path) -> np.ndarray:
-    from rasterio.errors import RasterioError
-
-    try:
-        data = dataset.read(masked=True).astype(np.float32)
-    except RasterioError:
-        raise GacError(f"{path}: truncated or corrupt GeoTIFF (reading its pixels failed); copy or export the file again") from None
-    return np.ma.filled(data, np.nan)
-
-
-def _month(*datasets) -> int:
+def acquisition_month(*datasets) -> int:
+    """The month (1-12) of the first date found in the datasets' tags; 0 when none says (the 'unknown month' encoding)."""
     for dataset in datasets:
         tags = dataset.tags()
         for key in _DATE_TAGS:
@@ -105,11 +100,10 @@ def _check_bands(dataset, path: Path, expected: tuple[str, ...], kind: str) -> N
         raise GacError(f"{path}: {dataset.count} band(s), but {kind} needs {len(expected)} ({' '.join(expected)}); export the file with exactly those bands in that order")
 
 
-def _s1_on_s2_grid(s1, s2, path: Path, reproject: bool) -> np.ndarray:
-    """S1 in dB on the S2 grid: read as is when grids match, else reproject (in linear power) or refuse."""
-    same = s1.crs == s2.crs and s1.transform == s2.transform and s1.shape == s2.shape
-    if same:
-        return _read(s1, path)
+def _same_grid(s1, s2, path: Path, reproject: bool) -> bool:
+    """True when S1 already lies on the S2 grid; a different grid is an error unless `reproject`."""
+    if s1.crs == s2.crs and s1.transform == s2.transform and s1.shape == s2.shape:
+        return True
     if not reproject:
         if s1.crs != s2.crs:
             problem = f"CRS {s1.crs.to_string()} differs from its S2 partner's {s2.crs.to_string()}"
@@ -118,9 +112,13 @@ def _s1_on_s2_grid(s1, s2, path: Path, reproject: bool) -> np.ndarray:
         else:
             problem = "grid (extent or alignment) differs from its S2 partner's"
         raise GacError(f"{path}: {problem}; set tile.reproject: true to reproject S1 onto the S2 grid")
+    return False
+
+
+def _s1_on_s2_grid(source: np.ndarray, s1, s2) -> np.ndarray:
+    """S1 `source` (checked to be dB) reprojected onto the S2 grid, bilinear in linear power, back to dB."""
     from rasterio.warp import Resampling, reproject as warp
 
-    source = _read(s1, path)
     linear = np.where(np.isnan(source), np.nan, 10.0 ** (source / 10.0)).astype(np.float32)
     out = np.full((s1.count, s2.height, s2.width), np.nan, dtype=np.float32)
     warp(linear, out, src_transform=s1.transform, src_crs=s1.crs, dst_transform=s2.transform, dst_crs=s2.crs,
@@ -129,20 +127,31 @@ def _s1_on_s2_grid(s1, s2, path: Path, reproject: bool) -> np.ndarray:
         return np.where(out > 0, 10.0 * np.log10(out), np.nan).astype(np.float32)
 
 
-def read_pair(pair: ScenePair, reproject: bool) -> Scene:
-    """Read one pair onto the S2 grid, checking bands, CRS, grid and that some data is there."""
-    with _open(pair.s1) as s1, _open(pair.s2) as s2:
-        _check_bands(s1, pair.s1, S1_BANDS, "Sentinel-1")
+def read_pair(pair: ScenePair, reproject: bool, s2_offset: int = 0) -> Scene:
+    """Read one pair onto the S2 grid, checking bands, CRS, grid and the values' units (gac.data.sanity).
+
+    S1 is checked as the file holds it, before any reprojection: reprojecting
+    converts dB to linear power and back, which would turn a file that is
+    already linear into nonsense instead of an error. `s2_offset`
+    (`data.s2_offset`) is subtracted from S2 after its check.
+    """
+    with open_raster(pair.s1) as s1, open_raster(pair.s2) as s2:
+        check_s1_band_count(s1.count, pair.s1)
         _check_bands(s2, pair.s2, S2_BANDS, "Sentinel-2 L2A")
         for dataset, path in ((s1, pair.s1), (s2, pair.s2)):
             if dataset.crs is None:
                 raise GacError(f"{path}: has no CRS; write the GeoTIFF with its projection (e.g. its UTM EPSG code)")
-        s2_data = _read(s2, pair.s2)
-        s1_data = _s1_on_s2_grid(s1, s2, pair.s1, reproject)
-        month = _month(s2, s1)
+        same = _same_grid(s1, s2, pair.s1, reproject)
+        s2_data = read_values(s2)
+        check_s2_scaled(s2_data, pair.s2)
+        s2_data = remove_s2_offset(s2_data, s2_offset, pair.s2)
+        s1_data = read_values(s1)
+        check_s1_db(s1_data, pair.s1)
+        if not same:
+            s1_data = _s1_on_s2_grid(s1_data, s1, s2)
+        month = acquisition_month(s2, s1)
         crs = s2.crs.to_string()
         transform = tuple(s2.transform)[:6]
-    for data, path in ((s1_data, pair.s1), (s2_data, pair.s2)):
-        if np.isnan(data).all():
-            raise GacError(f"{path}: every pixel is nodata; remove this scene pair or fix its nodata value")
+    if np.isnan(s1_data).all():  # valid in its own file, yet nothing of it falls on the S2 grid
+        raise GacError(f"{pair.s1}: no valid pixel overlaps its S2 partner after reprojection; pair scenes that cover the same ground")
     return Scene(pair.name, s1_data, s2_data, crs, transform, month)

@@ -163,8 +163,8 @@ def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, at
     return ds
 
 
-def read_scenes(pairs: list[ScenePair], reproject: bool) -> list[Scene]:
-    return [read_pair(pair, reproject) for pair in pairs]
+def read_scenes(pairs: list[ScenePair], reproject: bool, s2_offset: int = 0) -> list[Scene]:
+    return [read_pair(pair, reproject, s2_offset) for pair in pairs]
 
 
 def subset_tiles(records: list[dict], max_tiles: int, seed: int) -> list[dict]:
@@ -202,14 +202,16 @@ def _scene_landcover(scene_dir: Path, scenes: list[Scene]) -> tuple[dict, dict[i
     return layers, classes
 
 
-def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: dict, max_tiles: int | None = None) -> dict:
+def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: dict, max_tiles: int | None = None,
+               s2_offset: int = 0) -> dict:
     """Scene pairs -> tiles.zarr (written atomically). Returns a summary for the log.
 
-    `max_tiles` (`data.max_tiles`) keeps a fixed subset for quick runs (subset_tiles).
+    `max_tiles` (`data.max_tiles`) keeps a fixed subset for quick runs (subset_tiles);
+    `s2_offset` (`data.s2_offset`) is subtracted from S2 (gac.data.sanity.remove_s2_offset).
     """
     pairs = find_pairs(scene_dir)
     products = {pair.s1_product for pair in pairs}
-    scenes = read_scenes(pairs, tile.reproject)
+    scenes = read_scenes(pairs, tile.reproject, s2_offset)
     records, dropped = plan_tiles(scenes, tile, seed)
     if max_tiles is not None:
         records = subset_tiles(records, max_tiles, seed)

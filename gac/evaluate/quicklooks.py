@@ -132,3 +132,16 @@ def _save(image, path: Path) -> Path:
     image.save(tmp, format="PNG", optimize=True)
     tmp.replace(path)
     return path
+
+
+def scene_quicklook(cog: Path, path: Path, max_side: int = 1024) -> Path:
+    """A true-colour PNG of a translated scene, read from the COG's overviews (never the full scene), 2-98 % stretch."""
+    import rasterio
+    from PIL import Image
+
+    with rasterio.open(cog) as src:
+        scale = max(1, -(-max(src.width, src.height) // max_side))
+        shape = (3, max(1, src.height // scale), max(1, src.width // scale))
+        index = [S2_BANDS.index(b) + 1 for b in TRUE_COLOUR]
+        rgb = src.read(index, out_shape=shape, masked=True).astype(np.float64).filled(np.nan)
+    return _save(Image.fromarray(_to_rgb(rgb, *_limits(rgb))), path)

@@ -13,18 +13,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from gac.schema import StrictModel, TerraMindGenerator, Weights
+from gac.schema import SamplingParams, TerraMindGenerator, Weights
 
 
-class Stage1Params(StrictModel):
+class Stage1Params(SamplingParams):
     model: TerraMindGenerator = "terramind_v1_tiny_generate"
     input: Literal["S1GRD", "S1RTC"] = "S1RTC"
     weights: Weights = Field("random", description="'random' (demo), 'hf' (local HF cache, offline) or a directory with the hub's .pt files")
-    timesteps: int = Field(2, ge=1, le=1000, description="diffusion (DDIM) steps of the S2L2A tokenizer's decoder")
-    decoding_steps: int = Field(1, ge=1, description="iterative (MaskGIT-style) token decoding steps")
-    temperature: float = Field(1.0, ge=0, description="token sampling temperature; 0 = most likely token")
-    top_p: float = Field(0.8, gt=0, le=1)
-    top_k: int = Field(0, ge=0, description="0 = no top-k filter")
     capped_decoder: bool = Field(False, description="upstream's diffusion thresholding (output capped at band mean +/- 1 std); false removes the cap")
     batch_size: int = Field(4, ge=1)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")

@@ -68,14 +68,7 @@ class Ranks:
 
 
 def decoding_of(stage1) -> Decoding:
-    return Decoding(
-        decoding_steps=stage1.decoding_steps,
-        temperature=stage1.temperature,
-        top_p=stage1.top_p,
-        top_k=stage1.top_k,
-        timesteps=stage1.timesteps,
-        capped=stage1.capped_decoder,
-    )
+    return Decoding(**stage1.sampling(), capped=stage1.capped_decoder)
 
 
 def check_tiles(ds, path: Path, modality: str) -> int:

@@ -1,0 +1,118 @@
+"""Where the model tiles sit on a scene, how their overlaps are blended, and the blocks the output is written in.
+
+Why not terratorch's `tiled_inference`: it takes the whole scene as one
+in-memory tensor (a full S1 scene is ~1 GB of input and ~5.8 GB of 12-band
+output), so memory would grow with the scene. Here one global tile grid covers
+the scene; the output is computed block by block, each block running exactly
+the tiles of the global grid that touch it. A tile on a block border is run
+for both blocks with the same seed and gives the same values, so the mosaic
+does not depend on the block size and blocks have no seams of their own.
+
+Blending: each tile's weight ramps from 0 to 1 across the overlap it shares
+with a neighbour (cosine: sin^2, or linear) and is 1 elsewhere, including at
+the scene's edges; the two ramps of an overlap sum to one, and the mosaic is
+the weighted sum divided by the summed weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from gac.errors import GacError
+
+
+def tile_offsets(length: int, size: int, overlap: int) -> list[int]:
+    """Offsets of tiles of `size` px along an axis of `length` px, neighbours sharing at least `overlap` px.
+
+    The last tile is aligned to the end, so no tile reaches past the scene
+    unless the scene is shorter than one tile (then one tile at 0, padded).
+    """
+    if length <= size:
+        return [0]
+    stride = size - overlap
+    offsets = list(range(0, length - size, stride))
+    offsets.append(length - size)
+    return offsets
+
+
+def ramp(n: int, kind: str) -> np.ndarray:
+    """Weights rising over `n` px (the first half of a blend); with the mirrored ramp they sum to 1 px by px."""
+    t = (np.arange(n, dtype=np.float64) + 0.5) / n
+    return np.sin(np.pi / 2 * t) ** 2 if kind == "cosine" else t
+
+
+def axis_weights(offsets: list[int], size: int, kind: str) -> list[np.ndarray]:
+    """Per tile along one axis: 1 everywhere, ramped where it overlaps the previous or next tile."""
+    weights = []
+    for k, start in enumerate(offsets):
+        w = np.ones(size, dtype=np.float64)
+        if k > 0:
+            shared = offsets[k - 1] + size - start
+            if shared > 0:
+                w[:shared] = ramp(shared, kind)
+        if k + 1 < len(offsets):
+            shared = start + size - offsets[k + 1]
+            if shared > 0:
+                w[size - shared :] = np.minimum(w[size - shared :], ramp(shared, kind)[::-1])
+        weights.append(w)
+    return weights
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The global tile grid of one scene (height x width px) and its output blocks."""
+
+    height: int
+    width: int
+    size: int
+    overlap: int
+    blend: str = "cosine"
+    block_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.overlap * 2 > self.size:
+            raise GacError(f"translate.overlap {self.overlap} is more than half the tile size {self.size}; use at most {self.size // 2}")
+
+    @cached_property
+    def rows(self) -> list[int]:
+        return tile_offsets(self.height, self.size, self.overlap)
+
+    @cached_property
+    def cols(self) -> list[int]:
+        return tile_offsets(self.width, self.size, self.overlap)
+
+    @cached_property
+    def _row_weights(self) -> list[np.ndarray]:
+        return axis_weights(self.rows, self.size, self.blend)
+
+    @cached_property
+    def _col_weights(self) -> list[np.ndarray]:
+        return axis_weights(self.cols, self.size, self.blend)
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def weight(self, i: int, j: int) -> np.ndarray:
+        """(size, size) blend weight of tile (row index i, column index j)."""
+        return np.outer(self._row_weights[i], self._col_weights[j])
+
+    def blocks(self) -> list[tuple[int, int, int, int]]:
+        """Output blocks (row, col, height, width) in raster order, covering the scene once."""
+        step = self.block_size
+        return [(r, c, min(step, self.height - r), min(step, self.width - c))
+                for r in range(0, self.height, step) for c in range(0, self.width, step)]
+
+    def tiles_in(self, block: tuple[int, int, int, int]) -> list[tuple[int, int]]:
+        """Indices (i, j) of the global tiles that touch a block, in raster order."""
+        r, c, h, w = block
+        rows = [i for i, o in enumerate(self.rows) if o < r + h and o + self.size > r]
+        cols = [j for j, o in enumerate(self.cols) if o < c + w and o + self.size > c]
+        return [(i, j) for i in rows for j in cols]
+
+    def tiles_per_block(self) -> int:
+        """Tile runs over all blocks (tiles on block borders count once per block): the work a run does."""
+        return sum(len(self.tiles_in(b)) for b in self.blocks())

@@ -1,0 +1,408 @@
+"""Translate whole S1 scenes block by block: resumable, split between torchrun ranks, memory bounded by the block size.
+
+For each scene, `DIR/<stem>.partial/` holds a Zarr store with one chunk per
+output block (uint16 reflectance, and float32 spread with uncertainty) and a
+marker file per finished block. A run killed at any moment (SIGKILL included)
+resumes with the blocks that have no marker; a run with other inputs, params
+or models starts that directory afresh. Under `torchrun --nproc-per-node N
+--no-python gac translate ...` each rank takes every N-th pending block and
+writes only its chunks; rank 0 assembles the COGs once all are done. Every
+tile has its own seeds, so 1 process, N processes and a resumed run write
+the same bytes.
+
+Only when the COG, the uncertainty COG and the quicklook are complete (each
+written under a temporary name and renamed) is the partial directory removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gac import __version__
+from gac.data.store import S2_BANDS, partial_path
+from gac.errors import GacError
+from gac.export import safe_name
+from gac.params import json_digest
+from gac.translate.chain import STAGES, Artifacts, Chain, check_artifacts
+from gac.translate.grid import TileGrid
+from gac.translate.source import GapFill, S1Scene, find_s1_inputs, open_gap_fill, open_s1, parse_date, tile_lonlat
+
+log = logging.getLogger(__name__)
+
+NODATA = 0  # the S2 L2A convention for uint16 reflectance x 10^4
+MARKERS = "done"
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The files one scene gives under the output directory."""
+
+    out_dir: Path
+    stem: str
+
+    @property
+    def image(self) -> Path:
+        return self.out_dir / f"{self.stem}.tif"
+
+    @property
+    def uncertainty(self) -> Path:
+        return self.out_dir / f"{self.stem}_uncertainty.tif"
+
+    @property
+    def quicklook(self) -> Path:
+        return self.out_dir / f"{self.stem}.png"
+
+    @property
+    def partial(self) -> Path:
+        return partial_path(self.out_dir / self.stem)
+
+
+def check_outputs(outputs: Outputs, overwrite: bool) -> None:
+    """An existing result is only replaced when asked; an unfinished run (its partial directory) is resumed."""
+    if overwrite or outputs.partial.exists():
+        return
+    for path in (outputs.image, outputs.uncertainty, outputs.quicklook):
+        if path.exists():
+            raise GacError(f"{path}: already exists; pass --overwrite to replace it, or choose another --out")
+
+
+@dataclass
+class Options:
+    """What the command line adds to params for one run."""
+
+    artifacts: Artifacts = field(default_factory=Artifacts)
+    fill_s2: Path | None = None
+    cloud_mask: Path | None = None
+    date: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+
+def to_uint16(values: np.ndarray) -> np.ndarray:
+    """Reflectance x 10^4 as L2A stores it: rounded, NaN -> 0 (nodata); a valid pixel rounding to 0 becomes 1 so it stays valid."""
+    out = np.clip(np.rint(np.nan_to_num(values, nan=0.0)), 1, 65535).astype(np.uint16)
+    out[np.isnan(values)] = NODATA
+    return out
+
+
+class BlockStore:
+    """The finished blocks of one scene: Zarr chunks (one per block) plus a marker file per block."""
+
+    def __init__(self, root: Path, fingerprint: dict[str, Any], height: int, width: int, block: int, uncertainty: bool):
+        self.root, self.fingerprint = Path(root), fingerprint
+        self.shape, self.block, self.uncertainty = (len(S2_BANDS), height, width), block, uncertainty
+
+    def open(self) -> int:
+        """Create, or keep a matching unfinished run; returns the number of blocks already done. Rank 0 only."""
+        import zarr
+
+        meta = self.root / "run.json"
+        if self.root.exists():
+            same = meta.is_file() and json.loads(meta.read_text()) == self.fingerprint
+            if same:
+                return len(list((self.root / MARKERS).glob("*")))
+            log.info("%s: left by a run with other inputs or settings; starting afresh", self.root)
+            shutil.rmtree(self.root)
+        (self.root / MARKERS).mkdir(parents=True)
+        chunks = (len(S2_BANDS), self.block, self.block)
+        zarr.create_array(self.root / "image.zarr", shape=self.shape, chunks=chunks, dtype="uint16", fill_value=NODATA)
+        if self.uncertainty:
+            zarr.create_array(self.root / "spread.zarr", shape=self.shape, chunks=chunks, dtype="float32", fill_value=np.nan)
+        meta.write_text(json.dumps(self.fingerprint, indent=2, sort_keys=True) + "\n")
+        return 0
+
+    def _marker(self, index: int) -> Path:
+        return self.root / MARKERS / f"{index:06d}"
+
+    def pending(self, n_blocks: int, rank: int = 0, world: int = 1) -> list[int]:
+        todo = [k for k in range(n_blocks) if not self._marker(k).exists()]
+        return todo[rank::world]
+
+    def write(self, index: int, block: tuple[int, int, int, int], image: np.ndarray, spread: np.ndarray | None) -> None:
+        import zarr
+
+        r, c, h, w = block
+        zarr.open_array(self.root / "image.zarr", mode="r+")[:, r : r + h, c : c + w] = image
+        if spread is not None:
+            zarr.open_array(self.root / "spread.zarr", mode="r+")[:, r : r + h, c : c + w] = spread
+        self._marker(index).touch()  # last: a block is done only once its chunks are whole
+
+    def read(self, name: str, block: tuple[int, int, int, int]) -> np.ndarray:
+        import zarr
+
+        r, c, h, w = block
+        return zarr.open_array(self.root / f"{name}.zarr", mode="r")[:, r : r + h, c : c + w]
+
+
+def _fill_outside(s1: np.ndarray, inside_h: int, inside_w: int) -> np.ndarray:
+    """A scene smaller than one tile: mirror it into the tile (as terratorch's tiled inference pads) rather than feed blanks."""
+    pad_h, pad_w = s1.shape[1] - inside_h, s1.shape[2] - inside_w
+    if not pad_h and not pad_w:
+        return s1
+    return np.pad(s1[:, :inside_h, :inside_w], ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect" if min(inside_h, inside_w) > 1 else "edge")
+
+
+def feather_weights(mask: np.ndarray, feather: int) -> np.ndarray:
+    """Per masked pixel, how much of the translation it takes: 1 deep inside the mask, fading over `feather` px to its edge.
+
+    Clear pixels get 0: they keep the S2 scene bit for bit; the fade happens
+    inside the mask, so no seam shows where the translation meets S2.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.float64)
+    distance = distance_transform_edt(mask)  # px to the nearest clear pixel
+    return np.where(mask, np.minimum(1.0, distance / (feather + 1)), 0.0)
+
+
+@dataclass
+class SceneJob:
+    """One scene's translation: the grid, the chain and where it goes."""
+
+    params: Any
+    scene: S1Scene
+    grid: TileGrid
+    chain: Chain
+    samples: int
+    gap_fill: GapFill | None = None
+
+    def _tile_key(self, i: int, j: int) -> str:
+        return f"{self.scene.stem}:{self.grid.rows[i]}:{self.grid.cols[j]}"
+
+    def compute(self, block: tuple[int, int, int, int], bar=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(12, h, w) blended mean reflectance and its spread over samples (None for one sample), NaN at nodata."""
+        from gac.terramind import iter_batches, tile_seed
+
+        grid, size, seed = self.grid, self.grid.size, self.params.seed
+        r, c, h, w = block
+        tiles = grid.tiles_in(block)
+        top, left = min(grid.rows[i] for i, _ in tiles), min(grid.cols[j] for _, j in tiles)
+        bottom, right = max(grid.rows[i] for i, _ in tiles) + size, max(grid.cols[j] for _, j in tiles) + size
+        s1 = self.scene.read(top, left, bottom - top, right - left)
+        model_s1 = _fill_outside(s1, min(bottom, self.scene.height) - top, min(right, self.scene.width) - left)
+        rows = np.array([grid.rows[i] for i, _ in tiles])
+        cols = np.array([grid.cols[j] for _, j in tiles])
+        lon, lat = tile_lonlat(self.scene, rows, cols, size)
+        keys = [self._tile_key(i, j) for i, j in tiles]
+        noise_seeds = [tile_seed(seed, key) for key in keys]
+        mean = m2 = None
+        for k in range(self.samples):
+            token_seeds = noise_seeds if k == 0 else [tile_seed(seed, f"{key}:{k}") for key in keys]
+            total = np.zeros((len(S2_BANDS), h, w), dtype=np.float64)
+            weight = np.zeros((h, w), dtype=np.float64)
+            for batch in iter_batches(range(len(tiles)), self.chain_batch):
+                crops = np.stack([model_s1[:, rows[b] - top : rows[b] - top + size, cols[b] - left : cols[b] - left + size] for b in batch])
+                month = np.full(len(batch), self.scene.month, dtype=np.int64)
+                pred = self.chain(crops, month, lat[batch], lon[batch], [token_seeds[b] for b in batch], [noise_seeds[b] for b in batch])
+                for n, b in enumerate(batch):
+                    i, j = tiles[b]
+                    # the part of this tile inside the block, in block and in tile coordinates
+                    y0, y1 = max(rows[b], r), min(rows[b] + size, r + h)
+                    x0, x1 = max(cols[b], c), min(cols[b] + size, c + w)
+                    part = pred[n][:, y0 - rows[b] : y1 - rows[b], x0 - cols[b] : x1 - cols[b]].astype(np.float64)
+                    wt = grid.weight(i, j)[y0 - rows[b] : y1 - rows[b], x0 - cols[b] : x1 - cols[b]] * np.isfinite(part[0])
+                    total[:, y0 - r : y1 - r, x0 - c : x1 - c] += np.nan_to_num(part) * wt
+                    weight[y0 - r : y1 - r, x0 - c : x1 - c] += wt
+                if bar is not None:
+                    bar.update(len(batch))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sample = total / weight
+            if mean is None:
+                mean, m2 = sample, np.zeros_like(sample)
+            else:  # Welford: one pass over the samples, one block of each in memory
+                delta = sample - mean
+                mean = mean + delta / (k + 1)
+                m2 = m2 + delta * (sample - mean)
+        radar_gap = np.isnan(s1[:, r - top : r - top + h, c - left : c - left + w]).any(axis=0)
+        mean[:, radar_gap] = np.nan
+        spread = None
+        if self.samples > 1:
+            spread = np.sqrt(m2 / (self.samples - 1))
+            spread[:, radar_gap] = np.nan
+        if self.gap_fill is not None:
+            mean, spread = self._fill(block, mean, spread)
+        return mean, spread
+
+    @property
+    def chain_batch(self) -> int:
+        return self.params.translate.batch_size
+
+    def _fill(self, block, translated: np.ndarray, spread: np.ndarray | None):
+        """Clear S2 pixels as they are; masked (cloud, shadow, cirrus) or S2-nodata pixels from the translation."""
+        r, c, h, w = block
+        f = self.gap_fill.feather
+        s2, mask = self.gap_fill.read(r - f, c - f, h + 2 * f, w + 2 * f)
+        alpha = feather_weights(mask, f)[f : f + h, f : f + w]
+        s2 = s2[:, f : f + h, f : f + w]
+        has_s2 = np.isfinite(s2).all(axis=0)
+        alpha = np.where(has_s2, alpha, 1.0)  # no S2 value: the translation alone
+        blended = alpha * np.nan_to_num(translated) + (1 - alpha) * np.nan_to_num(s2)
+        usable = np.isfinite(translated).all(axis=0) | (alpha == 0)
+        filled = np.where(usable, blended, np.nan)
+        filled = np.where(alpha == 0, s2, filled)  # exactly the S2 values, no arithmetic on them
+        if spread is not None:
+            spread = np.where(alpha == 0, 0.0, alpha * spread)
+        return filled, spread
+
+
+def _fingerprint(job: SceneJob, reads: dict[str, Any], gap_fill: GapFill | None) -> dict[str, Any]:
+    stat = job.scene.path.stat()
+    fill = None
+    if gap_fill is not None:
+        fill = {str(p.resolve()): [p.stat().st_size, p.stat().st_mtime_ns] for p in (gap_fill.s2_path, gap_fill.mask_path)}
+    return {"input": str(job.scene.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "reads": reads,
+            "samples": job.samples, "block_size": job.grid.block_size, "gap_fill": fill}
+
+
+def _tags(job: SceneJob, reads: dict[str, Any], records: dict[str, dict], gap_fill: GapFill | None) -> dict[str, Any]:
+    chain = job.chain
+    return {
+        "GAC_VERSION": __version__,
+        "STAGES": " ".join(STAGES[chain.until]),
+        "UNTIL": chain.until,
+        "PARAMS_HASH": json_digest(reads),
+        "ADAPTERS": json.dumps({stage: record["digest"] for stage, record in records.items()}, sort_keys=True),
+        "WEIGHTS": json.dumps(chain.weights, sort_keys=True),
+        "RANDOM_WEIGHTS": str(any(chain.random_weights.values())).lower(),
+        "SOURCE": job.scene.path.name,
+        "MONTH": job.scene.month,
+        "UNCERTAINTY_SAMPLES": job.samples,
+        "GAP_FILL": gap_fill.s2_path.name if gap_fill is not None else "none",
+        "UNITS": "reflectance x 10^4",
+        "SEED": job.params.seed,
+    }
+
+
+def translate_scene(job: SceneJob, outputs: Outputs, reads: dict[str, Any], records: dict[str, dict], ranks, progress: bool) -> dict[str, Any]:
+    """Compute this rank's pending blocks of one scene; rank 0 then writes the outputs. Returns a summary."""
+    from tqdm import tqdm
+
+    grid, scene = job.grid, job.scene
+    blocks = grid.blocks()
+    store = BlockStore(outputs.partial, _fingerprint(job, reads, job.gap_fill), scene.height, scene.width, grid.block_size, job.samples > 1)
+    if ranks.rank == 0:
+        done = store.open()
+        if done:
+            log.info("%s: resuming, %d of %d block(s) already written", outputs.partial, done, len(blocks))
+    ranks.barrier()
+    mine = store.pending(len(blocks), ranks.rank, ranks.world)
+    ranks.barrier()  # every rank has its list before any marks a block done
+    runs = sum(len(grid.tiles_in(blocks[k])) for k in mine) * job.samples
+    log.info("rank %d/%d: %s, %d block(s), %d tile run(s)", ranks.rank, ranks.world, scene.stem, len(mine), runs)
+    started = time.perf_counter()
+    bar = tqdm(total=runs, unit="tile", desc=f"{scene.stem}[{ranks.rank}]", disable=not progress, position=ranks.rank, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining} ETA, {rate_noinv_fmt}]")
+    with bar:
+        for k in mine:
+            mean, spread = job.compute(blocks[k], bar)
+            store.write(k, blocks[k], to_uint16(mean), None if spread is None else spread.astype(np.float32))
+    seconds = time.perf_counter() - started
+    ranks.barrier()
+    if ranks.rank == 0:
+        write_outputs(store, outputs, scene, _tags(job, reads, records, job.gap_fill), blocks)
+    ranks.barrier()
+    area_km2 = scene.height * scene.width * 1e-4  # 10 m pixels
+    return {"scene": scene.stem, "blocks": len(mine), "tile_runs": runs, "seconds": seconds, "km2": area_km2, "out": str(outputs.image)}
+
+
+def write_outputs(store: BlockStore, outputs: Outputs, scene: S1Scene, tags: dict[str, Any], blocks) -> None:
+    """The COG(s) and the quicklook from the finished blocks, then the partial directory goes."""
+    from gac.evaluate.quicklooks import scene_quicklook
+    from gac.export import cog_from_blocks
+
+    georef = dict(crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height)
+    cog_from_blocks(outputs.image, georef, "uint16", NODATA, S2_BANDS, tags, ((b, store.read("image", b)) for b in blocks), store.root)
+    if store.uncertainty:
+        names = [f"{band} std" for band in S2_BANDS]
+        spread_tags = {**tags, "UNITS": "reflectance x 10^4, standard deviation over the uncertainty samples"}
+        cog_from_blocks(outputs.uncertainty, georef, "float32", float("nan"), names, spread_tags,
+                        ((b, store.read("spread", b)) for b in blocks), store.root)
+    scene_quicklook(outputs.image, outputs.quicklook)
+    shutil.rmtree(store.root)
+
+
+def effective_params(params, until: str | None, uncertainty: int | None):
+    """params with the command line's --until / --uncertainty in the translate section (what the outputs record)."""
+    update = {k: v for k, v in (("until", until), ("uncertainty", uncertainty)) if v is not None}
+    if not update:
+        return params
+    from gac.translate.params import TranslateParams
+
+    translate = TranslateParams.model_validate({**params.translate.model_dump(), **update})
+    return params.model_copy(update={"translate": translate})
+
+
+def _reads(params, tile_size: int) -> dict[str, Any]:
+    """The params a translation depends on (besides the models' own files): what PARAMS_HASH covers."""
+    p = params
+    return {"seed": p.seed, "tile_size": tile_size, "stage1": {k: getattr(p.stage1, k) for k in ("model", "input", "weights", "capped_decoder")},
+            "stage1_finetune": p.stage1_finetune.enabled, "stage2": {"backbone": p.stage2.backbone, "bands": list(p.stage2.bands)},
+            "stage3": {"model": p.stage3.model, "weights": p.stage3.weights}, "s2_offset": p.data.s2_offset,
+            "translate": p.translate.model_dump(mode="json", exclude={"scenes", "block_size", "batch_size", "device"})}
+
+
+def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> list[dict[str, Any]]:
+    """Translate S1 scenes into `out_dir`; every input is checked before any model is built or file written."""
+    t = params.translate
+    out_dir = Path(out_dir)
+    tile_size = t.tile_size or params.tile.size
+    if t.overlap * 2 > tile_size:
+        raise GacError(f"translate.overlap {t.overlap} is more than half the tile size {tile_size}; use at most {tile_size // 2}")
+    if (options.fill_s2 is None) != (options.cloud_mask is None):
+        raise GacError("gap-filling needs both --fill-s2 S2.tif and --cloud-mask MASK.tif (an SCL layer or a 0/1 mask)")
+    files = find_s1_inputs(inputs)
+    if options.fill_s2 is not None and len(files) != 1:
+        raise GacError(f"--fill-s2 fills one scene, but {len(files)} inputs were given; translate the scene to fill on its own")
+    month = parse_date(options.date) if options.date else None
+    records = check_artifacts(params, t.until, options.artifacts)
+    scenes: list[S1Scene] = []
+    gap_fill = None
+    try:
+        for path in files:
+            scenes.append(open_s1(path, t.reproject, month))
+            check_outputs(Outputs(out_dir, safe_name(path.stem)), options.overwrite)
+        if options.fill_s2 is not None:
+            gap_fill = open_gap_fill(options.fill_s2, options.cloud_mask, scenes[0], params.data.s2_offset, t.cloud_classes, t.feather)
+        for scene in scenes:
+            if not scene.month:
+                log.warning("%s: no acquisition date in its tags; month unknown to the refiner (as for undated training tiles); pass --date YYYY-MM-DD", scene.path)
+        return _run(params, scenes, gap_fill, records, out_dir, tile_size, options.progress, options.artifacts)
+    finally:
+        for scene in scenes:
+            scene.close()
+        if gap_fill is not None:
+            gap_fill.close()
+
+
+def _run(params, scenes, gap_fill, records, out_dir: Path, tile_size: int, progress: bool, artifacts: Artifacts) -> list[dict[str, Any]]:
+    from gac.device import resolve_device
+    from gac.generate.run import Ranks
+
+    t = params.translate
+    ranks = Ranks.from_env()
+    device = resolve_device(t.device, ranks.local_rank, key="translate.device")
+    ranks.connect(device)
+    try:
+        chain = Chain(params, t.until, artifacts, tile_size, device)
+        if any(chain.random_weights.values()):
+            log.warning("RANDOM WEIGHTS: %s; the translation shows what the code does, not what the models can do",
+                        ", ".join(f"{s} {w}" for s, w in chain.weights.items()))
+        reads = {**_reads(params, tile_size), "adapters": {stage: record["digest"] for stage, record in records.items()}}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        summaries = []
+        for scene in scenes:
+            grid = TileGrid(scene.height, scene.width, tile_size, t.overlap, t.blend, t.block_size)
+            job = SceneJob(params, scene, grid, chain, t.uncertainty, gap_fill)
+            summaries.append(translate_scene(job, Outputs(out_dir, safe_name(scene.stem)), reads, records, ranks, progress))
+        return summaries
+    finally:
+        ranks.close()

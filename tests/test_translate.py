@@ -1,0 +1,403 @@
+"""`gac translate`: whole scenes, seamless, georeferenced, resumable, with uncertainty and gap-filling.
+
+The trained models are made by tests/translate_artifacts.py with the
+project's own builders and savers (no training), once per module. Most
+behaviour is checked with the supervised baseline chain (fast, real U-Net);
+TerraMind runs where the behaviour is TerraMind's (uncertainty, the full
+chain, resume across processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from gac.translate.grid import TileGrid, axis_weights, tile_offsets
+from tests.conftest import GAC, run_gac
+from tests.translate_artifacts import TILE, make_artifacts, params, smooth_s1, write_s1
+
+
+@pytest.fixture(scope="module")
+def arts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translate-models")
+    paths = make_artifacts(params(), root)
+    (root / "params.yaml").write_text(json.dumps(_params_dict()))
+    return {**paths, "params": root / "params.yaml", "root": root}
+
+
+def _params_dict(**translate):
+    from tests.translate_artifacts import PARAMS
+
+    return {**PARAMS, "translate": {**PARAMS["translate"], **translate}}
+
+
+def _write_params(path: Path, **translate) -> Path:
+    path.write_text(json.dumps(_params_dict(**translate)))
+    return path
+
+
+def _model_args(arts) -> list[str]:
+    return ["--stage2", str(arts["stage2"]), "--stage3", str(arts["stage3"]), "--baseline", str(arts["baseline"]), "--no-progress"]
+
+
+def _translate_lib(arts, scene: Path, out: Path, until="baseline", fill=None, **translate):
+    from gac.translate.chain import Artifacts
+    from gac.translate.run import Options, translate as run
+
+    p = params(until=until, **translate)
+    options = Options(Artifacts(stage2=arts["stage2"], stage3=arts["stage3"], baseline=arts["baseline"]),
+                      *(fill or (None, None)), overwrite=True, progress=False)
+    return run(p, [scene], out, options)
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+def test_tile_grid_covers_any_size_and_blend_weights_sum_to_one():
+    assert tile_offsets(100, 32, 8) == [0, 24, 48, 68]  # last tile aligned to the end, never past it
+    assert tile_offsets(20, 32, 8) == [0]  # smaller than a tile: one (padded) tile
+    for kind in ("cosine", "linear"):
+        offsets = tile_offsets(100, 32, 8)
+        total = np.zeros(100)
+        for start, w in zip(offsets, axis_weights(offsets, 32, kind)):
+            total[start : start + 32] += w
+        np.testing.assert_allclose(total, 1.0, atol=1e-12)  # the ramps of every overlap sum to one
+    grid = TileGrid(150, 97, 32, 8, block_size=64)
+    cover = np.zeros((150, 97), int)
+    for r, c, h, w in grid.blocks():
+        cover[r : r + h, c : c + w] += 1
+    assert (cover == 1).all()
+    assert grid.tiles_in((0, 0, 64, 64)) == [(i, j) for i in range(3) for j in range(3)]  # offsets 0, 24, 48 touch [0, 64)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def test_cog_keeps_the_inputs_grid_with_bands_nodata_overviews_and_provenance(arts, tmp_path):
+    from rasterio.transform import from_origin
+
+    s1 = smooth_s1(600, 530)
+    s1[:, :40, :50] = np.nan  # radar nodata corner
+    transform = from_origin(399960, 5600040, 10, 10)
+    scene = write_s1(tmp_path / "in" / "S1_scene.tif", s1, crs="EPSG:32631", transform=transform)
+    result = run_gac("translate", str(scene), "--out", str(tmp_path / "out"), "--until", "baseline", "--params", str(arts["params"]), *_model_args(arts))
+    assert result.returncode == 0, result.stderr
+    assert "km2/s" in result.stderr
+    with rasterio.open(tmp_path / "out" / "S1_scene.tif") as src:
+        assert (src.crs.to_epsg(), src.transform, src.width, src.height) == (32631, transform, 530, 600)
+        assert src.count == 12 and src.dtypes == ("uint16",) * 12 and src.nodata == 0
+        assert src.descriptions == ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and src.overviews(1) == [2]
+        assert src.block_shapes[0] == (512, 512)
+        tags = src.tags()
+        values = src.read()
+    assert tags["STAGES"] == "baseline" and tags["RANDOM_WEIGHTS"] == "false" and tags["UNITS"] == "reflectance x 10^4"
+    assert json.loads(tags["ADAPTERS"]).keys() == {"baseline"} and len(tags["PARAMS_HASH"]) == 16 and tags["MONTH"] == "6"
+    assert (values[:, :40, :50] == 0).all()  # no radar, no optical
+    assert (values[:, 40:, :] > 0).all() and (values[:, :, 50:] > 0).all()
+    assert (tmp_path / "out" / "S1_scene.png").stat().st_size > 1000
+    assert not (tmp_path / "out" / "S1_scene.partial").exists()
+
+
+class ContextChain:
+    """A stand-in for a model whose output depends on the whole tile (as TerraMind's tokens and Prithvi's attention do):
+    each pixel is its S1 value plus its tile's mean. Neighbouring tiles disagree, so only the blending can hide the borders."""
+
+    def __call__(self, s1, month, lat, lon, token_seeds, noise_seeds):
+        values = 100 * (s1[:, :1] + s1.mean(axis=(1, 2, 3), keepdims=True)) + 5000
+        return np.repeat(values, 12, axis=1)
+
+
+def _column_jumps(image: np.ndarray, overlap: int) -> tuple[float, float]:
+    """Largest mean |difference| between neighbouring columns at tile borders, and inside tiles."""
+    jumps = np.abs(np.diff(image.astype(np.float64), axis=2)).mean(axis=(0, 1))
+    offsets = tile_offsets(image.shape[2], TILE, overlap)
+    borders = sorted({o - 1 for o in offsets[1:]} | {o + TILE - 1 for o in offsets[:-1]})
+    inside = [c for c in range(len(jumps)) if c not in borders]
+    return float(jumps[borders].max()), float(jumps[inside].max())
+
+
+@pytest.mark.parametrize("overlap, seamless", [(8, True), (0, False)])
+def test_seams_blend_away_with_overlap_and_show_without_it(tmp_path, overlap, seamless):
+    from gac.translate.run import SceneJob
+    from gac.translate.source import open_s1
+
+    scene = open_s1(write_s1(tmp_path / "smooth.tif", smooth_s1(64, 160)), reproject=False)
+    try:
+        job = SceneJob(params(overlap=overlap), scene, TileGrid(64, 160, TILE, overlap, block_size=256), ContextChain(), samples=1)
+        mosaic, _ = job.compute((0, 0, 64, 160))
+    finally:
+        scene.close()
+    border, inside = _column_jumps(mosaic, overlap)
+    assert (border <= inside) is seamless, (border, inside)  # without overlap the borders show: the check can fail
+
+
+def test_real_model_mosaic_has_no_seams(arts, tmp_path):
+    scene = write_s1(tmp_path / "smooth.tif", smooth_s1(96, 160))
+    _translate_lib(arts, scene, tmp_path / "out")
+    border, inside = _column_jumps(_read(tmp_path / "out" / "smooth.tif"), 8)
+    assert border <= inside
+
+
+def test_block_size_does_not_change_the_mosaic_and_tiny_scenes_work(arts, tmp_path):
+    scene = write_s1(tmp_path / "odd.tif", smooth_s1(75, 131, seed=2))
+    _translate_lib(arts, scene, tmp_path / "b64", block_size=64)
+    _translate_lib(arts, scene, tmp_path / "b1024", block_size=1024)
+    a, b = _read(tmp_path / "b64" / "odd.tif").astype(int), _read(tmp_path / "b1024" / "odd.tif").astype(int)
+    assert a.shape == (12, 75, 131) and np.abs(a - b).max() <= 1
+    small = write_s1(tmp_path / "small.tif", smooth_s1(20, 27))  # smaller than one tile
+    _translate_lib(arts, small, tmp_path / "small")
+    out = _read(tmp_path / "small" / "small.tif")
+    assert out.shape == (12, 20, 27) and (out > 0).all()
+
+
+# ----------------------------------------------------------------------------- TerraMind: the full chain, uncertainty
+
+
+def test_full_chain_v3_writes_the_scene_and_records_every_model(arts, tmp_path):
+    scene = write_s1(tmp_path / "s.tif", smooth_s1(40, 56))
+    summary = _translate_lib(arts, scene, tmp_path / "v3", until="v3", block_size=64)
+    with rasterio.open(tmp_path / "v3" / "s.tif") as src:
+        tags, values = src.tags(), src.read()
+    assert summary[0]["tile_runs"] == 4 and values.shape == (12, 40, 56) and (values > 0).all()
+    assert tags["STAGES"] == "stage1 stage2 stage3" and tags["RANDOM_WEIGHTS"] == "true"
+    assert json.loads(tags["ADAPTERS"]).keys() == {"stage2", "stage3"}
+    assert json.loads(tags["WEIGHTS"]) == {"stage1": "random", "stage2": "random", "stage3": "random"}
+
+
+@pytest.fixture(scope="module")
+def v1_chain():
+    """Stage 1 with the tokenizer's zero-initialised output conv set non-zero, so outputs depend on the tokens."""
+    from gac.translate.chain import Artifacts, Chain
+
+    chain = Chain(params(until="v1"), "v1", Artifacts(), TILE, torch.device("cpu"))
+    out_conv = chain.stage1.tokenizer["tok_sen2l2a@224"].decoder.out[-1]
+    with torch.no_grad():
+        out_conv.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    return chain
+
+
+def test_uncertainty_is_zero_at_temperature_zero_and_positive_above(v1_chain, tmp_path):
+    from gac.terramind import Decoding
+    from gac.translate.run import SceneJob
+    from gac.translate.source import open_s1
+
+    scene = open_s1(write_s1(tmp_path / "u.tif", smooth_s1(32, 48)), reproject=False)
+    grid = TileGrid(32, 48, TILE, 8, block_size=64)
+    spreads = {}
+    try:
+        for temperature in (0.0, 1.0):
+            v1_chain.decoding = Decoding(temperature=temperature, timesteps=1)
+            job = SceneJob(params(until="v1", uncertainty=3), scene, grid, v1_chain, samples=3)
+            mean, spread = job.compute((0, 0, 32, 48))
+            spreads[temperature] = spread
+            assert mean.shape == spread.shape == (12, 32, 48) and np.isfinite(mean).all()
+    finally:
+        scene.close()
+    assert spreads[0.0].max() == 0.0
+    assert spreads[1.0].mean() > 1.0  # DN: three token draws disagree
+
+
+# ----------------------------------------------------------------------------- gap-filling
+
+
+def _write_s2(path: Path, values: np.ndarray, like: Path, dtype="uint16") -> Path:
+    with rasterio.open(like) as src:
+        profile = dict(driver="GTiff", width=src.width, height=src.height, count=values.shape[0], dtype=dtype, crs=src.crs,
+                       transform=src.transform, nodata=0 if dtype == "uint16" else None)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(values.astype(dtype))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["scl", "binary"])
+def test_gap_fill_keeps_clear_pixels_bit_for_bit_and_translates_clouds(arts, tmp_path, kind):
+    scene = write_s1(tmp_path / "g.tif", smooth_s1(64, 80))
+    rng = np.random.default_rng(0)
+    s2 = rng.integers(200, 4000, (12, 64, 80)).astype(np.uint16)
+    s2_path = _write_s2(tmp_path / "s2.tif", s2, scene)
+    scl = np.full((1, 64, 80), 4, np.uint8)  # vegetation
+    scl[0, 20:44, 30:60] = 9  # cloud, high probability
+    scl[0, 50:60, 5:15] = 3  # cloud shadow
+    scl[0, 0:5, 0:5] = 8 if kind == "scl" else 0  # cloud medium probability (scl only)
+    mask = scl if kind == "scl" else np.isin(scl, (3, 8, 9, 10)).astype(np.uint8)
+    mask_path = _write_s2(tmp_path / "mask.tif", mask, scene, dtype="uint8")
+    _translate_lib(arts, scene, tmp_path / "plain")
+    _translate_lib(arts, scene, tmp_path / "filled", fill=(s2_path, mask_path))
+    plain, filled = _read(tmp_path / "plain" / "g.tif"), _read(tmp_path / "filled" / "g.tif")
+    cloud = np.isin(scl[0], (3, 8, 9, 10)) if kind == "scl" else mask[0] == 1
+    clear = ~cloud
+    assert np.array_equal(filled[:, clear], s2[:, clear])  # bit for bit
+    deep = np.zeros_like(cloud)
+    deep[24:40, 34:56] = True  # more than `feather` (3) px inside the cloud
+    assert np.abs(filled[:, deep].astype(int) - plain[:, deep].astype(int)).max() <= 1
+    edge = (slice(None), 20, slice(31, 59))  # the cloud's first row: a mix of S2 and the translation
+    lo, hi = np.minimum(s2[edge], plain[edge]), np.maximum(s2[edge], plain[edge])
+    assert ((filled[edge] >= lo) & (filled[edge] <= hi)).all() and (filled[edge] != plain[edge]).any()
+
+
+def test_gap_fill_removes_the_l2a_offset_when_told(arts, tmp_path):
+    from gac.translate.chain import Artifacts
+    from gac.translate.run import Options, translate as run
+    from gac.params import validate_params
+
+    scene = write_s1(tmp_path / "o.tif", smooth_s1(32, 32))
+    s2 = np.random.default_rng(1).integers(200, 4000, (12, 32, 32)).astype(np.uint16)
+    s2_path = _write_s2(tmp_path / "s2.tif", s2 + 1000, scene)
+    mask_path = _write_s2(tmp_path / "m.tif", np.zeros((1, 32, 32)), scene, dtype="uint8")
+    p = validate_params({**_params_dict(until="baseline"), "data": {"s2_offset": 1000}})
+    run(p, [scene], tmp_path / "out", Options(Artifacts(baseline=arts["baseline"]), s2_path, mask_path, progress=False))
+    assert np.array_equal(_read(tmp_path / "out" / "o.tif"), s2)
+
+
+# ----------------------------------------------------------------------------- reprojection
+
+
+def test_scene_off_the_10m_grid_is_refused_or_reprojected_to_its_utm_zone(arts, tmp_path):
+    from rasterio.transform import from_origin
+
+    coarse = write_s1(tmp_path / "coarse.tif", smooth_s1(30, 40), transform=from_origin(500000, 5000000, 20, 20))
+    refused = run_gac("translate", str(coarse), "--out", str(tmp_path / "no"), "--until", "baseline", "--params", str(arts["params"]), *_model_args(arts))
+    assert refused.returncode == 2 and "20 x 20 metre" in refused.stderr and "translate.reproject: true" in refused.stderr
+    assert not (tmp_path / "no").exists()
+    _translate_lib(arts, coarse, tmp_path / "utm", reproject=True)
+    with rasterio.open(tmp_path / "utm" / "coarse.tif") as src:
+        assert (src.crs.to_epsg(), src.res, src.width, src.height) == (32633, (10.0, 10.0), 80, 60)
+        assert (src.read() > 0).all()
+    lonlat = write_s1(tmp_path / "lonlat.tif", smooth_s1(40, 40), crs="EPSG:4326", transform=from_origin(15.0, 45.2, 0.0002, 0.0002))
+    _translate_lib(arts, lonlat, tmp_path / "geo", reproject=True)
+    with rasterio.open(tmp_path / "geo" / "lonlat.tif") as src:
+        assert src.crs.to_epsg() == 32633 and src.res == (10.0, 10.0)  # 15 E, 45 N: UTM zone 33 N
+        assert abs(src.width - 40 * 0.0002 * 111320 * np.cos(np.radians(45.2)) / 10) < 3
+        values = src.read()
+    assert (values > 0).mean() > 0.9  # the reprojected footprint is nearly all valid (rotation leaves corners empty)
+
+
+# ----------------------------------------------------------------------------- bad inputs: one line, exit 2, nothing written
+
+
+def _bad(tmp_path: Path, make) -> tuple[list[str], str]:
+    """(command-line args, expected message part) for one broken input."""
+    return make(tmp_path)
+
+
+def _bands(tmp_path):
+    return [str(write_s1(tmp_path / "three.tif", np.concatenate([smooth_s1(32, 32), smooth_s1(32, 32)[:1]])))], "3 band(s)"
+
+
+def _s2_as_s1(tmp_path):
+    return [str(write_s1(tmp_path / "s2.tif", np.full((12, 32, 32), 1500.0)))], "Sentinel-2"
+
+
+def _linear(tmp_path):
+    return [str(write_s1(tmp_path / "lin.tif", 10 ** (smooth_s1(32, 32) / 10)))], "linear power"
+
+
+def _empty(tmp_path):
+    return [str(write_s1(tmp_path / "nan.tif", np.full((2, 32, 32), np.nan)))], "every pixel is nodata"
+
+
+def _no_crs(tmp_path):
+    import rasterio
+
+    path = tmp_path / "nocrs.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=2, dtype="float32") as dst:
+        dst.write(smooth_s1(32, 32))
+    return [str(path)], "has no CRS"
+
+
+@pytest.mark.parametrize("make", [_bands, _s2_as_s1, _linear, _empty, _no_crs], ids=["bands", "s2-as-s1", "linear", "nodata", "no-crs"])
+def test_bad_s1_inputs_are_one_line_and_write_nothing(arts, tmp_path, make):
+    args, expected = make(tmp_path)
+    result = run_gac("translate", *args, "--out", str(tmp_path / "out"), "--until", "baseline", "--params", str(arts["params"]), *_model_args(arts))
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("gac: error:")]
+    assert len(lines) == 1 and expected in lines[0] and args[0] in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_bad_models_fill_inputs_and_existing_outputs_are_one_line(arts, tmp_path):
+    import shutil
+
+    scene = str(write_s1(tmp_path / "scene.tif", smooth_s1(32, 32)))
+    wrong_size = tmp_path / "stage3-small"
+    shutil.copytree(arts["stage3"], wrong_size)
+    record = json.loads((wrong_size / "adapter.json").read_text())
+    (wrong_size / "adapter.json").write_text(json.dumps({**record, "model": "terramind_v1_small_generate"}))
+    from tests.translate_artifacts import make_stage2
+
+    other_backbone = make_stage2(params(), tmp_path / "stage2-100", backbone="prithvi_eo_v2_100_tl")
+    s2_01 = _write_s2(tmp_path / "s2_01.tif", np.full((12, 32, 32), 0.12), Path(scene), dtype="float32")
+    mask = _write_s2(tmp_path / "mask.tif", np.zeros((1, 32, 32)), Path(scene), dtype="uint8")
+    out = tmp_path / "out"
+    cases = [
+        (["--stage3", str(tmp_path / "missing")], "dvc repro train-stage3"),
+        (["--stage3", str(wrong_size)], "terramind_v1_small_generate"),
+        (["--stage2", str(other_backbone)], "prithvi_eo_v2_100_tl"),
+        (["--until", "baseline", "--fill-s2", str(s2_01), "--cloud-mask", str(mask)], "multiply by 10000"),
+        (["--until", "baseline", "--fill-s2", str(s2_01)], "needs both --fill-s2"),
+    ]
+    for extra, expected in cases:
+        result = run_gac("translate", scene, "--out", str(out), "--params", str(arts["params"]), *_model_args(arts), *extra)
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, (extra, result.stderr)
+        assert not out.exists(), extra
+    first = run_gac("translate", scene, "--out", str(out), "--until", "baseline", "--params", str(arts["params"]), *_model_args(arts))
+    assert first.returncode == 0, first.stderr
+    again = run_gac("translate", scene, "--out", str(out), "--until", "baseline", "--params", str(arts["params"]), *_model_args(arts))
+    assert again.returncode == 2 and "already exists; pass --overwrite" in again.stderr
+    forced = run_gac("translate", scene, "--out", str(out), "--until", "baseline", "--overwrite", "--params", str(arts["params"]), *_model_args(arts))
+    assert forced.returncode == 0, forced.stderr
+
+
+# ----------------------------------------------------------------------------- resume and torchrun
+
+
+def test_killed_run_resumes_and_two_ranks_write_the_same_bytes(arts, tmp_path):
+    """SIGKILL once the first block is done, resume, and compare with one uninterrupted process and with torchrun -n 2.
+
+    Stages 1 and 2: stage 2's output varies within tiles (stage 1 alone is flat under random weights), so the
+    bytes compared depend on which tiles were blended into which block.
+    """
+    scene = str(write_s1(tmp_path / "k.tif", smooth_s1(64, 64)))
+    prm = str(_write_params(tmp_path / "p.json", until="v2", block_size=32, batch_size=2))
+    args = ["translate", scene, "--params", prm, "--no-progress", *_model_args(arts)]
+    whole = run_gac(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([str(GAC), *args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    markers = out / "k.partial" / "done"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (markers.is_dir() and any(markers.iterdir())):
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(markers.iterdir()))
+    assert 1 <= done_before < 4 and not (out / "k.tif").exists()
+    resumed = run_gac(*args, "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming, {done_before} of 4 block(s)" in resumed.stderr
+    torchrun = Path(sys.executable).with_name("torchrun")
+    ranks = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--no-python", str(GAC), *args, "--out", str(tmp_path / "ranks")],
+                           capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert ranks.returncode == 0, ranks.stderr[-2000:]
+    assert "rank 1/2" in ranks.stderr
+    reference = (tmp_path / "whole" / "k.tif").read_bytes()
+    assert _read(tmp_path / "whole" / "k.tif").std(axis=(1, 2)).min() > 10  # not a flat image
+    assert (out / "k.tif").read_bytes() == reference
+    assert (tmp_path / "ranks" / "k.tif").read_bytes() == reference
