@@ -64,8 +64,7 @@ def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, in
     device = resolve_device(infer.device, key="stage3.infer.device")
     net, record = load_grounding_model(params, adapter_root, int(tiles_ds.sizes["y"]), device)
     model = net.get_base_model()
-    decoding = Decoding(decoding_steps=infer.decoding_steps, temperature=infer.temperature, top_p=infer.top_p, top_k=infer.top_k,
-                        timesteps=infer.timesteps, capped=False)
+    decoding = Decoding(**infer.sampling(), capped=False)
     # What this output depends on besides the adapter (whose own hash follows): the keys dvc.yaml gives `ground`.
     reads = {"seed": params.seed, "input": s1_name, "model": s3.model, "weights": s3.weights, "infer": infer.model_dump(mode="json")}
     attrs = {

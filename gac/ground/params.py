@@ -13,18 +13,13 @@ from __future__ import annotations
 from pydantic import Field
 
 from gac.device import DeviceChoice, Precision
-from gac.schema import StrictModel, TerraMindGenerator, Weights
+from gac.schema import SamplingParams, TerraMindGenerator, Weights
 from gac.tuning.params import Stage3Loss, TuningParams
 
 
-class Stage3InferParams(StrictModel):
+class Stage3InferParams(SamplingParams):
     """How `gac ground` generates opt_v3 (stage 1's engine, gac.terramind.generate); none of it changes the adapter."""
 
-    timesteps: int = Field(2, ge=1, le=1000, description="diffusion (DDIM) steps of the S2L2A tokenizer's decoder")
-    decoding_steps: int = Field(1, ge=1, description="iterative (MaskGIT-style) token decoding steps")
-    temperature: float = Field(1.0, ge=0, description="token sampling temperature; 0 = most likely token")
-    top_p: float = Field(0.8, gt=0, le=1)
-    top_k: int = Field(0, ge=0, description="0 = no top-k filter")
     batch_size: int = Field(4, ge=1)
     device: DeviceChoice = Field("auto", description="auto: CUDA when present, else CPU (gac.device)")
     precision: Precision = Field("bf16", description="autocast dtype on CUDA; CPU always runs float32")
