@@ -401,3 +401,16 @@ def test_killed_run_resumes_and_two_ranks_write_the_same_bytes(arts, tmp_path):
     assert _read(tmp_path / "whole" / "k.tif").std(axis=(1, 2)).min() > 10  # not a flat image
     assert (out / "k.tif").read_bytes() == reference
     assert (tmp_path / "ranks" / "k.tif").read_bytes() == reference
+
+
+def test_real_terramesh_s1_scenes_translate_on_their_own_grid(arts, shared_samples, tmp_path):
+    """Real S1RTC (float64 dB, UTM, 10 m, no optical partner given): checked, translated, same grid out."""
+    scenes = sorted((shared_samples / "S1RTC").glob("*.tif"))
+    summaries = _translate_lib(arts, shared_samples / "S1RTC", tmp_path / "out")
+    assert [s["scene"] for s in summaries] == [p.stem for p in scenes]
+    for path in scenes:
+        with rasterio.open(path) as s1, rasterio.open(tmp_path / "out" / path.name) as out:
+            assert (out.crs, out.transform, out.shape) == (s1.crs, s1.transform, s1.shape)
+            radar = np.isfinite(s1.read()).all(axis=0)
+            values = out.read()
+        assert ((values > 0).all(axis=0) == radar).all()  # output exactly where the radar has data
