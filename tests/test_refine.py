@@ -128,6 +128,47 @@ def test_8bit_backbone_runs_on_cpu_close_to_fp32(built, built_8bit):
         assert rel < 0.02, (level, float(rel))  # measured 0.2-0.7% at random init
 
 
+def test_frozen_8bit_linear_trains_like_bitsandbytes_without_keeping_its_input():
+    """The 8-bit layers' training step gives bitsandbytes' outputs and input gradients bit for bit, but keeps no
+    activation alive for the backward (bitsandbytes' CPU path holds every input, checkpointing or not)."""
+    import gc
+    import weakref
+
+    import bitsandbytes as bnb
+
+    from gac.refine.backbone import quantize_frozen_linears
+    from gac.refine.int8 import Linear8bitFrozen
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.blocks = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))])
+    reference = bnb.nn.Linear8bitLt(256, 64, has_fp16_weights=False, threshold=6.0)
+    reference.weight = bnb.nn.Int8Params(model.blocks[0][2].weight.data.clone(), requires_grad=False, has_fp16_weights=False)
+    reference.bias = torch.nn.Parameter(model.blocks[0][2].bias.data.clone(), requires_grad=False)
+    reference = reference.to("cpu")
+    assert quantize_frozen_linears(model, keep_blocks=set()) == 2
+    ours = model.blocks[0][2]
+    assert type(ours) is Linear8bitFrozen and isinstance(ours, bnb.nn.Linear8bitLt) and ours.weight.dtype == torch.int8
+    ours.train(), reference.train()
+    seen = {}
+    for name, layer in (("ours", ours), ("bnb", reference)):
+        leaf = torch.randn(2, 5, 256, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        hidden = leaf * 2.0  # an activation: only the layer could keep it alive
+        alive = weakref.ref(hidden)
+        out = layer(hidden)
+        del hidden
+        gc.collect()
+        seen[name] = (alive() is not None, out.detach().clone())
+        out.pow(2).sum().backward()
+        seen[name] += (leaf.grad.clone(),)
+    assert seen["bnb"][0] and not seen["ours"][0]
+    assert torch.equal(seen["ours"][1], seen["bnb"][1]) and torch.equal(seen["ours"][2], seen["bnb"][2])
+    assert seen["ours"][2].abs().sum() > 0
+    with torch.no_grad():  # inference keeps bitsandbytes' own int8 path (threshold, outliers) untouched
+        x = torch.randn(3, 256)
+        torch.testing.assert_close(ours.eval()(x), reference.eval()(x), rtol=0, atol=0)
+
+
 def test_activation_checkpointing_recomputes_blocks_and_keeps_gradients(built, built_8bit):
     """auto turns checkpointing on with the 8-bit backbone; a step with it gives the gradients of a step without."""
     from gac.refine.build import build_refiner

@@ -94,8 +94,11 @@ def fingerprint(model: nn.Module) -> float:
 
 
 def quantize_frozen_linears(model: nn.Module, keep_blocks: set[int]) -> int:
-    """Swap the Linear layers of every block not in `keep_blocks` for bitsandbytes Linear8bitLt (int8 weights, frozen)."""
+    """Swap the Linear layers of every block not in `keep_blocks` for bitsandbytes Linear8bitLt (int8 weights, frozen;
+    gac.refine.int8.Linear8bitFrozen, whose training step on CPU keeps no activation for the frozen weights)."""
     import bitsandbytes as bnb
+
+    from gac.refine.int8 import Linear8bitFrozen
 
     count = 0
     for index, block in enumerate(model.blocks):
@@ -105,7 +108,7 @@ def quantize_frozen_linears(model: nn.Module, keep_blocks: set[int]) -> int:
             for child_name, child in list(parent.named_children()):
                 if type(child) is not nn.Linear:
                     continue
-                q = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=child.bias is not None, has_fp16_weights=False, threshold=6.0)
+                q = Linear8bitFrozen(child.in_features, child.out_features, bias=child.bias is not None, has_fp16_weights=False, threshold=6.0)
                 q.weight = bnb.nn.Int8Params(child.weight.data, requires_grad=False, has_fp16_weights=False)
                 if child.bias is not None:
                     q.bias = nn.Parameter(child.bias.data, requires_grad=False)
