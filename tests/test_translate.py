@@ -351,6 +351,8 @@ def test_bad_models_fill_inputs_and_existing_outputs_are_one_line(arts, tmp_path
         (["--stage2", str(other_backbone)], "prithvi_eo_v2_100_tl"),
         (["--until", "baseline", "--fill-s2", str(s2_01), "--cloud-mask", str(mask)], "multiply by 10000"),
         (["--until", "baseline", "--fill-s2", str(s2_01)], "needs both --fill-s2"),
+        (["--until", "baseline", "--uncertainty", "3"], "the baseline U-Net is deterministic"),
+        (["--until", "v1", "--uncertainty", "1"], "needs N >= 2"),
     ]
     for extra, expected in cases:
         result = run_gac("translate", scene, "--out", str(out), "--params", str(arts["params"]), *_model_args(arts), *extra)

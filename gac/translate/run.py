@@ -357,6 +357,9 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
     tile_size = t.tile_size or params.tile.size
     if t.overlap * 2 > tile_size:
         raise GacError(f"translate.overlap {t.overlap} is more than half the tile size {tile_size}; use at most {tile_size // 2}")
+    if t.until == "baseline" and t.uncertainty > 1:
+        raise GacError(f"uncertainty {t.uncertainty} with until: baseline: the baseline U-Net is deterministic, its spread is 0; "
+                       "use --until v1, v2 or v3 (TerraMind's token sampling) or drop --uncertainty")
     if (options.fill_s2 is None) != (options.cloud_mask is None):
         raise GacError("gap-filling needs both --fill-s2 S2.tif and --cloud-mask MASK.tif (an SCL layer or a 0/1 mask)")
     files = find_s1_inputs(inputs)
