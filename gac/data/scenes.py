@@ -115,13 +115,16 @@ def _same_grid(s1, s2, path: Path, reproject: bool) -> bool:
     return False
 
 
-def _s1_on_s2_grid(source: np.ndarray, s1, s2) -> np.ndarray:
-    """S1 `source` (checked to be dB) reprojected onto the S2 grid, bilinear in linear power, back to dB."""
+def warp_db(source: np.ndarray, src_transform, src_crs, shape: tuple[int, int], dst_transform, dst_crs) -> np.ndarray:
+    """Backscatter in dB (bands, h, w; NaN = nodata) reprojected onto another grid of `shape`, bilinear in linear power, back to dB.
+
+    Averaging dB values would bias dark pixels (the log of a mean is not the mean of the logs).
+    """
     from rasterio.warp import Resampling, reproject as warp
 
     linear = np.where(np.isnan(source), np.nan, 10.0 ** (source / 10.0)).astype(np.float32)
-    out = np.full((s1.count, s2.height, s2.width), np.nan, dtype=np.float32)
-    warp(linear, out, src_transform=s1.transform, src_crs=s1.crs, dst_transform=s2.transform, dst_crs=s2.crs,
+    out = np.full((source.shape[0], *shape), np.nan, dtype=np.float32)
+    warp(linear, out, src_transform=src_transform, src_crs=src_crs, dst_transform=dst_transform, dst_crs=dst_crs,
          src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(out > 0, 10.0 * np.log10(out), np.nan).astype(np.float32)
@@ -148,7 +151,7 @@ def read_pair(pair: ScenePair, reproject: bool, s2_offset: int = 0) -> Scene:
         s1_data = read_values(s1)
         check_s1_db(s1_data, pair.s1)
         if not same:
-            s1_data = _s1_on_s2_grid(s1_data, s1, s2)
+            s1_data = warp_db(s1_data, s1.transform, s1.crs, (s2.height, s2.width), s2.transform, s2.crs)
         month = acquisition_month(s2, s1)
         crs = s2.crs.to_string()
         transform = tuple(s2.transform)[:6]

@@ -104,22 +104,30 @@ def plan_tiles(scenes: list[Scene], tile: TileParams, seed: int) -> tuple[list[d
             dropped["split_border"] += 1
             continue
         transform = tile_transform(scene.transform, row, col)
+        lon, lat = tile_centres_lonlat(scene.crs, scene.transform, [row], [col], tile.size)
         records.append({
             "tile": f"{scene.name}_r{row:05d}_c{col:05d}", "scene": scene.name, "row_off": row, "col_off": col,
             "crs": scene.crs, "transform": transform, "month": scene.month, "split": home,
-            **_centre_lonlat(scene.crs, transform, tile.size),
+            "lat": float(lat[0]), "lon": float(lon[0]),
         })
     return records, dropped
 
 
-def _centre_lonlat(crs: str, transform: tuple[float, ...], size: int) -> dict[str, float]:
+def tile_centres_lonlat(crs, scene_transform: tuple[float, ...], rows, cols, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude and latitude (degrees, float64) of the centres of `size` px tiles at pixel offsets (rows, cols) of a scene.
+
+    The refiner is conditioned on them: tiles.zarr for training and `gac translate` for new scenes both come here,
+    so a tile at the same place gets the same location either way.
+    """
     from rasterio.warp import transform as warp_points
 
-    a, b, c, d, e, f = transform
-    x = c + a * size / 2 + b * size / 2
-    y = f + d * size / 2 + e * size / 2
-    lon, lat = warp_points(crs, "EPSG:4326", [x], [y])
-    return {"lat": float(lat[0]), "lon": float(lon[0])}
+    a, b, c, d, e, f = tuple(scene_transform)[:6]
+    rows, cols = np.asarray(rows, dtype=np.float64), np.asarray(cols, dtype=np.float64)
+    # the tile's own origin (tile_transform), then half a tile along each axis
+    x = (c + a * cols + b * rows) + a * size / 2 + b * size / 2
+    y = (f + d * cols + e * rows) + d * size / 2 + e * size / 2
+    lon, lat = warp_points(crs, "EPSG:4326", x.tolist(), y.tolist())
+    return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
 
 
 def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, attrs: dict, landcover: dict | None = None):

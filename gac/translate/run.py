@@ -33,7 +33,7 @@ from gac.export import safe_name
 from gac.params import json_digest
 from gac.translate.chain import STAGES, Artifacts, Chain, check_artifacts
 from gac.translate.grid import TileGrid
-from gac.translate.source import GapFill, S1Scene, find_s1_inputs, open_gap_fill, open_s1, parse_date, tile_lonlat
+from gac.translate.source import GapFill, S1Scene, find_s1_inputs, open_gap_fill, open_s1, parse_date
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,7 @@ class SceneJob:
 
     def compute(self, block: tuple[int, int, int, int], bar=None) -> tuple[np.ndarray, np.ndarray | None]:
         """(12, h, w) blended mean reflectance and its spread over samples (None for one sample), NaN at nodata."""
+        from gac.data.tiling import tile_centres_lonlat
         from gac.terramind import iter_batches, tile_seed
 
         grid, size, seed = self.grid, self.grid.size, self.params.seed
@@ -191,7 +192,7 @@ class SceneJob:
         model_s1 = _fill_outside(s1, min(bottom, self.scene.height) - top, min(right, self.scene.width) - left)
         rows = np.array([grid.rows[i] for i, _ in tiles])
         cols = np.array([grid.cols[j] for _, j in tiles])
-        lon, lat = tile_lonlat(self.scene, rows, cols, size)
+        lon, lat = (v.astype(np.float32) for v in tile_centres_lonlat(self.scene.crs, self.scene.transform, rows, cols, size))
         keys = [self._tile_key(i, j) for i, j in tiles]
         noise_seeds = [tile_seed(seed, key) for key in keys]
         mean = m2 = None
@@ -199,7 +200,7 @@ class SceneJob:
             token_seeds = noise_seeds if k == 0 else [tile_seed(seed, f"{key}:{k}") for key in keys]
             total = np.zeros((len(S2_BANDS), h, w), dtype=np.float64)
             weight = np.zeros((h, w), dtype=np.float64)
-            for batch in iter_batches(range(len(tiles)), self.chain_batch):
+            for batch in iter_batches(range(len(tiles)), self.params.translate.batch_size):
                 crops = np.stack([model_s1[:, rows[b] - top : rows[b] - top + size, cols[b] - left : cols[b] - left + size] for b in batch])
                 month = np.full(len(batch), self.scene.month, dtype=np.int64)
                 pred = self.chain(crops, month, lat[batch], lon[batch], [token_seeds[b] for b in batch], [noise_seeds[b] for b in batch])
@@ -232,10 +233,6 @@ class SceneJob:
             mean, spread = self._fill(block, mean, spread)
         return mean, spread
 
-    @property
-    def chain_batch(self) -> int:
-        return self.params.translate.batch_size
-
     def _fill(self, block, translated: np.ndarray, spread: np.ndarray | None):
         """Clear S2 pixels as they are; masked (cloud, shadow, cirrus) or S2-nodata pixels from the translation."""
         r, c, h, w = block
@@ -254,8 +251,8 @@ class SceneJob:
         return filled, spread
 
 
-def _fingerprint(job: SceneJob, reads: dict[str, Any], gap_fill: GapFill | None) -> dict[str, Any]:
-    stat = job.scene.path.stat()
+def _fingerprint(job: SceneJob, reads: dict[str, Any]) -> dict[str, Any]:
+    stat, gap_fill = job.scene.path.stat(), job.gap_fill
     fill = None
     if gap_fill is not None:
         fill = {str(p.resolve()): [p.stat().st_size, p.stat().st_mtime_ns] for p in (gap_fill.s2_path, gap_fill.mask_path)}
@@ -263,8 +260,8 @@ def _fingerprint(job: SceneJob, reads: dict[str, Any], gap_fill: GapFill | None)
             "samples": job.samples, "block_size": job.grid.block_size, "gap_fill": fill}
 
 
-def _tags(job: SceneJob, reads: dict[str, Any], records: dict[str, dict], gap_fill: GapFill | None) -> dict[str, Any]:
-    chain = job.chain
+def _tags(job: SceneJob, reads: dict[str, Any], records: dict[str, dict]) -> dict[str, Any]:
+    chain, gap_fill = job.chain, job.gap_fill
     return {
         "GAC_VERSION": __version__,
         "STAGES": " ".join(STAGES[chain.until]),
@@ -288,7 +285,7 @@ def translate_scene(job: SceneJob, outputs: Outputs, reads: dict[str, Any], reco
 
     grid, scene = job.grid, job.scene
     blocks = grid.blocks()
-    store = BlockStore(outputs.partial, _fingerprint(job, reads, job.gap_fill), scene.height, scene.width, grid.block_size, job.samples > 1)
+    store = BlockStore(outputs.partial, _fingerprint(job, reads), scene.height, scene.width, grid.block_size, job.samples > 1)
     if ranks.rank == 0:
         done = store.open()
         if done:
@@ -308,7 +305,7 @@ def translate_scene(job: SceneJob, outputs: Outputs, reads: dict[str, Any], reco
     seconds = time.perf_counter() - started
     ranks.barrier()
     if ranks.rank == 0:
-        write_outputs(store, outputs, scene, _tags(job, reads, records, job.gap_fill), blocks)
+        write_outputs(store, outputs, scene, _tags(job, reads, records), blocks)
     ranks.barrier()
     area_km2 = scene.height * scene.width * 1e-4  # 10 m pixels
     return {"scene": scene.stem, "blocks": len(mine), "tile_runs": runs, "seconds": seconds, "km2": area_km2, "out": str(outputs.image)}
@@ -355,8 +352,6 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
     t = params.translate
     out_dir = Path(out_dir)
     tile_size = t.tile_size or params.tile.size
-    if t.overlap * 2 > tile_size:
-        raise GacError(f"translate.overlap {t.overlap} is more than half the tile size {tile_size}; use at most {tile_size // 2}")
     if t.until == "baseline" and t.uncertainty > 1:
         raise GacError(f"uncertainty {t.uncertainty} with until: baseline: the baseline U-Net is deterministic, its spread is 0; "
                        "use --until v1, v2 or v3 (TerraMind's token sampling) or drop --uncertainty")
@@ -370,15 +365,17 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
     scenes: list[S1Scene] = []
     gap_fill = None
     try:
+        grids = []
         for path in files:
             scenes.append(open_s1(path, t.reproject, month))
+            grids.append(TileGrid(scenes[-1].height, scenes[-1].width, tile_size, t.overlap, t.blend, t.block_size))
             check_outputs(Outputs(out_dir, safe_name(path.stem)), options.overwrite)
         if options.fill_s2 is not None:
             gap_fill = open_gap_fill(options.fill_s2, options.cloud_mask, scenes[0], params.data.s2_offset, t.cloud_classes, t.feather)
         for scene in scenes:
             if not scene.month:
                 log.warning("%s: no acquisition date in its tags; month unknown to the refiner (as for undated training tiles); pass --date YYYY-MM-DD", scene.path)
-        return _run(params, scenes, gap_fill, records, out_dir, tile_size, options.progress, options.artifacts)
+        return _run(params, list(zip(scenes, grids)), gap_fill, records, out_dir, tile_size, options.progress, options.artifacts)
     finally:
         for scene in scenes:
             scene.close()
@@ -386,7 +383,7 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
             gap_fill.close()
 
 
-def _run(params, scenes, gap_fill, records, out_dir: Path, tile_size: int, progress: bool, artifacts: Artifacts) -> list[dict[str, Any]]:
+def _run(params, planned: list[tuple[S1Scene, TileGrid]], gap_fill, records, out_dir: Path, tile_size: int, progress: bool, artifacts: Artifacts) -> list[dict[str, Any]]:
     from gac.device import resolve_device
     from gac.generate.run import Ranks
 
@@ -402,8 +399,7 @@ def _run(params, scenes, gap_fill, records, out_dir: Path, tile_size: int, progr
         reads = {**_reads(params, tile_size), "adapters": {stage: record["digest"] for stage, record in records.items()}}
         out_dir.mkdir(parents=True, exist_ok=True)
         summaries = []
-        for scene in scenes:
-            grid = TileGrid(scene.height, scene.width, tile_size, t.overlap, t.blend, t.block_size)
+        for scene, grid in planned:
             job = SceneJob(params, scene, grid, chain, t.uncertainty, gap_fill)
             summaries.append(translate_scene(job, Outputs(out_dir, safe_name(scene.stem)), reads, records, ranks, progress))
         return summaries

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gac.data.sanity import check_s1_band_count, check_s1_db, check_s2_scaled, read_values, remove_s2_offset, sample_values
-from gac.data.scenes import acquisition_month, open_raster
+from gac.data.scenes import acquisition_month, open_raster, warp_db
 from gac.data.store import S2_BANDS
 from gac.errors import GacError
 
@@ -126,7 +126,7 @@ class S1Scene:
 
     def _read_reprojected(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         from rasterio.transform import Affine
-        from rasterio.warp import Resampling, reproject, transform_bounds
+        from rasterio.warp import transform_bounds
         from rasterio.windows import Window, from_bounds
 
         dst_transform = self.transform * Affine.translation(col, row)
@@ -138,16 +138,11 @@ class S1Scene:
         r0 = max(int(math.floor(src.row_off)) - _WARP_MARGIN, 0)
         c1 = min(int(math.ceil(src.col_off + src.width)) + _WARP_MARGIN, self._dataset.width)
         r1 = min(int(math.ceil(src.row_off + src.height)) + _WARP_MARGIN, self._dataset.height)
-        out = np.full((2, height, width), np.nan, dtype=np.float32)
         if r1 <= r0 or c1 <= c0:
-            return out
+            return np.full((2, height, width), np.nan, dtype=np.float32)
         window = Window(c0, r0, c1 - c0, r1 - r0)
         source = read_values(self._dataset, window=window)
-        linear = np.where(np.isnan(source), np.nan, 10.0 ** (source / 10.0)).astype(np.float32)
-        reproject(linear, out, src_transform=self._dataset.window_transform(window), src_crs=self.src_crs, dst_transform=dst_transform,
-                  dst_crs=self.crs, src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(out > 0, 10.0 * np.log10(out), np.nan).astype(np.float32)
+        return warp_db(source, self._dataset.window_transform(window), self.src_crs, (height, width), dst_transform, self.crs)
 
 
 def _target_grid(dataset, path: Path):
@@ -186,19 +181,6 @@ def open_s1(path: Path, reproject: bool, date_override: int | None = None) -> S1
     except BaseException:
         dataset.close()
         raise
-
-
-def tile_lonlat(scene: S1Scene, rows: np.ndarray, cols: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Longitude, latitude (degrees) of the centres of tiles at pixel offsets (rows, cols): the refiner's location."""
-    from rasterio.warp import transform as warp_points
-
-    xs, ys = [], []
-    for r, c in zip(rows, cols):
-        x, y = scene.transform * (c + size / 2, r + size / 2)
-        xs.append(x)
-        ys.append(y)
-    lon, lat = warp_points(scene.crs, "EPSG:4326", xs, ys)
-    return np.asarray(lon, dtype=np.float32), np.asarray(lat, dtype=np.float32)
 
 
 @dataclass
