@@ -52,3 +52,26 @@ def test_contact_sheet_has_a_colour_row_and_an_error_row_per_tile(tmp_path):
         off = _panel(pixels, error_row, 2, 32)
         assert np.abs(off[4:, 4:] - colour(0.05 / ERROR_RANGE)).max() <= 3  # 500 x 10^-4 = 0.05 reflectance, half the fixed scale
     assert (_panel(pixels, 1, 2, 32)[:4, :4] == 255).all()  # no data: white
+
+
+def test_scene_quicklook_shows_a_flat_translation_in_its_colour_not_black(tmp_path):
+    import rasterio
+    from PIL import Image
+    from rasterio.transform import from_origin
+
+    from gac.evaluate.quicklooks import FLAT_DISPLAY_MAX, scene_quicklook
+
+    flat = np.zeros((12, 40, 50), np.uint16)
+    flat[3], flat[2], flat[1] = 1500, 1200, 900  # B04, B03, B02
+    ramp = flat.copy()
+    ramp[3] = np.linspace(500, 2500, 50, dtype=np.uint16)[None, :]  # contrast in red only
+    for name, values in (("flat", flat), ("ramp", ramp)):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", driver="GTiff", width=50, height=40, count=12, dtype="uint16",
+                           crs="EPSG:32633", transform=from_origin(0, 0, 10, 10)) as dst:
+            dst.write(values)
+        scene_quicklook(tmp_path / f"{name}.tif", tmp_path / f"{name}.png")
+    rgb = np.asarray(Image.open(tmp_path / "flat.png"))
+    expected = np.round(np.array([1500, 1200, 900]) / FLAT_DISPLAY_MAX * 255)
+    assert (rgb == expected.astype(np.uint8)).all()
+    red = np.asarray(Image.open(tmp_path / "ramp.png"))[..., 0]
+    assert red[:, 0].max() <= 10 and red[:, -1].min() >= 245  # a band with contrast keeps its 2-98 % stretch

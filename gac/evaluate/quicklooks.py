@@ -24,6 +24,7 @@ ERROR_CMAP = "inferno"
 NODATA_RGB = (255, 255, 255)  # error maps: pixels without a prediction or truth
 FALSE_COLOUR = ("B08", "B04", "B03")  # NIR, red, green: vegetation red
 LABEL_HEIGHT = 14
+FLAT_DISPLAY_MAX = 3000.0  # reflectance x 10^4: the usual true-colour display ceiling (0.3 reflectance)
 GAP = 2
 
 
@@ -135,7 +136,13 @@ def _save(image, path: Path) -> Path:
 
 
 def scene_quicklook(cog: Path, path: Path, max_side: int = 1024) -> Path:
-    """A true-colour PNG of a translated scene, read from the COG's overviews (never the full scene), 2-98 % stretch."""
+    """A true-colour PNG of a translated scene, read from the COG's overviews (never the full scene), 2-98 % stretch.
+
+    A band with no contrast (a flat translation, as random weights give) would
+    stretch to black and look like a failure; it is shown on the fixed
+    0-FLAT_DISPLAY_MAX reflectance x 10^4 range instead, so it shows as the
+    colour it is.
+    """
     import rasterio
     from PIL import Image
 
@@ -144,4 +151,7 @@ def scene_quicklook(cog: Path, path: Path, max_side: int = 1024) -> Path:
         shape = (3, max(1, src.height // scale), max(1, src.width // scale))
         index = [S2_BANDS.index(b) + 1 for b in TRUE_COLOUR]
         rgb = src.read(index, out_shape=shape, masked=True).astype(np.float64).filled(np.nan)
-    return _save(Image.fromarray(_to_rgb(rgb, *_limits(rgb))), path)
+    lo, hi = _limits(rgb)
+    flat = hi - lo < 1  # less than 1 DN between the 2nd and 98th percentile
+    lo, hi = np.where(flat, 0.0, lo), np.where(flat, FLAT_DISPLAY_MAX, hi)
+    return _save(Image.fromarray(_to_rgb(rgb, lo, hi)), path)
