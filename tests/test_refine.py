@@ -200,6 +200,62 @@ def test_activation_checkpointing_recomputes_blocks_and_keeps_gradients(built, b
     assert float(sum(g.abs().sum() for g in grads[0].values())) > 0
 
 
+def test_memory_mode_hands_freed_heap_back_before_forward_and_before_backward(built, built_8bit, monkeypatch):
+    """With checkpointing, a training step trims the heap as it starts and again as backward reaches the refiner
+    (before any block is recomputed); inference and the plain mode never do."""
+    from gac.refine import backbone as backbone_module
+
+    events: list[str] = []
+    monkeypatch.setattr(backbone_module, "return_freed_memory", lambda: events.append("trim"))
+    assert built_8bit[0].trim_heap and not built[0].trim_heap
+    for refiner, _ in (built_8bit, built):
+        events.clear()
+        blocks = refiner.backbone.get_base_model().blocks
+        hooks = [b.attn.register_forward_hook(lambda *_: events.append("block")) for b in (blocks[0], blocks[-2])]
+        refiner.train()
+        out = refiner(**_inputs(seed=6))
+        forward = list(events)
+        (out / 1e4).abs().mean().backward()
+        backward = events[len(forward):]
+        refiner.zero_grad(set_to_none=True)
+        refiner.eval()
+        with torch.no_grad():
+            refiner(**_inputs(seed=6))
+        for hook in hooks:
+            hook.remove()
+        if refiner.trim_heap:
+            assert forward == ["trim", "block", "block"]
+            assert backward == ["trim", "block", "block"]  # trimmed first, then the checkpointed blocks recompute
+        else:
+            assert forward == ["block", "block"] and backward == []
+        assert events[len(forward) + len(backward):] == ["block", "block"]  # inference: no trim
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_return_freed_memory_gives_freed_heap_back_to_the_os():
+    """Freed small allocations below a live one stay resident in glibc's heap until trimmed."""
+    import psutil
+
+    from gac.refine.backbone import return_freed_memory
+
+    process = psutil.Process()
+    return_freed_memory()
+    # 100 MB in chunks below the mmap threshold (heap), each followed by a small live allocation, so that
+    # freeing them leaves holes free() cannot give back, as a training step's freed activations do.
+    chunks, live = [], []
+    for _ in range(1600):
+        chunks.append(bytearray(64 * 1024))
+        live.append(bytearray(4096))  # over 512 bytes: from malloc, not pymalloc
+    held = process.memory_info().rss
+    del chunks
+    freed = process.memory_info().rss
+    return_freed_memory()
+    trimmed = process.memory_info().rss
+    assert held - freed < 20 * 2**20  # free() alone kept them
+    assert freed - trimmed > 80 * 2**20
+    assert len(live) == 1600
+
+
 def test_save_then_load_gives_identical_predictions(built, tmp_path):
     from gac.refine.build import load_refiner, save_refiner
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gac.data.store import S1_BANDS, S2_BANDS
+from gac.refine import backbone as backbone_module
 from gac.refine.conditioning import N_FEATURES, encode_metadata
 
 PATCH = 16
@@ -112,7 +113,13 @@ def feature_indices(depth: int, levels: int) -> list[int]:
 
 
 class Refiner(nn.Module):
-    """opt_v1 (+ S1) + metadata -> opt_v2, all in reflectance x 10^4; NaN in, NaN out."""
+    """opt_v1 (+ S1) + metadata -> opt_v2, all in reflectance x 10^4; NaN in, NaN out.
+
+    `trim_heap` (set with activation checkpointing, the memory mode): a training
+    forward first hands what the last step freed back to the OS, and backward
+    does the same before it starts, when the forward's freed temporaries are
+    gone and the step's peak is still ahead.
+    """
 
     def __init__(self, backbone: nn.Module, config: dict[str, Any], embed_dim: int, depth: int):
         super().__init__()
@@ -129,11 +136,15 @@ class Refiner(nn.Module):
         self.register_buffer("in_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("out_std", torch.tensor(out_std).view(1, -1, 1, 1), persistent=False)
         self.head = DenseHead(embed_dim, len(self.features), len(self.channels), config["head_channels"], len(S2_BANDS), self.metadata)
+        self.trim_heap = False
 
     def forward(self, opt_v1: Tensor, s1: Tensor | None = None, month: Tensor | None = None, lat: Tensor | None = None, lon: Tensor | None = None) -> Tensor:
         size = opt_v1.shape[-1]
         if opt_v1.shape[-2] != size or size % PATCH:
             raise ValueError(f"tiles must be square with a side that is a multiple of {PATCH}, got {tuple(opt_v1.shape[-2:])}")
+        trim = self.trim_heap and self.training and torch.is_grad_enabled()
+        if trim:
+            backbone_module.return_freed_memory()
         image = opt_v1[:, self.band_index]
         if self.use_sar:
             if s1 is None:
@@ -147,4 +158,12 @@ class Refiner(nn.Module):
         if self.metadata and cond is None:
             raise ValueError("this refiner is conditioned on metadata; pass month, lat, lon")
         delta = self.head(maps, image, cond.to(image.dtype) if cond is not None else None)
-        return opt_v1 + delta * self.out_std
+        out = opt_v1 + delta * self.out_std
+        if trim and out.requires_grad:
+            out.register_hook(_trim_before_backward)
+        return out
+
+
+def _trim_before_backward(grad: Tensor) -> None:
+    """A gradient hook on the refiner's output: runs as backward reaches the refiner, leaving the gradient as is."""
+    backbone_module.return_freed_memory()

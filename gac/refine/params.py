@@ -33,7 +33,9 @@ class Stage2Params(TrainingParams):
     use_sar: bool = Field(False, description="add S1 VV, VH as extra input channels")
     backbone_8bit: bool = Field(False, description="frozen backbone Linear layers as bitsandbytes Linear8bitLt")
     activation_checkpointing: bool | Literal["auto"] = Field(
-        "auto", description="recompute each backbone block's activations in backward instead of keeping them; auto: on with backbone_8bit"
+        "auto",
+        description="the memory mode: recompute each backbone block's activations in backward instead of keeping them, and hand "
+        "the heap each training step frees back to the OS; auto: on with backbone_8bit",
     )
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)
