@@ -52,9 +52,7 @@ def stage1_generator(model, params, root: Path | None):
         return model
     if root is None:
         raise GacError(f"{ENABLE} is true but no fine-tuned adapter directory was given; pass --finetune DIR to `gac generate`")
-    record = read_adapter_record(root) if (Path(root) / "adapter.json").is_file() and (Path(root) / "adapter").is_dir() else None
-    if record is None:
-        raise GacError(f"{root}: {ENABLE} is true but no fine-tuned adapter is there; run `gac finetune-stage1` (dvc repro)")
+    record = read_adapter_record(root, f"{ENABLE} is true but no fine-tuned adapter is there", "run `gac finetune-stage1` (dvc repro)")
     if record.get("inputs") != [params.stage1.input]:
         raise GacError(f"{root}: adapter was trained on inputs {record.get('inputs')}, stage 1 takes [{params.stage1.input}]; re-run the fine-tuning")
-    return load_adapter(model, root, params.stage1.model).get_base_model()
+    return load_adapter(model, root, params.stage1.model, stage="finetune-stage1").get_base_model()

@@ -16,7 +16,6 @@ TerraMind's sampling uncertainty), and at temperature 0 they are identical.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +57,9 @@ def _mismatch(path: Path, what: str, trained: Any, key: str, now: Any, stage: st
 
 def _terramind_adapter(root: Path, missing: str, stage: str, option: str, key: str, model: str) -> dict[str, Any]:
     """The record beside a TerraMind LoRA adapter (peft files present), trained for `model`."""
-    from gac.tuning.lora import ADAPTER_DIR, ADAPTER_JSON
+    from gac.tuning.lora import read_adapter_record
 
-    if not (root / ADAPTER_JSON).is_file() or not (root / ADAPTER_DIR / "adapter_config.json").is_file():
-        raise GacError(f"{root}: {missing}; run `dvc repro {stage}` (or pass {option} DIR)")
-    record = json.loads((root / ADAPTER_JSON).read_text())
+    record = read_adapter_record(root, missing, f"run `dvc repro {stage}` (or pass {option} DIR)")
     if record.get("model") != model:
         raise _mismatch(root, "TerraMind", record.get("model"), key, model, stage)
     return record

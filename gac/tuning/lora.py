@@ -39,27 +39,35 @@ def save_adapter(peft_model, out_dir: Path, record: dict[str, Any]) -> None:
     (out_dir / ADAPTER_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def read_adapter_record(adapter_root: Path) -> dict[str, Any]:
+def read_adapter_record(adapter_root: Path, missing: str = "no trained stage-3 adapter there",
+                        fix: str = "run `gac train-stage3` (dvc repro) first") -> dict[str, Any]:
+    """The record beside a saved adapter (peft's files present too); otherwise one line: `{root}: {missing}; {fix}`.
+
+    Stage 1's fine-tuned adapter and stage 3's share this format, so each caller names its own adapter and remedy.
+    """
     adapter_root = Path(adapter_root)
     record_path = adapter_root / ADAPTER_JSON
     if not (adapter_root / ADAPTER_DIR / "adapter_config.json").is_file() or not record_path.is_file():
-        raise GacError(f"{adapter_root}: no trained stage-3 adapter there; run `gac train-stage3` (dvc repro) first")
+        raise GacError(f"{adapter_root}: {missing}; {fix}")
     return json.loads(record_path.read_text())
 
 
-def load_adapter(model, adapter_root: Path, model_name: str):
-    """Load a saved adapter onto `model` (frozen, for inference); refuses an adapter trained for another model."""
+def load_adapter(model, adapter_root: Path, model_name: str, stage: str = "train-stage3"):
+    """Load a saved adapter onto `model` (frozen, for inference); refuses an adapter trained for another model.
+
+    `stage` is the command that trains the adapter, named in the fix.
+    """
     from peft import PeftModel
 
     adapter_root = Path(adapter_root)
-    record = read_adapter_record(adapter_root)
+    record = read_adapter_record(adapter_root, fix=f"run `gac {stage}` (dvc repro) first")
     if record.get("model") != model_name:
         raise GacError(
             f"{adapter_root}: adapter was trained for {record.get('model')} but the model is {model_name}; "
-            "re-run `gac train-stage3` or set the model back"
+            f"re-run `gac {stage}` or set the model back"
         )
     try:
         return PeftModel.from_pretrained(model, str(adapter_root / ADAPTER_DIR), is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise GacError(f"{adapter_root / ADAPTER_DIR}: adapter does not fit {model_name} ({first}); re-run `gac train-stage3`") from None
+        raise GacError(f"{adapter_root / ADAPTER_DIR}: adapter does not fit {model_name} ({first}); re-run `gac {stage}`") from None
