@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from gac.params import DEFAULT_PARAMS
-from stages.common import ParamsOption, load_torch_params, user_errors_as_one_line
+from stages.common import ParamsOption, user_errors_as_one_line
 
 UNTIL = ("v1", "v2", "v3", "baseline")
 
@@ -42,11 +42,11 @@ def main(
         raise GacError(f"--until '{until}' is not a stage; use one of {', '.join(UNTIL)}")
     if uncertainty is not None and uncertainty < 2:
         raise GacError(f"--uncertainty {uncertainty}: needs N >= 2 samples to give a spread (1 = no uncertainty output)")
-    p = load_torch_params(params)
+    from gac.params import load_params
     from gac.translate.run import Options, effective_params, translate
     from gac.translate.chain import Artifacts
 
-    p = effective_params(p, until, uncertainty)
+    p = effective_params(load_params(params), until, uncertainty)  # `deterministic` is applied once the inputs pass
     scenes = inputs or [Path(s) for s in p.translate.scenes]
     options = Options(Artifacts(stage1_finetune, stage2, stage3, baseline), fill_s2, cloud_mask, date, overwrite, progress)
     for summary in translate(p, scenes, out, options):

@@ -384,9 +384,10 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
 
 
 def _run(params, planned: list[tuple[S1Scene, TileGrid]], gap_fill, records, out_dir: Path, tile_size: int, progress: bool, artifacts: Artifacts) -> list[dict[str, Any]]:
-    from gac.device import resolve_device
+    from gac.device import resolve_device, use_deterministic
     from gac.generate.run import Ranks
 
+    use_deterministic(params.deterministic)  # here, after the checks: a user's mistake is told before torch is imported
     t = params.translate
     ranks = Ranks.from_env()
     device = resolve_device(t.device, ranks.local_rank, key="translate.device")
