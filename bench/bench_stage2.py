@@ -14,8 +14,9 @@ stage-2 refiner (LoRA + head, as trained) and times training steps at batch 1
 
 Only the blocks' Linear weights become int8; activations, LoRA, head and
 optimizer state stay fp32. "+ckpt" is the memory mode as training runs it:
-each block keeps only its input and is recomputed in backward, and the
-refiner hands freed heap back to the OS before forward and before backward
+each block keeps only its input and is recomputed in backward, so are the
+head's MLPs in bands of rows, and the refiner hands freed heap back to the
+OS before forward and before backward
 (glibc otherwise keeps the last step's freed activations resident, and the
 peak RSS stays near the un-checkpointed one). The goal: 8bit+ckpt step peak
 at most half the fp32 step's.

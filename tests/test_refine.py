@@ -169,9 +169,13 @@ def test_frozen_8bit_linear_trains_like_bitsandbytes_without_keeping_its_input()
         torch.testing.assert_close(ours.eval()(x), reference.eval()(x), rtol=0, atol=0)
 
 
-def test_activation_checkpointing_recomputes_blocks_and_keeps_gradients(built, built_8bit):
-    """auto turns checkpointing on with the 8-bit backbone; a step with it gives the gradients of a step without."""
+def test_activation_checkpointing_recomputes_blocks_and_keeps_gradients(built, built_8bit, monkeypatch):
+    """auto turns checkpointing on with the 8-bit backbone; a step with it (backbone blocks, and the head's MLPs in
+    bands of rows) gives the gradients of a step without."""
+    from gac.refine import model as model_module
     from gac.refine.build import build_refiner
+
+    monkeypatch.setattr(model_module, "MLP_BAND_PIXELS", 1024)  # 8 bands of 8 rows at 64 px, batch 2
 
     assert built[1]["checkpointed_blocks"] == 0 and built_8bit[1]["checkpointed_blocks"] == 12
     with_ckpt = built_8bit[0]
@@ -182,18 +186,22 @@ def test_activation_checkpointing_recomputes_blocks_and_keeps_gradients(built, b
         for name, param in without.named_parameters():
             if param.requires_grad:
                 param.copy_(trainable[name])
-    grads, calls = [], []
+    grads, calls, mlp_calls = [], [], []
     for refiner in (with_ckpt, without):
         calls.append(0)
-        hook = refiner.backbone.get_base_model().blocks[3].attn.register_forward_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1))
+        mlp_calls.append(0)
+        hooks = [refiner.backbone.get_base_model().blocks[3].attn.register_forward_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1)),
+                 refiner.head.blocks[-1].pw1.register_forward_hook(lambda *_: mlp_calls.__setitem__(-1, mlp_calls[-1] + 1))]
         refiner.train()
         refiner.zero_grad(set_to_none=True)
         x = _inputs(seed=5)
         (refiner(**x) / 1e4 - 0.1).abs().mean().backward()
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
         refiner.eval()
         grads.append({n: p.grad.clone() for n, p in refiner.named_parameters() if p.requires_grad})
     assert calls == [2, 1]  # the checkpointed block ran again in backward
+    assert mlp_calls == [16, 1]  # the full-resolution MLP: 8 bands, each again in backward
     assert grads[0].keys() == grads[1].keys() and any("lora_A" in n for n in grads[0])
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7, msg=name)
@@ -207,7 +215,7 @@ def test_memory_mode_hands_freed_heap_back_before_forward_and_before_backward(bu
 
     events: list[str] = []
     monkeypatch.setattr(backbone_module, "return_freed_memory", lambda: events.append("trim"))
-    assert built_8bit[0].trim_heap and not built[0].trim_heap
+    assert built_8bit[0].memory_mode and not built[0].memory_mode
     for refiner, _ in (built_8bit, built):
         events.clear()
         blocks = refiner.backbone.get_base_model().blocks
@@ -223,7 +231,7 @@ def test_memory_mode_hands_freed_heap_back_before_forward_and_before_backward(bu
             refiner(**_inputs(seed=6))
         for hook in hooks:
             hook.remove()
-        if refiner.trim_heap:
+        if refiner.memory_mode:
             assert forward == ["trim", "block", "block"]
             assert backward == ["trim", "block", "block"]  # trimmed first, then the checkpointed blocks recompute
         else:

@@ -66,7 +66,7 @@ def build_refiner(config: dict[str, Any], adapter_dir: Path | None = None) -> tu
         info["lora_modules"] = sum(1 for n, _ in backbone.named_modules() if n.endswith("lora_A"))
     unfreeze_last_blocks(backbone, unfrozen, depth)
     refiner = Refiner(backbone, config, embed_dim, depth)
-    refiner.trim_heap = bool(info["checkpointed_blocks"])
+    refiner.set_memory_mode(bool(info["checkpointed_blocks"]))
     info["parameters"] = count_parameters(refiner)
     return refiner, info
 

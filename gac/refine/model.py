@@ -26,6 +26,7 @@ from gac.refine.conditioning import N_FEATURES, encode_metadata
 
 PATCH = 16
 UP_STEPS = 4  # 1/16 -> 1/1
+MLP_BAND_PIXELS = 8192  # pixels (batch x rows x width) per checkpointed band of a head MLP in the memory mode
 
 
 def normalisation(channels: list[str]) -> tuple[list[float], list[float]]:
@@ -43,7 +44,14 @@ def normalisation(channels: list[str]) -> tuple[list[float], list[float]]:
 
 
 class ConvNeXtBlock(nn.Module):
-    """Depthwise 7x7 conv, LayerNorm, inverted-bottleneck MLP, layer scale, residual (Liu et al. 2022)."""
+    """Depthwise 7x7 conv, LayerNorm, inverted-bottleneck MLP, layer scale, residual (Liu et al. 2022).
+
+    `checkpoint_mlp` (the refiner's memory mode): in training, the MLP runs on
+    bands of rows under activation checkpointing. At full resolution its 4x
+    wide hidden layer is the largest activation of a stage-2 step (224 px, 64
+    channels: 2 x 49 MB kept for backward, and as much again in gradients);
+    in bands of MLP_BAND_PIXELS pixels only one band's worth exists at a time.
+    """
 
     def __init__(self, channels: int, layer_scale: float = 0.1):
         super().__init__()
@@ -52,11 +60,21 @@ class ConvNeXtBlock(nn.Module):
         self.pw1 = nn.Linear(channels, 4 * channels)
         self.pw2 = nn.Linear(4 * channels, channels)
         self.gamma = nn.Parameter(torch.full((channels,), layer_scale))
+        self.checkpoint_mlp = False
+
+    def _mlp(self, y: Tensor) -> Tensor:
+        return self.pw2(F.gelu(self.pw1(y)))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.dwconv(x).permute(0, 2, 3, 1)
-        y = self.pw2(F.gelu(self.pw1(self.norm(y)))) * self.gamma
-        return x + y.permute(0, 3, 1, 2)
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))  # (B, H, W, C)
+        if self.checkpoint_mlp and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            rows = max(1, MLP_BAND_PIXELS // (y.shape[0] * y.shape[2]))
+            y = torch.cat([checkpoint(self._mlp, band, use_reentrant=False) for band in y.split(rows, dim=1)], dim=1)
+        else:
+            y = self._mlp(y)
+        return x + (y * self.gamma).permute(0, 3, 1, 2)
 
 
 class FiLM(nn.Module):
@@ -115,9 +133,10 @@ def feature_indices(depth: int, levels: int) -> list[int]:
 class Refiner(nn.Module):
     """opt_v1 (+ S1) + metadata -> opt_v2, all in reflectance x 10^4; NaN in, NaN out.
 
-    `trim_heap` (set with activation checkpointing, the memory mode): a training
-    forward first hands what the last step freed back to the OS, and backward
-    does the same before it starts, when the forward's freed temporaries are
+    The memory mode (`set_memory_mode`, on with activation checkpointing): the
+    head's MLPs run in checkpointed bands (ConvNeXtBlock), a training forward
+    first hands what the last step freed back to the OS, and backward does the
+    same as it reaches the refiner, when the forward's freed temporaries are
     gone and the step's peak is still ahead.
     """
 
@@ -136,13 +155,18 @@ class Refiner(nn.Module):
         self.register_buffer("in_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("out_std", torch.tensor(out_std).view(1, -1, 1, 1), persistent=False)
         self.head = DenseHead(embed_dim, len(self.features), len(self.channels), config["head_channels"], len(S2_BANDS), self.metadata)
-        self.trim_heap = False
+        self.memory_mode = False
+
+    def set_memory_mode(self, on: bool) -> None:
+        self.memory_mode = on
+        for block in self.head.blocks:
+            block.checkpoint_mlp = on
 
     def forward(self, opt_v1: Tensor, s1: Tensor | None = None, month: Tensor | None = None, lat: Tensor | None = None, lon: Tensor | None = None) -> Tensor:
         size = opt_v1.shape[-1]
         if opt_v1.shape[-2] != size or size % PATCH:
             raise ValueError(f"tiles must be square with a side that is a multiple of {PATCH}, got {tuple(opt_v1.shape[-2:])}")
-        trim = self.trim_heap and self.training and torch.is_grad_enabled()
+        trim = self.memory_mode and self.training and torch.is_grad_enabled()
         if trim:
             backbone_module.return_freed_memory()
         image = opt_v1[:, self.band_index]
