@@ -45,9 +45,10 @@ from torch import nn
 
 from gac.data.store import S2_BANDS
 from gac.tuning import differentiable as D
+from gac.tuning.params import PIXEL_TERMS
 
 log = logging.getLogger(__name__)
-IMAGE_TERMS = ("l1", "ms_ssim", "spectral", "lpips", "colour")  # gac.losses.WeightedLoss terms against the truth
+IMAGE_TERMS = tuple(t for t in PIXEL_TERMS if t not in ("sar", "identity"))  # gac.losses.WeightedLoss terms against the truth
 
 
 def model_inputs(batch: Mapping[str, torch.Tensor], s1_name: str, optical_key: str | None) -> dict[str, torch.Tensor]:
@@ -72,7 +73,7 @@ def _weights(loss) -> dict[str, float]:
     """A loss params block (or a plain mapping, for tests and benchmarks) -> {term: weight}."""
     if isinstance(loss, Mapping):
         return {k: float(v) for k, v in loss.items()}
-    return {k: float(v) for k, v in loss.model_dump().items() if k not in ("pixel_crop", "pixel_every", "soft_temperature")}
+    return {"ce": float(loss.ce), **{k: float(v) for k, v in loss.pixel_weights().items()}}
 
 
 class GroundingObjective(nn.Module):
@@ -89,7 +90,7 @@ class GroundingObjective(nn.Module):
         from gac.losses import WeightedLoss
 
         weights = {"ce": 1.0, **_weights(loss if loss is not None else {})}
-        unknown = sorted(set(weights) - {"ce", "sar", "identity", *IMAGE_TERMS})
+        unknown = sorted(set(weights) - {"ce", *PIXEL_TERMS})
         if unknown:
             raise ValueError(f"unknown loss term(s) {unknown}")
         if weights.get("identity", 0) > 0 and optical_key is None:
@@ -167,18 +168,25 @@ class GroundingObjective(nn.Module):
         logs["pixel"] = total.detach()
         return total, logs
 
-    def forward(self, model, batch: Mapping[str, torch.Tensor], batch_idx: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Training loss: the pixel path on a random crop, on every `pixel_every`-th batch (`batch_idx` None: always)."""
+    def _token_terms(self, model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(logits, weighted cross-entropy, its logs): the token part, the same in training and validation."""
         tokens = self.target_tokens(model, batch)
         logits = D.token_logits(model, model_inputs(batch, self.s1_name, self.optical_key))
         ce = D.token_cross_entropy(logits, tokens)
         logs: dict[str, Any] = {"ce": ce.detach(), "token_acc": (logits.argmax(-1) == tokens).float().mean()}
-        loss = self.ce_weight * ce
+        return logits, self.ce_weight * ce, logs
+
+    def _decode(self, model, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], window) -> torch.Tensor:
+        """The `window` of the tile decoded from the logits' soft codes, reflectance x 10^4."""
+        size = tuple(batch["s2"].shape[-2:])
+        return D.destandardize_s2(D.soft_decode(model, logits, size, self.soft_temperature, window=window))
+
+    def forward(self, model, batch: Mapping[str, torch.Tensor], batch_idx: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Training loss: the pixel path on a random crop, on every `pixel_every`-th batch (`batch_idx` None: always)."""
+        logits, loss, logs = self._token_terms(model, batch)
         if self.uses_pixels and (batch_idx is None or batch_idx % self.pixel_every == 0):
-            size = tuple(batch["s2"].shape[-2:])
-            window = D.random_window(size, self.pixel_crop)
-            pred = D.destandardize_s2(D.soft_decode(model, logits, size, self.soft_temperature, window=window))
-            pixel, terms = self._pixel_terms(pred, batch, window)
+            window = D.random_window(tuple(batch["s2"].shape[-2:]), self.pixel_crop)
+            pixel, terms = self._pixel_terms(self._decode(model, logits, batch, window), batch, window)
             logs.update(terms)
             loss = loss + pixel
         logs["loss"] = loss.detach()
@@ -195,14 +203,9 @@ class GroundingObjective(nn.Module):
         """
         from gac.metrics import gac_score, psnr, sam_degrees, sar_edge, unit_reflectance
 
-        tokens = self.target_tokens(model, batch)
-        logits = D.token_logits(model, model_inputs(batch, self.s1_name, self.optical_key))
-        ce = D.token_cross_entropy(logits, tokens)
-        logs: dict[str, Any] = {"ce": ce, "token_acc": (logits.argmax(-1) == tokens).float().mean()}
-        loss = self.ce_weight * ce
-        size = tuple(batch["s2"].shape[-2:])
-        whole = (0, 0, *size)
-        pred = D.destandardize_s2(D.soft_decode(model, logits, size, self.soft_temperature))
+        logits, loss, logs = self._token_terms(model, batch)
+        whole = (0, 0, *batch["s2"].shape[-2:])
+        pred = self._decode(model, logits, batch, whole)
         if self.uses_pixels:
             pixel, terms = self._pixel_terms(pred, batch, whole)
             logs.update(terms)
