@@ -25,17 +25,19 @@ from gac.errors import GacError
 
 
 def tile_offsets(length: int, size: int, overlap: int) -> list[int]:
-    """Offsets of tiles of `size` px along an axis of `length` px, neighbours sharing at least `overlap` px.
+    """Offsets of tiles of `size` px along an axis of `length` px: the fewest tiles whose neighbours share at least
+    `overlap` px, spread evenly from 0 to `length - size`.
 
-    The last tile is aligned to the end, so no tile reaches past the scene
-    unless the scene is shorter than one tile (then one tile at 0, padded).
+    Even spacing, rather than a fixed stride plus one tile flush with the end, never puts a near-duplicate tile
+    beside the last one (113 px, tile 64, overlap 16: 0, 24, 49, not 0, 48, 49). A scene shorter than one tile
+    gets one tile at 0 (padded).
     """
     if length <= size:
         return [0]
     stride = size - overlap
-    offsets = list(range(0, length - size, stride))
-    offsets.append(length - size)
-    return offsets
+    count = -(-(length - overlap) // stride)  # ceil: the fewest tiles that cover `length` with that much overlap
+    span = length - size
+    return [round(k * span / (count - 1)) for k in range(count)]
 
 
 def ramp(n: int, kind: str) -> np.ndarray:
@@ -45,18 +47,31 @@ def ramp(n: int, kind: str) -> np.ndarray:
 
 
 def axis_weights(offsets: list[int], size: int, kind: str) -> list[np.ndarray]:
-    """Per tile along one axis: 1 everywhere, ramped where it overlaps the previous or next tile."""
+    """Per tile along one axis: 1 in its own part, ramped across each overlap with a neighbour, 0 beyond it.
+
+    The ramp between two neighbours is centred on the middle of the pixels they share, as wide as that shared run
+    but never wider than the spacing of those middles: so ramps never meet, exactly two tiles blend at any pixel,
+    and the weights of all tiles sum to 1 everywhere (a partition of unity) before any normalising. Where tiles
+    overlap by exactly `overlap` px, the ramp spans the whole overlap.
+    """
+    ends = [start + size for start in offsets]
+    middles = [(ends[k] + offsets[k + 1]) / 2 for k in range(len(offsets) - 1)]
+    gaps = [b - a for a, b in zip(middles, middles[1:])]
+    widths = []
+    for k in range(len(middles)):
+        near = [gaps[g] for g in (k - 1, k) if 0 <= g < len(gaps)]
+        widths.append(int(min([ends[k] - offsets[k + 1], *near])))
     weights = []
     for k, start in enumerate(offsets):
         w = np.ones(size, dtype=np.float64)
-        if k > 0:
-            shared = offsets[k - 1] + size - start
-            if shared > 0:
-                w[:shared] = ramp(shared, kind)
-        if k + 1 < len(offsets):
-            shared = start + size - offsets[k + 1]
-            if shared > 0:
-                w[size - shared :] = np.minimum(w[size - shared :], ramp(shared, kind)[::-1])
+        if k > 0:  # rising across the blend with the previous tile; 0 before it
+            low = int(round(middles[k - 1] - widths[k - 1] / 2)) - start
+            w[:low] = 0.0
+            w[low : low + widths[k - 1]] = ramp(widths[k - 1], kind)
+        if k + 1 < len(offsets):  # falling across the blend with the next tile; 0 after it
+            low = int(round(middles[k] - widths[k] / 2)) - start
+            w[low : low + widths[k]] = np.minimum(w[low : low + widths[k]], ramp(widths[k], kind)[::-1])
+            w[low + widths[k] :] = 0.0
         weights.append(w)
     return weights
 
