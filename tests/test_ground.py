@@ -265,6 +265,21 @@ def test_pixel_path_runs_on_every_kth_batch_and_on_a_token_aligned_crop(net, bat
         assert D.soft_decode(model, logits, (TILE, TILE), window=(16, 0, 16, 16)).shape == (2, 12, 16, 16)
 
 
+def test_validation_scores_follow_the_adapter_not_the_global_random_stream(net, batch, unet_on):
+    """Validation decodes each tile with noise seeded by the tile: the score that selects checkpoints is the same
+    whatever ran before it (another epoch, another batch order), and still depends on the noise of each tile."""
+    objective = _objective(loss={"ce": 1.0, "l1": 1.0}, pixel_crop=0)
+    model = net.get_base_model()
+    scores = []
+    for state in (0, 1):
+        torch.manual_seed(state)  # what training left in the global stream
+        scores.append(objective.validate(model, batch))
+    for name in ("loss", "psnr", "sam_deg", "sar_edge", "gac_score"):
+        assert torch.equal(scores[0][name], scores[1][name]), name
+    other_tiles = objective.validate(model, {**batch, "index": batch["index"] + 100})  # same pixels, other tiles' noise
+    assert float(other_tiles["psnr"]) != float(scores[0]["psnr"])
+
+
 def _mean_ce(model, stores, split="train") -> float:
     from torch.utils.data import default_collate
 

@@ -22,7 +22,7 @@ injected into it take part without being named.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -94,17 +94,23 @@ def soft_codes(model, logits: torch.Tensor, grid: tuple[int, int], temperature: 
     return codes.transpose(1, 2).reshape(logits.shape[0], codebook.shape[1], *grid)
 
 
-def decode_x0(model, codes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def decode_x0(model, codes: torch.Tensor, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None) -> torch.Tensor:
     """One call of the frozen diffusion UNet at the last timestep: its x0 estimate (standardised S2L2A).
 
     The UNet needs sides that are a multiple of 32 px: an odd code grid is
     padded by edge replication and the image cropped back, as generation does.
+    Its input noise comes from `generator` (training: the seeded global stream), or with `seeds` from one
+    generator per image, so an image's decode does not depend on what ran before it (validation).
     """
     unet = s2_tokenizer(model).decoder
     batch, _, h, w = codes.shape
     codes = F.pad(codes, (0, w % 2, 0, h % 2), mode="replicate") if (h % 2 or w % 2) else codes
     size = (codes.shape[-2] * PATCH, codes.shape[-1] * PATCH)
-    noise = torch.randn((batch, unet.in_channels, *size), generator=generator, device="cpu").to(codes.device, codes.dtype)
+    if seeds is None:
+        noise = torch.randn((batch, unet.in_channels, *size), generator=generator, device="cpu")
+    else:
+        noise = torch.stack([torch.randn((unet.in_channels, *size), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    noise = noise.to(codes.device, codes.dtype)
     timestep = torch.full((batch,), LAST_TIMESTEP, device=codes.device, dtype=torch.long)
     return unet(noise, timestep, codes)[:, :, : h * PATCH, : w * PATCH]
 
@@ -125,7 +131,7 @@ def random_window(size: tuple[int, int], crop: int, generator: torch.Generator |
 
 
 def soft_decode(model, logits: torch.Tensor, size: tuple[int, int], temperature: float = 1.0, generator=None,
-                window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                window: tuple[int, int, int, int] | None = None, seeds: Sequence[int] | None = None) -> torch.Tensor:
     """Logits (B, N, V) -> standardised S2L2A (B, 12, H, W), differentiable with respect to the logits.
 
     With `window` (top, left, height, width in px, multiples of 16) only the
@@ -138,4 +144,4 @@ def soft_decode(model, logits: torch.Tensor, size: tuple[int, int], temperature:
         top, left, height, width = (v // PATCH for v in window)
         rows = logits.reshape(logits.shape[0], *grid, logits.shape[-1])[:, top : top + height, left : left + width]
         logits, grid = rows.reshape(logits.shape[0], -1, logits.shape[-1]), (height, width)
-    return decode_x0(model, soft_codes(model, logits, grid, temperature), generator)
+    return decode_x0(model, soft_codes(model, logits, grid, temperature), generator, seeds)

@@ -48,6 +48,7 @@ from gac.tuning import differentiable as D
 from gac.tuning.params import PIXEL_TERMS
 
 log = logging.getLogger(__name__)
+VALIDATION_SEED = 7_000_000  # + a tile's index in the store: the decoder noise of its validation decode
 IMAGE_TERMS = tuple(t for t in PIXEL_TERMS if t not in ("sar", "identity"))  # gac.losses.WeightedLoss terms against the truth
 
 
@@ -176,10 +177,10 @@ class GroundingObjective(nn.Module):
         logs: dict[str, Any] = {"ce": ce.detach(), "token_acc": (logits.argmax(-1) == tokens).float().mean()}
         return logits, self.ce_weight * ce, logs
 
-    def _decode(self, model, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], window) -> torch.Tensor:
-        """The `window` of the tile decoded from the logits' soft codes, reflectance x 10^4."""
+    def _decode(self, model, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], window, seeds=None) -> torch.Tensor:
+        """The `window` of the tile decoded from the logits' soft codes, reflectance x 10^4 (noise per tile with `seeds`)."""
         size = tuple(batch["s2"].shape[-2:])
-        return D.destandardize_s2(D.soft_decode(model, logits, size, self.soft_temperature, window=window))
+        return D.destandardize_s2(D.soft_decode(model, logits, size, self.soft_temperature, window=window, seeds=seeds))
 
     def forward(self, model, batch: Mapping[str, torch.Tensor], batch_idx: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         """Training loss: the pixel path on a random crop, on every `pixel_every`-th batch (`batch_idx` None: always)."""
@@ -205,7 +206,11 @@ class GroundingObjective(nn.Module):
 
         logits, loss, logs = self._token_terms(model, batch)
         whole = (0, 0, *batch["s2"].shape[-2:])
-        pred = self._decode(model, logits, batch, whole)
+        # Each tile's decoder noise is its own (seeded by its index in the store), not the global stream's next draw:
+        # a tile scores the same in every epoch and batch, so the validation score and the checkpoint it selects
+        # follow the adapter, not the noise.
+        seeds = [VALIDATION_SEED + int(index) for index in batch["index"]]
+        pred = self._decode(model, logits, batch, whole, seeds)
         if self.uses_pixels:
             pixel, terms = self._pixel_terms(pred, batch, whole)
             logs.update(terms)
