@@ -17,7 +17,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gac.schema import TrainingParams
 
@@ -96,6 +96,27 @@ class ResumeState:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def restore_best(trainer, module, load: Callable[[dict], None], monitor: str, mode: str) -> dict[str, Any]:
+    """Put the best checkpoint's weights back into `module` after `fit`; returns the record's `selected_by`.
+
+    `load` takes the checkpoint's `state_dict`. When validation never gave `monitor` a finite value (it never ran,
+    e.g. `max_steps` ended training before it, or every score was NaN) there is no best checkpoint to trust: the last
+    weights are exported, and both the log and the record say so rather than pass them off as selected.
+    """
+    import torch
+
+    callback = trainer.checkpoint_callback
+    path = Path(callback.best_model_path) if callback is not None and callback.best_model_path else None
+    score = callback.best_model_score if callback is not None else None
+    score = float(score) if score is not None and math.isfinite(float(score)) else None
+    if path is not None and path.is_file() and score is not None:
+        load(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])  # our own checkpoint: Lightning's metadata too
+        return {"monitor": monitor, "mode": mode, "best": score}
+    reason = "validation never ran" if path is None else f"validation never gave {monitor} a finite value"
+    log.warning("no best checkpoint (%s): exporting the weights of the last step (%d); the record says so", reason, trainer.global_step)
+    return {"monitor": monitor, "mode": mode, "best": None, "checkpoint": "last", "why": reason}
 
 
 def step_logger(live_dir: Path):

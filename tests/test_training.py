@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from gac.params import TrainingParams
-from gac.training import ResumeState, build_trainer, cosine_with_warmup
+from gac.training import ResumeState, build_trainer, cosine_with_warmup, restore_best
 
 
 def toy_module():
@@ -105,3 +105,34 @@ def test_best_checkpoint_follows_the_monitor_and_its_direction(tmp_path, mode, b
     trainer.fit(Scored(), DataLoader(data(16), batch_size=8), DataLoader(data(8), batch_size=8))
     assert float(trainer.checkpoint_callback.best_model_score) == pytest.approx(scores[best_epoch])
     assert torch.load(tmp_path / "ckpt" / "best.ckpt", weights_only=False)["epoch"] == best_epoch
+
+
+@pytest.mark.parametrize("case", ["scored", "never_validated", "never_finite"])
+def test_export_takes_the_best_checkpoint_or_says_it_takes_the_last(tmp_path, case, caplog):
+    scores = {"scored": [0.5, 0.1, 0.6], "never_finite": [float("nan")] * 3}.get(case)
+
+    class Scored(type(toy_module())):
+        def validation_step(self, batch, batch_idx):
+            self.log("val/loss", torch.tensor(scores[self.current_epoch]))
+
+    module = Scored()
+    if case == "never_validated":  # max_steps ends training inside the first epoch, and nothing moves validation there
+        train = TrainingParams(batch_size=4, max_steps=2, max_epochs=3, accelerator="cpu")
+    else:
+        train = TrainingParams(batch_size=8, max_epochs=3, accelerator="cpu", early_stopping_patience=5)
+    trainer = build_trainer(train, tmp_path / "ckpt", tmp_path / "live")
+    trainer.fit(module, DataLoader(data(16), batch_size=train.batch_size), DataLoader(data(8), batch_size=8))
+    last = {k: v.clone() for k, v in module.state_dict().items()}
+    with caplog.at_level("WARNING", logger="gac.training"):
+        selected = restore_best(trainer, module, module.load_state_dict, "val/loss", "min")
+    if case == "scored":
+        best = torch.load(tmp_path / "ckpt" / "best.ckpt", weights_only=False)
+        assert best["epoch"] == 1 and selected == {"monitor": "val/loss", "mode": "min", "best": pytest.approx(0.1)}
+        assert all(torch.equal(v, best["state_dict"][k]) for k, v in module.state_dict().items())
+        assert not any(torch.equal(v, last[k]) for k, v in module.state_dict().items())  # other weights than the last
+        assert "no best checkpoint" not in caplog.text
+        return
+    why = "validation never ran" if case == "never_validated" else "validation never gave val/loss a finite value"
+    assert selected == {"monitor": "val/loss", "mode": "min", "best": None, "checkpoint": "last", "why": why}
+    assert all(torch.equal(v, last[k]) for k, v in module.state_dict().items())
+    assert f"no best checkpoint ({why}): exporting the weights of the last step" in caplog.text

@@ -17,7 +17,7 @@ import numpy as np
 
 from gac.baseline.params import BaselineParams
 from gac.errors import GacError
-from gac.training import ResumeState, build_trainer, count_parameters
+from gac.training import ResumeState, build_trainer, count_parameters, restore_best
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,6 @@ def train_baseline(p: BaselineParams, seed: int, tiles: Path, out_dir: Path, liv
     tiles = Path(tiles)
     train_ds, val_ds = _datasets(tiles, 2**p.depth)
     import lightning.pytorch as pl
-    import torch
     from torch.utils.data import DataLoader
 
     from gac.baseline.module import BaselineModule
@@ -107,11 +106,7 @@ def train_baseline(p: BaselineParams, seed: int, tiles: Path, out_dir: Path, liv
         DataLoader(val_ds, shuffle=False, **loader),
         ckpt_path=str(ckpt) if ckpt else None,
     )
-    best = resume.dir / "best.ckpt"
-    best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
-    if best.is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)  # our own checkpoint
-        module.load_state_dict(state["state_dict"], strict=True)
+    selected = restore_best(trainer, module, lambda state: module.load_state_dict(state, strict=True), "val/loss", "min")
     record = {
         "stage": STAGE,
         "enabled": True,
@@ -122,7 +117,8 @@ def train_baseline(p: BaselineParams, seed: int, tiles: Path, out_dir: Path, liv
         "weights": "trained from scratch on the train split (no pre-trained weights)",
         "random_weights": False,
         "parameters": counts,
-        "best_val_loss": float(best_score) if best_score is not None else None,
+        "best_val_loss": selected["best"],
+        "selected_by": selected,
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "resumed_from": str(ckpt) if ckpt else None,

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from gac.data.store import S2_BANDS
 from gac.errors import GacError
 from gac.refine.params import STAGE2_MONITORS, Stage2Params
-from gac.training import ResumeState, build_trainer
+from gac.training import ResumeState, build_trainer, restore_best
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ def train_stage2(
     """Fit (resuming an interrupted run with the same params), then export the best checkpoint. Returns the record."""
     train_ds, val_ds = _datasets(Path(tiles), Path(opt_v1))  # before torch is even imported: bad stores fail fast
     import lightning.pytorch as pl
-    import torch
     from torch.utils.data import DataLoader
 
     from gac.losses import WeightedLoss
@@ -93,21 +92,20 @@ def train_stage2(
         DataLoader(val_ds, shuffle=False, **loader),
         ckpt_path=str(ckpt) if ckpt else None,
     )
-    best = resume.dir / "best.ckpt"
-    best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
-    if best.is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)  # our own checkpoint: Lightning's metadata too
-        module.on_load_checkpoint(state)  # every trained tensor must be there
-        module.load_state_dict(state["state_dict"], strict=False)
+
+    def load(state):
+        module.on_load_checkpoint({"state_dict": state})  # every trained tensor must be there
+        module.load_state_dict(state, strict=False)
+
+    selected = restore_best(trainer, module, load, f"val/{p.monitor}", STAGE2_MONITORS[p.monitor])
     record = {
         "config": p.training_dict(),
         "seed": seed,
         **{k: info[k] for k in ("weights", "random_weights", "backbone_fingerprint", "quantized_linears", "lora_modules")},
         "parameters": counts,
         "losses": loss.describe(),
-        "best_val_loss": float(best_score) if best_score is not None and p.monitor == "loss" else None,
-        "selected_by": {"monitor": f"val/{p.monitor}", "mode": STAGE2_MONITORS[p.monitor],
-                        "best": float(best_score) if best_score is not None else None},
+        "best_val_loss": selected["best"] if p.monitor == "loss" else None,
+        "selected_by": selected,
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "resumed_from": str(ckpt) if ckpt else None,

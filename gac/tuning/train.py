@@ -170,10 +170,6 @@ def data_fingerprint(*stores: Path | None) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
-def _finite(score) -> float | None:
-    return float(score) if score is not None and math.isfinite(float(score)) else None
-
-
 def _tile_size(tiles: Path) -> int:
     from gac.data.store import open_store
 
@@ -198,7 +194,7 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
     from gac.tuning.objective import GroundingObjective
     from gac.tuning.params import TUNING_MONITORS
     from gac.params import json_digest
-    from gac.training import ResumeState, build_trainer
+    from gac.training import ResumeState, build_trainer, restore_best
 
     pl.seed_everything(params.seed, workers=True)
     net, counts = build_grounding_model(job, train, _tile_size(tiles), params.seed, f"{job.stage}.lora_targets")
@@ -210,21 +206,21 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
     resume = ResumeState(job.stage, run_hash, Path(checkpoint_root))
     ckpt = resume.prepare()
     trainer = build_trainer(train, resume.dir, live_dir, monitor=f"val/{train.monitor}", mode=TUNING_MONITORS[train.monitor],
-                            batches_per_epoch=max(1, len(train_ds) // train.batch_size))
+                            batches_per_epoch=max(1, math.ceil(len(train_ds) / train.batch_size)))  # drop_last=False below
     loader = dict(batch_size=train.batch_size, num_workers=train.num_workers, persistent_workers=train.num_workers > 0)
     with warnings.catch_warnings():  # the frozen tokenizer is kept in eval mode on purpose (GroundingModule.train)
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         trainer.fit(module, DataLoader(train_ds, shuffle=True, drop_last=False, **loader), DataLoader(val_ds, **loader),
                      ckpt_path=str(ckpt) if ckpt else None)
 
-    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
-    if best_path and Path(best_path).is_file():
-        state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+
+    def load(state):
         lacking = module.trainable_names() - set(state)
         if lacking:  # a checkpoint of this very run: anything missing is a bug, not a user mistake
-            raise RuntimeError(f"{best_path}: lacks {len(lacking)} trainable tensor(s), e.g. {sorted(lacking)[0]}")
+            raise RuntimeError(f"best checkpoint lacks {len(lacking)} trainable tensor(s), e.g. {sorted(lacking)[0]}")
         module.load_state_dict(state, strict=False)
+
+    selected = restore_best(trainer, module, load, f"val/{train.monitor}", TUNING_MONITORS[train.monitor])
     record = {
         "stage": job.stage,
         "model": job.model,
@@ -234,8 +230,8 @@ def run_training(job: GroundingJob, params, tiles: Path, out_dir: Path, live_dir
         "lora": {"targets": train.lora_targets, "rank": train.lora_rank, "alpha": train.lora_alpha, "dropout": train.lora_dropout},
         "parameters": counts,
         "loss": objective.describe(),
-        "selected_by": {"monitor": f"val/{train.monitor}", "mode": TUNING_MONITORS[train.monitor], "best": _finite(best_score)},
-        "best_val_loss": _finite(best_score) if train.monitor == "loss" else None,
+        "selected_by": selected,
+        "best_val_loss": selected["best"] if train.monitor == "loss" else None,
         "global_steps": int(trainer.global_step),
         "params_hash": run_hash,
         "tile_size": _tile_size(tiles),
