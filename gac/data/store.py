@@ -54,6 +54,41 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old)
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def chunk_files(array_path: Path, region: tuple[slice, ...]) -> list[Path]:
+    """The files of a Zarr v3 array (on local disk) that hold `region`: one per chunk, or per shard when sharded."""
+    import itertools
+
+    import zarr
+
+    array = zarr.open_array(array_path, mode="r")
+    outer = array.shards or array.chunks
+    region = tuple(region) + tuple(slice(None) for _ in range(array.ndim - len(region)))
+    bounds = [s.indices(n)[:2] for s, n in zip(region, array.shape)]
+    ranges = [range(start // size, (stop - 1) // size + 1) for (start, stop), size in zip(bounds, outer)]
+    return [Path(array_path) / array.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges)]
+
+
+def mark_done(marker: Path, written: Iterable[Path] = ()) -> None:
+    """Record that a unit of resumable work is on disk, durably: its files are flushed to stable storage, then the
+    marker is created and flushed, then its directory entry. After a crash, power loss included, a marker never
+    stands for data that is not there (without the flushes the OS may write the marker before the data)."""
+    for path in written:
+        if path.exists():  # a chunk left at its fill value is not written at all
+            _fsync(path)
+    marker = Path(marker)
+    marker.write_text("")
+    _fsync(marker)
+    _fsync(marker.parent)
+
+
 def _strings(values: Iterable[str]) -> np.ndarray:
     # Object dtype maps to Zarr v3's specified variable-length UTF-8 type.
     return np.array(list(values), dtype=object)
@@ -223,10 +258,7 @@ class PredictionStore:
         if values.shape != expected:
             raise ValueError(f"shard {shard}: got shape {values.shape}, expected {expected}")
         zarr.open_array(self.partial / "s2", mode="r+")[window] = values.astype(np.float32, copy=False)
-        marker = self._marker(shard)
-        marker.write_text("")
-        with open(marker) as handle:
-            os.fsync(handle.fileno())
+        mark_done(self._marker(shard), chunk_files(self.partial / "s2", (window,)))
 
     def finalize(self) -> Path:
         pending = self.pending_shards()

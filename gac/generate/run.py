@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ from gac.terramind import INPUT_BANDS, Decoding, build_generator, generate, iter
 log = logging.getLogger(__name__)
 
 PARAM_SECTIONS = ["seed", "tile", "stage1"]
+# How long a rank waits at a barrier for the others: torch's default (10 min with NCCL, 30 with gloo) is shorter than
+# the work one rank may still have when another finishes (a share of a scene's blocks with uncertainty samples on
+# CPU). A rank that dies does not leave the others waiting: torchrun ends the whole group when one process fails.
+RANK_WAIT = timedelta(hours=24)
 
 
 @dataclass
@@ -51,7 +56,7 @@ class Ranks:
             import torch.distributed as dist
 
             if not dist.is_initialized():
-                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=RANK_WAIT)
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -162,11 +167,10 @@ def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True
                 out[np.isnan(s1).any(axis=1)[:, None].repeat(out.shape[1], axis=1)] = np.nan  # no radar, no prediction
                 store.write_shard(shard, out)
         seconds = time.perf_counter() - started
-        ranks.barrier()
+        ranks.barrier()  # every shard is on disk; the other ranks end while rank 0 renames the store into place
         if ranks.rank == 0:
             store.finalize()
             log.info("wrote %s (%d tiles)", out_path, store.n_tiles)
-        ranks.barrier()
     finally:
         ranks.close()
     return {"tiles": n_mine, "shards": len(mine), "seconds": seconds, "tiles_per_s": n_mine / seconds if seconds else 0.0}

@@ -5,10 +5,13 @@ output block (uint16 reflectance, and float32 spread with uncertainty) and a
 marker file per finished block. A run killed at any moment (SIGKILL included)
 resumes with the blocks that have no marker; a run with other inputs, params
 or models starts that directory afresh. Under `torchrun --nproc-per-node N
---no-python gac translate ...` each rank takes every N-th pending block and
-writes only its chunks; rank 0 assembles the COGs once all are done. Every
-tile has its own seeds, so 1 process, N processes and a resumed run write
-the same bytes.
+--no-python gac translate ...` each rank takes every N-th pending block of
+every scene and writes only its chunks; once all blocks of all scenes are on
+disk, rank 0 assembles the COGs while the other ranks end (none waits on a
+collective while it writes). Every tile has its own seeds, so a resumed run
+writes the same bytes as an uninterrupted one with the same batch size and
+threads; N processes (other thread counts, other batches) agree with one
+within float kernels' spread (README, "Reproducibility").
 
 Only when the COG, the uncertainty COG and the quicklook are complete (each
 written under a temporary name and renamed) is the partial directory removed.
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from gac import __version__
-from gac.data.store import S2_BANDS, partial_path
+from gac.data.store import S2_BANDS, chunk_files, mark_done, partial_path
 from gac.errors import GacError
 from gac.export import safe_name
 from gac.params import json_digest
@@ -65,9 +68,13 @@ class Outputs:
         return partial_path(self.out_dir / self.stem)
 
 
-def check_outputs(outputs: Outputs, overwrite: bool) -> None:
-    """An existing result is only replaced when asked; an unfinished run (its partial directory) is resumed."""
-    if overwrite or outputs.partial.exists():
+def check_outputs(outputs: Outputs, overwrite: bool, fingerprint: dict[str, Any]) -> None:
+    """An existing result is only replaced when asked, or by the run that left its partial directory.
+
+    A run with the same fingerprint (inputs, params, models) that was interrupted, even while renaming its
+    finished files into place, resumes and writes the same result; any other run needs `--overwrite`.
+    """
+    if overwrite or BlockStore.fingerprint_of(outputs.partial) == fingerprint:
         return
     for path in (outputs.image, outputs.uncertainty, outputs.quicklook):
         if path.exists():
@@ -100,14 +107,18 @@ class BlockStore:
         self.root, self.fingerprint = Path(root), fingerprint
         self.shape, self.block, self.uncertainty = (len(S2_BANDS), height, width), block, uncertainty
 
+    @staticmethod
+    def fingerprint_of(root: Path) -> dict[str, Any] | None:
+        """What the unfinished run in `root` was made with; None when there is none."""
+        meta = Path(root) / "run.json"
+        return json.loads(meta.read_text()) if meta.is_file() else None
+
     def open(self) -> int:
         """Create, or keep a matching unfinished run; returns the number of blocks already done. Rank 0 only."""
         import zarr
 
-        meta = self.root / "run.json"
         if self.root.exists():
-            same = meta.is_file() and json.loads(meta.read_text()) == self.fingerprint
-            if same:
+            if self.fingerprint_of(self.root) == self.fingerprint:
                 return len(list((self.root / MARKERS).glob("*")))
             log.info("%s: left by a run with other inputs or settings; starting afresh", self.root)
             shutil.rmtree(self.root)
@@ -116,7 +127,7 @@ class BlockStore:
         zarr.create_array(self.root / "image.zarr", shape=self.shape, chunks=chunks, dtype="uint16", fill_value=NODATA)
         if self.uncertainty:
             zarr.create_array(self.root / "spread.zarr", shape=self.shape, chunks=chunks, dtype="float32", fill_value=np.nan)
-        meta.write_text(json.dumps(self.fingerprint, indent=2, sort_keys=True) + "\n")
+        (self.root / "run.json").write_text(json.dumps(self.fingerprint, indent=2, sort_keys=True) + "\n")
         return 0
 
     def _marker(self, index: int) -> Path:
@@ -130,10 +141,13 @@ class BlockStore:
         import zarr
 
         r, c, h, w = block
-        zarr.open_array(self.root / "image.zarr", mode="r+")[:, r : r + h, c : c + w] = image
+        region = (slice(None), slice(r, r + h), slice(c, c + w))
+        zarr.open_array(self.root / "image.zarr", mode="r+")[region] = image
+        written = chunk_files(self.root / "image.zarr", region)
         if spread is not None:
-            zarr.open_array(self.root / "spread.zarr", mode="r+")[:, r : r + h, c : c + w] = spread
-        self._marker(index).touch()  # last: a block is done only once its chunks are whole
+            zarr.open_array(self.root / "spread.zarr", mode="r+")[region] = spread
+            written += chunk_files(self.root / "spread.zarr", region)
+        mark_done(self._marker(index), written)  # last: a block is done only once its chunks are on disk
 
     def read(self, name: str, block: tuple[int, int, int, int]) -> np.ndarray:
         import zarr
@@ -251,13 +265,14 @@ class SceneJob:
         return filled, spread
 
 
-def _fingerprint(job: SceneJob, reads: dict[str, Any]) -> dict[str, Any]:
-    stat, gap_fill = job.scene.path.stat(), job.gap_fill
+def _fingerprint(scene: S1Scene, grid: TileGrid, samples: int, gap_fill: GapFill | None, reads: dict[str, Any]) -> dict[str, Any]:
+    """Everything a scene's blocks depend on: a partial directory with another fingerprint is not resumed."""
+    stat = scene.path.stat()
     fill = None
     if gap_fill is not None:
         fill = {str(p.resolve()): [p.stat().st_size, p.stat().st_mtime_ns] for p in (gap_fill.s2_path, gap_fill.mask_path)}
-    return {"input": str(job.scene.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "reads": reads,
-            "samples": job.samples, "block_size": job.grid.block_size, "gap_fill": fill}
+    return {"input": str(scene.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "reads": reads,
+            "samples": samples, "block_size": grid.block_size, "gap_fill": fill}
 
 
 def _tags(job: SceneJob, reads: dict[str, Any], records: dict[str, dict]) -> dict[str, Any]:
@@ -279,13 +294,13 @@ def _tags(job: SceneJob, reads: dict[str, Any], records: dict[str, dict]) -> dic
     }
 
 
-def translate_scene(job: SceneJob, outputs: Outputs, reads: dict[str, Any], records: dict[str, dict], ranks, progress: bool) -> dict[str, Any]:
-    """Compute this rank's pending blocks of one scene; rank 0 then writes the outputs. Returns a summary."""
+def compute_scene(job: SceneJob, outputs: Outputs, fingerprint: dict[str, Any], ranks, progress: bool) -> tuple[BlockStore, dict[str, Any]]:
+    """Compute this rank's pending blocks of one scene into its partial directory; returns the store and a summary."""
     from tqdm import tqdm
 
     grid, scene = job.grid, job.scene
     blocks = grid.blocks()
-    store = BlockStore(outputs.partial, _fingerprint(job, reads), scene.height, scene.width, grid.block_size, job.samples > 1)
+    store = BlockStore(outputs.partial, fingerprint, scene.height, scene.width, grid.block_size, job.samples > 1)
     if ranks.rank == 0:
         done = store.open()
         if done:
@@ -303,16 +318,16 @@ def translate_scene(job: SceneJob, outputs: Outputs, reads: dict[str, Any], reco
             mean, spread = job.compute(blocks[k], bar)
             store.write(k, blocks[k], to_uint16(mean), None if spread is None else spread.astype(np.float32))
     seconds = time.perf_counter() - started
-    ranks.barrier()
-    if ranks.rank == 0:
-        write_outputs(store, outputs, scene, _tags(job, reads, records), blocks)
-    ranks.barrier()
     area_km2 = scene.height * scene.width * 1e-4  # 10 m pixels
-    return {"scene": scene.stem, "blocks": len(mine), "tile_runs": runs, "seconds": seconds, "km2": area_km2, "out": str(outputs.image)}
+    return store, {"scene": scene.stem, "blocks": len(mine), "tile_runs": runs, "seconds": seconds, "km2": area_km2, "out": str(outputs.image)}
 
 
 def write_outputs(store: BlockStore, outputs: Outputs, scene: S1Scene, tags: dict[str, Any], blocks) -> None:
-    """The COG(s) and the quicklook from the finished blocks, then the partial directory goes."""
+    """The COG(s) and the quicklook from the finished blocks, then the partial directory goes.
+
+    A `<stem>_uncertainty.tif` left by an earlier run (one with --uncertainty, replaced with --overwrite) goes too:
+    beside the new image it would describe another result.
+    """
     from gac.evaluate.quicklooks import scene_quicklook
     from gac.export import cog_from_blocks
 
@@ -323,6 +338,8 @@ def write_outputs(store: BlockStore, outputs: Outputs, scene: S1Scene, tags: dic
         spread_tags = {**tags, "UNITS": "reflectance x 10^4, standard deviation over the uncertainty samples"}
         cog_from_blocks(outputs.uncertainty, georef, "float32", float("nan"), names, spread_tags,
                         ((b, store.read("spread", b)) for b in blocks), store.root)
+    elif outputs.uncertainty.exists():
+        outputs.uncertainty.unlink()
     scene_quicklook(outputs.image, outputs.quicklook)
     shutil.rmtree(store.root)
 
@@ -362,6 +379,7 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
         raise GacError(f"--fill-s2 fills one scene, but {len(files)} inputs were given; translate the scene to fill on its own")
     month = parse_date(options.date) if options.date else None
     records = check_artifacts(params, t.until, options.artifacts)
+    reads = {**_reads(params, tile_size), "adapters": {stage: record["digest"] for stage, record in records.items()}}
     scenes: list[S1Scene] = []
     gap_fill = None
     try:
@@ -369,13 +387,17 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
         for path in files:
             scenes.append(open_s1(path, t.reproject, month))
             grids.append(TileGrid(scenes[-1].height, scenes[-1].width, tile_size, t.overlap, t.blend, t.block_size))
-            check_outputs(Outputs(out_dir, safe_name(path.stem)), options.overwrite)
         if options.fill_s2 is not None:
             gap_fill = open_gap_fill(options.fill_s2, options.cloud_mask, scenes[0], params.data.s2_offset, t.cloud_classes, t.feather)
+        planned = []
+        for scene, grid in zip(scenes, grids):
+            fingerprint = _fingerprint(scene, grid, t.uncertainty, gap_fill, reads)
+            check_outputs(Outputs(out_dir, safe_name(scene.stem)), options.overwrite, fingerprint)
+            planned.append((scene, grid, fingerprint))
         for scene in scenes:
             if not scene.month:
                 log.warning("%s: no acquisition date in its tags; month unknown to the refiner (as for undated training tiles); pass --date YYYY-MM-DD", scene.path)
-        return _run(params, list(zip(scenes, grids)), gap_fill, records, out_dir, tile_size, options.progress, options.artifacts)
+        return _run(params, planned, gap_fill, records, reads, out_dir, tile_size, options.progress, options.artifacts)
     finally:
         for scene in scenes:
             scene.close()
@@ -383,7 +405,13 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
             gap_fill.close()
 
 
-def _run(params, planned: list[tuple[S1Scene, TileGrid]], gap_fill, records, out_dir: Path, tile_size: int, progress: bool, artifacts: Artifacts) -> list[dict[str, Any]]:
+def _run(params, planned: list[tuple[S1Scene, TileGrid, dict[str, Any]]], gap_fill, records, reads: dict[str, Any], out_dir: Path,
+         tile_size: int, progress: bool, artifacts: Artifacts) -> list[dict[str, Any]]:
+    """Every rank computes its blocks of every scene; once all are on disk, rank 0 alone writes the outputs.
+
+    No rank waits on a collective while rank 0 writes COGs and quicklooks (minutes for a full scene with
+    uncertainty): the others end after the last barrier.
+    """
     from gac.device import resolve_device, use_deterministic
     from gac.generate.run import Ranks
 
@@ -397,12 +425,16 @@ def _run(params, planned: list[tuple[S1Scene, TileGrid]], gap_fill, records, out
         if any(chain.random_weights.values()):
             log.warning("RANDOM WEIGHTS: %s; the translation shows what the code does, not what the models can do",
                         ", ".join(f"{s} {w}" for s, w in chain.weights.items()))
-        reads = {**_reads(params, tile_size), "adapters": {stage: record["digest"] for stage, record in records.items()}}
         out_dir.mkdir(parents=True, exist_ok=True)
-        summaries = []
-        for scene, grid in planned:
+        computed = []
+        for scene, grid, fingerprint in planned:
             job = SceneJob(params, scene, grid, chain, t.uncertainty, gap_fill)
-            summaries.append(translate_scene(job, Outputs(out_dir, safe_name(scene.stem)), reads, records, ranks, progress))
-        return summaries
+            outputs = Outputs(out_dir, safe_name(scene.stem))
+            computed.append((job, outputs, *compute_scene(job, outputs, fingerprint, ranks, progress)))
+        ranks.barrier()  # every block of every scene is on disk
+        if ranks.rank == 0:
+            for job, outputs, store, _ in computed:
+                write_outputs(store, outputs, job.scene, _tags(job, reads, records), job.grid.blocks())
+        return [summary for *_, summary in computed]
     finally:
         ranks.close()
