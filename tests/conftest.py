@@ -57,3 +57,13 @@ def run_gac(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     """Run the installed `gac` console script as a user would."""
     return subprocess.run([str(GAC), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the float spreads measured between kernel paths (tests/test_kernel_paths.py): the figures behind the bounds."""
+    lines = [f"{name}: {value}" for report in terminalreporter.stats.get("passed", [])
+             for name, value in report.user_properties if name.startswith("kernel_spread")]
+    if lines:
+        terminalreporter.write_sep("-", "float spread between kernel paths on this machine")
+        for line in lines:
+            terminalreporter.write_line(line)
