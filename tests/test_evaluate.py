@@ -64,25 +64,47 @@ def evaluated(project):
     return metrics, out, params
 
 
-def test_metrics_rank_the_variants_and_keep_stable_keys(evaluated):
+def _numbers(tree) -> int:
+    return sum(_numbers(v) for v in tree.values()) if isinstance(tree, dict) else 1
+
+
+def test_metrics_json_is_the_headline_and_details_json_every_number(evaluated):
     metrics, out, _ = evaluated
     from gac.evaluate.run import split_metrics
 
     on_disk = json.loads((out / "metrics.json").read_text())
-    numbers, info = split_metrics(metrics)
-    assert on_disk == numbers and json.loads((out / "provenance.json").read_text()) == info
+    numbers, details, info = split_metrics(metrics)
+    assert on_disk == numbers and json.loads((out / "details.json").read_text()) == details
+    assert json.loads((out / "provenance.json").read_text()) == info
     assert "provenance" not in on_disk and "lpips_status" not in on_disk  # dvc metrics show lists numbers only
-    for name in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline", "tokenizer_ceiling"):
+    # the headline: 6 variants x 5 metrics, 2 pairs x 2 metrics x (diff, p), tiles, random_weights
+    variants = ["opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "baseline", "tokenizer_ceiling"]
+    assert list(on_disk) == ["random_weights", "tiles", *variants, "paired"] and _numbers(on_disk) == 40
+    for name in variants:
+        assert list(on_disk[name]) == ["psnr", "ssim", "sam_deg", "sar_edge", "gac_score"]
+        assert all(on_disk[name][m] == details[name][m] for m in on_disk[name])  # the same numbers, fewer of them
+    assert list(on_disk["paired"]) == ["v3_vs_v2", "v3_vs_baseline"]
+    for pair, headline in on_disk["paired"].items():
+        full = details["paired"][pair]
+        assert headline == {m: {"diff": full[m]["diff"], "p": full[m]["p"]} for m in ("psnr", "gac_score")}
+    assert on_disk["random_weights"] is True and on_disk["tiles"] == metrics["tiles"]
+    # details.json: every metric with its interval, all four paired comparisons, RMSE per band as rows for dvc plots
+    assert set(details["paired"]) == {"v2_vs_v1", "v3_vs_v2", "v3_vs_v3_on_v1", "v3_vs_baseline"}
+    assert set(details["paired"]["v2_vs_v1"]["ssim"]) == {"diff", "lo", "hi", "p", "n"}
+    for name in variants:
         headline = {"psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "gac_score"}
         intervals = {f"{m}_{end}" for m in headline for end in ("lo", "hi") if metrics[name][m] is not None}
-        assert set(metrics[name]) == headline | intervals | {"rmse"}
+        assert set(details[name]) == headline | intervals
         for m in headline - {"lpips"}:
             assert metrics[name][f"{m}_lo"] <= metrics[name][m] <= metrics[name][f"{m}_hi"]
-        assert list(metrics[name]["rmse"]) == list(S2_BANDS)
+    bands = details["rmse_per_band"]
+    assert [row["band"] for row in bands] == list(S2_BANDS) and [row["band_index"] for row in bands] == list(range(12))
+    assert all(set(row) == {"band", "band_index", *variants} for row in bands)
+    assert [key for key, value in details.items() if isinstance(value, list)] == ["rmse_per_band"]  # DVC plots it
     assert metrics["opt_v3"]["psnr"] > metrics["opt_v3_on_v1"]["psnr"] > metrics["opt_v1"]["psnr"]
     assert metrics["opt_v3"]["ssim"] > metrics["opt_v2"]["ssim"] > metrics["opt_v1"]["ssim"]
     # Gaussian noise of sigma 100 (x 10^4) is RMSE 0.01 in every band (clipping aside).
-    assert metrics["opt_v3"]["rmse"]["B04"] == pytest.approx(0.01, rel=0.05)
+    assert bands[3]["band"] == "B04" and bands[3]["opt_v3"] == pytest.approx(0.01, rel=0.05)
     # A flat image has no edges: SAR-edge 0; the truth's own score is the reference.
     assert metrics["opt_v1"]["sar_edge"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["ground_truth"]["sar_edge"] > 0.3
@@ -194,7 +216,12 @@ def test_report_table_is_markdown_with_the_caveat(evaluated, capsys):
     assert set(landcover) <= {"water", "forest", "cropland", "grassland", "bare_soil", "urban"} and len(landcover) >= 2
     assert "**PSNR dB ↑**" in report and "| baseline | " in report.split("## Per land cover")[1]
     assert "- `opt_v3`: test-opt_v3; weights /models/x; params hash hash-opt_v3" in report
-    assert main([str(out / "metrics.json")]) == 0 and capsys.readouterr().out.strip() == results_table(metrics).strip()
+    assert main([str(out / "metrics.json")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == results_table(metrics).strip()
+    v3 = metrics["opt_v3"]  # the intervals come from details.json: metrics.json's headline has none
+    assert f"| {v3['psnr']:.2f} [{v3['psnr_lo']:.2f}, {v3['psnr_hi']:.2f}] |" in printed
+    assert "psnr_lo" not in (out / "metrics.json").read_text()
     table = results_table(metrics)
     lines = table.splitlines()
     assert lines[0].startswith("| variant | PSNR dB")
@@ -223,6 +250,8 @@ def test_missing_store_is_one_line_unless_allowed(project, tmp_path):
     metrics = evaluate(_fast_params(allow_missing=True), paths)
     assert metrics["missing_variants"] == ["opt_v3", "opt_v3_on_v1", "baseline"]
     assert "opt_v3" not in metrics and metrics["opt_v2"]["psnr"] > 0
+    headline = json.loads((data / "eval" / "metrics.json").read_text())  # no pair of HEADLINE_PAIRED was evaluated
+    assert list(headline) == ["random_weights", "tiles", "opt_v1", "opt_v2", "paired"] and headline["paired"] == {}
     assert (data / "eval" / "cogs" / "NOT_WRITTEN.txt").is_file()
 
 

@@ -10,11 +10,14 @@ to RANDOM_STAGES if it trains or samples.
 """
 
 import json
+import os
+import shlex
 import subprocess
 
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from tests.test_pipeline_tiles import copy_project, ran, sh
 
 # 2 scenes of 96 px -> 15 tiles of 32 px (9 train, 3 val, 3 test); one diffusion step everywhere.
@@ -97,6 +100,8 @@ def test_first_repro_runs_every_stage_and_says_random_weights(reference):
     provenance = json.loads((project / "data" / "eval" / "provenance.json").read_text())["provenance"]
     assert all(provenance[v]["weights"] == "random" for v in ("opt_v1", "opt_v2", "opt_v3"))
     assert provenance["baseline"]["random_weights"] is False and "paired" in metrics
+    details = json.loads((project / "data" / "eval" / "details.json").read_text())
+    assert "psnr_lo" in details["opt_v2"] and "psnr_lo" not in metrics["opt_v2"]  # intervals live in details.json
 
 
 def test_second_repro_runs_nothing(reference):
@@ -147,6 +152,32 @@ def test_metrics_diff_shows_stage2_change_and_stage1_unchanged(experiment):
     changed = diff["data/eval/metrics.json"]
     assert "opt_v2.psnr" in changed and changed["opt_v2.psnr"]["diff"] != 0
     assert "opt_v1.psnr" not in changed  # stage 1 did not re-run, so its scores stand
+    # the headline fits a screen: 40 numbers, one row each, under 160 columns
+    table = subprocess.run(["dvc", "metrics", "diff", "--all", "--targets", "data/eval/metrics.json"], cwd=project,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(table) == 1 + 40 and max(map(len, table)) <= 160
+    assert any(line.split()[1:2] == ["paired.v3_vs_v2.psnr.diff"] for line in table)
+
+
+def readme_exp_show_commands() -> list[list[str]]:
+    lines = (REPO / "README.md").read_text().splitlines()
+    return [shlex.split(line) for line in lines if line.startswith("dvc exp show ")]
+
+
+def test_the_readmes_exp_show_commands_fit_a_160_column_terminal(experiment):
+    project, _ = experiment
+    commands = readme_exp_show_commands()
+    assert len(commands) == 2
+    shown = []
+    for command in commands:
+        result = subprocess.run([*command, "--no-pager"], cwd=project, capture_output=True, text=True, check=True,
+                                env={**os.environ, "COLUMNS": "160"})
+        lines = result.stdout.splitlines()
+        assert max(map(len, lines)) <= 160 and "…" not in result.stdout, result.stdout  # nothing cut off
+        shown.append(lines[1].split())
+    # the means that moved, then the paired tests; the param that changed in both
+    assert "opt_v2.psnr" in shown[0] and "stage2.lora_rank" in shown[0] and not any("paired" in c for c in shown[0])
+    assert "paired.v3_vs_v2.psnr.diff" in shown[1] and "stage2.lora_rank" in shown[1]
 
 
 def test_plots_diff_renders_per_tile_plots(experiment, tmp_path):

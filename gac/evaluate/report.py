@@ -1,7 +1,8 @@
-"""Markdown from data/eval/metrics.json (+ provenance.json): the results table, paired comparisons, per-class tables.
+"""Markdown from data/eval/: the results table, paired comparisons and per-class tables.
 
 `python -m gac.evaluate.report [data/eval/metrics.json]` prints the table the
-README's results section pastes (mean and bootstrap interval per cell), the
+README's results section pastes (mean and bootstrap interval per cell, read from
+the details.json beside metrics.json, whose headline has no intervals), the
 sentence saying which differences are significant, and the random-weights
 caveat when it applies, so the README's numbers always come from a real run.
 """
@@ -57,7 +58,7 @@ def significant(result: dict[str, Any] | None) -> bool:
 
 
 def significance_sentence(metrics: dict[str, Any]) -> str:
-    """One sentence, generated from metrics.json's `paired` section, naming which comparisons differ significantly."""
+    """One sentence, generated from details.json's `paired` section, naming which comparisons differ significantly."""
     paired = metrics.get("paired") or {}
     if not paired:
         return "No paired comparison was possible (a variant of every pair is missing)."
@@ -171,14 +172,19 @@ def results_report(metrics: dict[str, Any]) -> str:
 
 
 def read_results(path: Path) -> dict[str, Any]:
-    """metrics.json merged with the provenance.json beside it (when present): what `gac evaluate` returned."""
+    """metrics.json with the details.json, provenance.json and landcover.json beside it: what `gac evaluate` returned.
+
+    details.json holds every number metrics.json's headline holds and more (intervals, all paired comparisons), key by
+    key, so it replaces the headline's entries; an evaluation from before details.json existed reads as it was written.
+    """
     path = Path(path)
     if not path.is_file():
         raise GacError(f"{path}: metrics not found; run `gac evaluate` (or `dvc repro`) first")
     result = json.loads(path.read_text())
-    info = path.with_name("provenance.json")
-    if info.is_file():
-        result.update(json.loads(info.read_text()))
+    for name in ("details.json", "provenance.json"):
+        beside = path.with_name(name)
+        if beside.is_file():
+            result.update(json.loads(beside.read_text()))
     landcover = path.with_name("landcover.json")
     if landcover.is_file():
         result["landcover"] = json.loads(landcover.read_text())

@@ -2,13 +2,19 @@
 
 Outputs under `out_dir` (data/eval):
 
-- metrics.json: numbers only, under small stable keys for `dvc metrics diff`:
-  split-level metrics per variant (`opt_v3.psnr`, `opt_v1.rmse.B04`,
-  `ground_truth.sar_edge`) with their bootstrap interval over tiles
-  (`opt_v3.psnr_lo`, `opt_v3.psnr_hi`), paired comparisons
-  (`paired.v3_vs_baseline.psnr.diff` / `.lo` / `.hi` / `.p` / `.n`, see
-  gac.evaluate.stats.PAIRS), and a top-level `random_weights` that is true
-  when any variant ran on random weights.
+- metrics.json: the headline, at most 40 numbers under short stable keys, so
+  `dvc metrics diff` fits a screen and `dvc exp show` a terminal: per variant
+  the mean PSNR, SSIM, SAM, SAR-edge and GAC score (`opt_v3.psnr`), the paired
+  differences of HEADLINE_PAIRED with their p-value (`paired.v3_vs_v2.psnr.diff`,
+  `.p`), `tiles`, and `random_weights` (true when any variant ran on random
+  weights: every metrics file says so).
+- details.json: every number (a DVC out, not a metric; report.md reads it):
+  the same per variant plus MS-SSIM, LPIPS and each metric's bootstrap interval
+  over tiles (`opt_v3.psnr_lo`, `opt_v3.psnr_hi`), the ground truth's own
+  SAR-edge and GAC score, all paired comparisons (`paired.v3_vs_baseline.psnr`
+  with `diff`, `lo`, `hi`, `p`, `n`; see gac.evaluate.stats.PAIRS), the
+  bootstrap settings, and `rmse_per_band`, a row per band with each variant's
+  RMSE (the one list in the file, which `dvc plots` draws).
 - provenance.json: the strings behind those numbers: model, weights,
   random_weights and params hash of every store, the LPIPS status, the split,
   which variants ran on random weights or were not evaluated.
@@ -61,6 +67,10 @@ GROUND_TRUTH = "ground_truth"
 PROVENANCE_KEYS = ("stage", "model", "backbone", "input", "adapter", "model_dir", "weights", "random_weights", "params_hash", "gac_version")
 # What goes to provenance.json rather than metrics.json, so `dvc metrics show/diff` list numbers only.
 INFO_KEYS = ("random_weight_variants", "split", "missing_variants", "lpips_status", "params_hash", "provenance")
+# metrics.json's headline (5 metrics x 6 variants + 2 pairs x 2 metrics x 2 + 2 = 40 numbers); the rest: details.json.
+HEADLINE_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", "gac_score")
+HEADLINE_PAIRED = {"v3_vs_v2": ("psnr", "gac_score"), "v3_vs_baseline": ("psnr", "gac_score")}
+HEADLINE_PAIRED_FIELDS = ("diff", "p")
 CSV_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "gac_score")
 
 
@@ -201,17 +211,38 @@ def write_cogs(out_dir: Path, tiles, idx: np.ndarray, preds: dict[str, np.ndarra
     return count
 
 
-def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics.json: numbers and the random-weights flag, for `dvc metrics`; provenance.json: every string and list).
+def headline(details: dict[str, Any], variants: list[str]) -> dict[str, Any]:
+    """metrics.json from details.json's numbers: HEADLINE_METRICS per variant, HEADLINE_PAIRED's diffs and p-values."""
+    paired = details.get("paired", {})
+    return {
+        "random_weights": details["random_weights"],
+        "tiles": details["tiles"],
+        **{name: {m: details[name].get(m) for m in HEADLINE_METRICS} for name in variants},
+        "paired": {pair: {m: {f: paired[pair][m][f] for f in HEADLINE_PAIRED_FIELDS}
+                          for m in names if m in paired[pair]}
+                   for pair, names in HEADLINE_PAIRED.items() if pair in paired},
+    }
 
-    The per-class metrics go to landcover.json of their own (classes x variants x metrics would swamp `dvc metrics show`).
+
+def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(metrics.json: the headline, for `dvc metrics`; details.json: every number; provenance.json: strings and lists).
+
+    The per-class metrics go to landcover.json of their own (classes x variants x metrics would swamp a reader).
     """
-    numbers = {key: value for key, value in result.items() if key not in INFO_KEYS and key != "landcover"}
-    return numbers, {key: result[key] for key in INFO_KEYS if key in result}
+    details = {key: value for key, value in result.items() if key not in INFO_KEYS and key != "landcover"}
+    info = {key: result[key] for key in INFO_KEYS if key in result}
+    return headline(details, list(result.get("provenance", {}))), details, info
+
+
+def rmse_per_band(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each variant's per-band RMSE, taken out of its summary, as a row per band (`dvc plots` draws it by band)."""
+    rmse = {name: summary.pop("rmse", {}) for name, summary in summaries.items()}
+    return [{"band_index": i, "band": band, **{name: values.get(band) for name, values in rmse.items()}}
+            for i, band in enumerate(S2_BANDS)]
 
 
 def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
-    """Score every variant on `params.evaluate.split`; write metrics, table, quicklooks and COGs. Returns metrics.json's content."""
+    """Score every variant on `params.evaluate.split`: write metrics, table, quicklooks, COGs; return every result."""
     cfg = params.evaluate
     tiles = open_store(paths.tiles, need=("s1", "s2"), what="tile store")
     stores, missing = load_variants(params, tiles, paths)
@@ -272,6 +303,7 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     }
     for name in rows:
         metrics[name].pop("tiles", None)
+    metrics["rmse_per_band"] = rmse_per_band({name: metrics[name] for name in rows})
 
     out = paths.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -283,8 +315,9 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     cogs = write_cogs(out, tiles, idx, preds, provenance, enabled=cfg.cogs)
     metrics = json_safe(metrics)
     _write_text(out / "report.md", results_report(metrics))
-    numbers, info = split_metrics(metrics)
+    numbers, details, info = split_metrics(metrics)
     _write_text(out / "metrics.json", json.dumps(numbers, indent=2) + "\n")
+    _write_text(out / "details.json", json.dumps(details, indent=2) + "\n")
     _write_text(out / "provenance.json", json.dumps(info, indent=2) + "\n")
     _write_text(out / "landcover.json", json.dumps(metrics["landcover"], indent=2) + "\n")
     log.info("evaluated %d %s tiles, %d variants; %d quicklooks, %d COGs under %s", len(idx), cfg.split, len(rows), drawn, cogs, out)

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-# The comparisons that answer the design's questions: (key in metrics.json, variant a, variant b); difference = a - b.
+# The comparisons that answer the design's questions: (key under `paired`, variant a, variant b); difference = a - b.
 PAIRS: tuple[tuple[str, str, str], ...] = (
     ("v2_vs_v1", "opt_v2", "opt_v1"),  # does the refiner improve stage 1?
     ("v3_vs_v2", "opt_v3", "opt_v2"),  # does grounding improve the refined image?
