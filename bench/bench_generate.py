@@ -87,8 +87,8 @@ def phase_ours(args) -> dict:
         params = validate_params({
             "seed": 0,
             "tile": {"size": args.size, "stride": args.size, "shard_tiles": args.tiles},
-            "stage1": {"model": args.model, "timesteps": args.timesteps, "decoding_steps": 1, "batch_size": args.batch_size,
-                       "device": args.device, "precision": args.precision},
+            "stage1": {"model": args.model, "timesteps": args.timesteps, "decoding_steps": 1,
+                       "infer": {"batch_size": args.batch_size, "device": args.device, "precision": args.precision}},
         })
         summary = run_generate(params, tiles, Path(tmp) / "opt_v1.zarr", progress=False)
     result = {"tiles_per_s": summary["tiles_per_s"], "seconds": summary["seconds"], "peak_rss_gb": peak_rss_gb()}

@@ -63,8 +63,8 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
     import peft  # noqa: F401  (imports first: the baseline holds the libraries, the deltas the model)
     import terratorch.models.backbones.terramind.model.terramind_register  # noqa: F401
 
-    from gac.tuning.objective import GroundingObjective
-    from gac.tuning.train import GroundingJob, build_grounding_model
+    from gac.tuning.objective import TuningObjective
+    from gac.tuning.train import TuningTarget, build_lora_generator
     from gac.params import validate_params
 
     proc = psutil.Process()
@@ -72,11 +72,11 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
     base = proc.memory_info().rss
     params = validate_params({"stage3": {"model": f"terramind_v1_{size_name}_generate", "loss": MODES[mode]}})
     s3 = params.stage3
-    job = GroundingJob("bench", s3.model, "random", "stage3.weights", "S1RTC", Path("opt_v2.zarr"))
-    net, counts = build_grounding_model(job, s3, size, seed=0)
+    job = TuningTarget("bench", s3.model, "random", "stage3.weights", "S1RTC", Path("opt_v2.zarr"))
+    net, counts = build_lora_generator(job, s3, size, seed=0)
     net = net.to(device)
     model = net.get_base_model()
-    objective = GroundingObjective("S1RTC", "opt", s3.loss)
+    objective = TuningObjective("S1RTC", "opt", s3.loss)
     steps = -(-steps // s3.loss.pixel_every) * s3.loss.pixel_every  # whole cycles of pixel and plain batches
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
     g = torch.Generator().manual_seed(0)

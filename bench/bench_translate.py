@@ -60,7 +60,7 @@ def _params(args, until: str, batch_size: int):
     return validate_params({"seed": 0, "tile": {"size": args.tile},
                             "baseline": {"channels": 16, "depth": 3},
                             "translate": {"until": until, "overlap": args.overlap, "timesteps": args.timesteps,
-                                          "batch_size": batch_size, "block_size": args.block_size}})
+                                          "infer": {"batch_size": batch_size}, "block_size": args.block_size}})
 
 
 def make_baseline(p, out: Path) -> Path:
@@ -78,6 +78,7 @@ def make_baseline(p, out: Path) -> Path:
 def throughput(args, work: Path) -> dict:
     import torch
 
+    from gac.runner import Batch
     from gac.terramind import tile_seed
     from gac.translate.chain import Artifacts, Chain
     from gac.translate.grid import TileGrid
@@ -91,13 +92,15 @@ def throughput(args, work: Path) -> dict:
     scene = open_s1(scene_path, reproject=False)
     grid = TileGrid(scene.height, scene.width, args.tile, args.overlap, block_size=args.block_size)
     warm = scene.read(0, 0, args.tile, args.tile)[None]  # first call pays one-off kernel set-up: not part of either figure
-    chain(warm, np.array([6]), np.zeros(1, np.float32), np.zeros(1, np.float32), [0], [0])
+    one = lambda s1, seeds: Batch(s1=s1, month=np.array([6]), lat=np.zeros(1, np.float32), lon=np.zeros(1, np.float32),  # noqa: E731
+                                  token_seeds=seeds, noise_seeds=seeds)
+    chain(one(warm, [0]))
     started = time.perf_counter()
     for i, row in enumerate(grid.rows):
         for j, col in enumerate(grid.cols):
             s1 = scene.read(row, col, args.tile, args.tile)[None]
             seed = [tile_seed(0, f"{row}:{col}")]
-            chain(s1, np.array([6]), np.zeros(1, np.float32), np.zeros(1, np.float32), seed, seed)
+            chain(one(s1, seed))
     alone = time.perf_counter() - started
     scene.close()
     del chain

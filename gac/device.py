@@ -26,7 +26,7 @@ Precision = Literal["32", "bf16", "16"]
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "gpu", "mps")
 
 
-def resolve_device(choice: str, local_rank: int = 0, key: str = "stage1.device") -> "torch.device":
+def resolve_device(choice: str, local_rank: int = 0, key: str = "stage1.infer.device") -> "torch.device":
     """`choice` (auto | cpu | cuda | gpu | mps) -> a torch.device; an explicit device this machine lacks is a GacError.
 
     On CUDA the device is this rank's GPU (`local_rank` modulo the GPUs

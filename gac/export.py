@@ -70,28 +70,6 @@ def write_cog(
     return path
 
 
-def export_tiles(ds, out_dir: Path, tile_ids: Iterable[str] | None = None, tags: Mapping[str, Any] | None = None, var: str = "s2") -> list[Path]:
-    """Write the chosen tiles of a store-layout Dataset (all when `tile_ids` is None) as COGs under `out_dir`."""
-    out_dir = Path(out_dir)
-    if tile_ids is not None:
-        ds = ds.sel(tile=list(tile_ids))
-    bands = [str(b) for b in ds[var].coords[ds[var].dims[1]].values]
-    written = []
-    for i, tile in enumerate(ds.tile.values):
-        tile_tags = {**(tags or {}), "tile": str(tile), "units": "reflectance x 10^4"}
-        written.append(
-            write_cog(
-                out_dir / f"{safe_name(tile)}.tif",
-                ds[var].isel(tile=i).values,
-                str(ds.crs.values[i]),
-                [float(v) for v in ds.transform.values[i]],
-                bands,
-                tile_tags,
-            )
-        )
-    return written
-
-
 def cog_from_blocks(
     path: Path,
     georef: Mapping[str, Any],

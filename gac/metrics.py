@@ -192,6 +192,25 @@ def tile_metrics(
     return row
 
 
+def validation_scores(pred: np.ndarray, truth: np.ndarray, s1_db: np.ndarray) -> dict[str, float]:
+    """The numbers every training stage validates on: `gac evaluate`'s own PSNR, SAM, SAR-edge and GAC score per tile
+    (NaN = nodata), averaged over the tiles of a batch that have any; (B, 12, H, W) reflectance x 10^4 and (B, 2, H, W)
+    dB in. Identical images have infinite PSNR: capped at 100 dB for the mean (the GAC score caps it at 40 anyway)."""
+    import warnings
+
+    rows = []
+    for p, t, s in zip(pred, truth, s1_db):
+        with warnings.catch_warnings():  # a tile with no valid pixel gives NaN, which the mean below skips
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pu, tu = unit_reflectance(p), unit_reflectance(t)
+            row = {"psnr": min(psnr(pu, tu), 100.0), "sam_deg": sam_degrees(pu, tu), "sar_edge": sar_edge(p, s)}
+        row["gac_score"] = gac_score(row["psnr"], row["sar_edge"])
+        rows.append(row)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {name: float(np.nanmean([r[name] for r in rows])) for name in ("psnr", "sam_deg", "sar_edge", "gac_score")}
+
+
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Split-level metrics from per-tile rows: means of the scalars, pooled per-band RMSE."""
     out: dict[str, Any] = {"tiles": len(rows)}

@@ -5,22 +5,23 @@ DVC accepts any key `dvc exp run -S` is given, so a typo such as
 through these schemas (unknown keys are errors, types are checked) turns that
 into one line naming the key and the keys allowed there.
 
-Each stage owns its section's schema in its own subpackage, built from the
-blocks in gac.schema; this module holds the root that ties them together.
+This module is only the root: each section's schema lives with the code that
+reads it (gac/<stage>/params.py, gac/data/params.py), built from the blocks in
+gac.schema; digests of params are gac.digest's. Nothing below imports this
+module, so the dependencies run one way.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 
 from gac.baseline.params import BaselineParams
+from gac.data.params import DataParams, TileParams
 from gac.errors import GacError
 from gac.evaluate.params import EvaluateParams
 from gac.finetune.params import Stage1FinetuneParams
@@ -28,44 +29,9 @@ from gac.generate.params import Stage1Params
 from gac.ground.params import Stage3Params
 from gac.refine.params import Stage2Params
 from gac.translate.params import TranslateParams
-# The shared building blocks live in gac.schema (the stage schemas import them from there, so nothing
-# imports back into this module); re-exported for callers that import them from here.
-from gac.schema import Regex, StrictModel, TerraMindGenerator, TrainingParams, Weights, check_regex, check_weights_source  # noqa: F401
+from gac.schema import StrictModel
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class DataParams(StrictModel):
-    source: str = Field("demo", description="'demo' (synthetic scenes) or a directory of paired S1*/ S2*/ GeoTIFFs")
-    demo_scenes: int = Field(3, ge=1)
-    demo_size: int = Field(256, ge=32, description="demo scene side in pixels (10 m)")
-    landcover: str | None = Field(None, description="a land-cover raster (integer classes, any CRS) resampled nearest onto every S2 scene; null: none (the demo has its own)")
-    landcover_classes: dict[int, str] = Field(default_factory=dict, description="names of data.landcover's class codes, e.g. {10: tree cover, 80: water}")
-    max_tiles: int | None = Field(
-        None, ge=3, description="keep at most this many tiles, a fixed subset drawn per split (quick runs); null = all"
-    )
-    s2_offset: int = Field(
-        0, ge=0, description="subtracted from every S2 L2A DN before use: 1000 for products of processing baseline 04.00+ "
-        "(January 2022 on) that still carry BOA_ADD_OFFSET; 0 for TerraMesh / harmonised data and the demo",
-    )
-
-
-class TileParams(StrictModel):
-    size: int = Field(64, ge=16)
-    stride: int = Field(64, ge=1)
-    max_nodata: float = Field(0.05, ge=0, le=1, description="largest nodata/NaN share a kept tile may have")
-    reproject: bool = Field(False, description="reproject S1 onto the S2 grid when they differ")
-    split_block: int = Field(128, ge=16, description="side in px of the square blocks that train/val/test are drawn by")
-    val_fraction: float = Field(0.2, ge=0, lt=1)
-    test_fraction: float = Field(0.2, ge=0, lt=1)
-    shard_tiles: int = Field(64, ge=1, description="tiles per Zarr v3 shard (one file on disk)")
-
-    @field_validator("size")
-    @classmethod
-    def _multiple_of_16(cls, value: int) -> int:
-        if value % 16:
-            raise ValueError(f"tile size {value} is not a multiple of 16 (TerraMind and Prithvi use 16 px patches); try {max(16, value // 16 * 16)}")
-        return value
 
 
 def _stage_schemas() -> dict[str, type[StrictModel]]:
@@ -121,7 +87,39 @@ def _one_line(error: dict[str, Any], source: Path) -> str:
     return f"{source}: {key}: {message} (got {error.get('input')!r})"
 
 
+# Keys that moved (old -> new): refused with a line naming the new key, not a bare "unknown key".
+RENAMED = {
+    **{f"stage1.{k}": f"stage1.infer.{k}" for k in ("batch_size", "device", "precision")},
+    **{f"translate.{k}": f"translate.infer.{k}" for k in ("batch_size", "device", "precision")},
+    "stage2.infer.accelerator": "stage2.infer.device",
+    "baseline.infer.accelerator": "baseline.infer.device",
+    **{f"stage2.loss_{k}": f"stage2.loss.{k}" for k in ("l1", "ms_ssim", "sam", "lpips")},
+    "stage2.lpips_net": "stage2.loss.lpips_net",
+}
+# Values that were renamed: (key, old value) -> new value.
+RENAMED_VALUES = {("stage2.monitor", "sam"): "sam_deg"}
+
+
+def _at(raw: Any, key: str) -> tuple[bool, Any]:
+    for part in key.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return False, None
+        raw = raw[part]
+    return True, raw
+
+
+def _refuse_renamed(raw: dict[str, Any], source: Path) -> None:
+    for old, new in RENAMED.items():
+        if _at(raw, old)[0]:
+            raise GacError(f"{source}: '{old}' is now '{new}'; move its value there")
+    for (key, old), new in RENAMED_VALUES.items():
+        found, value = _at(raw, key)
+        if found and value == old:
+            raise GacError(f"{source}: {key}: '{old}' is now '{new}' (degrees, as every stage and gac evaluate log it); set {key}: {new}")
+
+
 def validate_params(raw: dict[str, Any], source: Path = DEFAULT_PARAMS):
+    _refuse_renamed(raw or {}, source)
     try:
         return params_schema().model_validate(raw or {})
     except ValidationError as exc:
@@ -142,17 +140,3 @@ def load_params(path: Path | str = DEFAULT_PARAMS):
     if raw is not None and not isinstance(raw, dict):
         raise GacError(f"{path}: expected a mapping of sections (seed, data, tile, stage1, ...)")
     return validate_params(raw, path)
-
-
-def params_hash(params: BaseModel, sections: list[str] | None = None) -> str:
-    """A short, stable digest of the validated params (or some sections): outputs carry it."""
-    dumped = params.model_dump(mode="json")
-    if sections is not None:
-        dumped = {name: dumped[name] for name in sections}
-    return json_digest(dumped)
-
-
-def json_digest(data: Any) -> str:
-    """A short, stable digest of JSON-able params (keys sorted): the hash every output records."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from gac.device import DeviceChoice, Precision
+
 
 class StrictModel(BaseModel):
     """Rejects unknown keys; params are values, so they are frozen once loaded."""
@@ -36,7 +38,15 @@ def check_regex(value: str) -> str:
     return value
 
 
+def check_tile_side(value: int) -> int:
+    """A tile side the models take: TerraMind and Prithvi cut images into 16 px patches."""
+    if value % 16:
+        raise ValueError(f"{value} is not a multiple of 16 (TerraMind and Prithvi use 16 px patches); try {max(16, value // 16 * 16)}")
+    return value
+
+
 Weights = Annotated[str, AfterValidator(check_weights_source)]
+TileSide = Annotated[int, AfterValidator(check_tile_side)]
 Regex = Annotated[str, AfterValidator(check_regex)]
 TerraMindGenerator = Literal[
     "terramind_v1_tiny_generate",
@@ -76,3 +86,19 @@ class SamplingParams(StrictModel):
     def sampling(self) -> dict:
         """These keys as gac.terramind.Decoding takes them."""
         return {name: getattr(self, name) for name in SamplingParams.model_fields}
+
+
+class InferParams(StrictModel):
+    """How a model is applied (never how it is trained): the one inference block of every section that runs a model
+    (`stage1.infer`, `stage2.infer`, `stage3.infer`, `baseline.infer`, `translate.infer`). Sections subclass it for
+    their own default batch size."""
+
+    batch_size: int = Field(4, ge=1, description="tiles per forward pass")
+    device: DeviceChoice = Field("auto", description="auto: this rank's CUDA GPU when present, else Apple MPS, else CPU (gac.device)")
+    precision: Precision = Field("bf16", description="autocast dtype on CUDA (bf16, 16 or 32); CPU and MPS run float32")
+
+
+# Validation numbers a training stage can select its checkpoint and stop early on, and which way is better: every
+# stage logs these (gac.metrics.validation_scores: gac evaluate's own definitions, per tile, averaged); a stage may add
+# the terms of its own loss.
+VALIDATION_MONITORS = {"loss": "min", "gac_score": "max", "psnr": "max", "sar_edge": "max", "sam_deg": "min"}

@@ -30,7 +30,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from gac.errors import GacError
 from gac.weights import WeightsSource, load_strict, read_state_dict, resolve_weights
@@ -70,6 +70,13 @@ def hub_files(name: str) -> tuple[str, str, str]:
 def tile_seed(seed: int, tile_id: str) -> int:
     """A tile's own seed: the same tile gets the same randomness in any batch, rank or resumed run."""
     return zlib.crc32(f"{seed}:{tile_id}".encode()) & 0x7FFFFFFF
+
+
+def check_s1_product(tiles_ds, path: Path, s1_input: str) -> None:
+    """TerraMind standardises S1RTC and S1GRD differently: a store's tiles must hold the product `stage1.input` names."""
+    product = tiles_ds.attrs.get("s1_product")
+    if product and product != s1_input:
+        raise GacError(f"{path}: tiles hold {product} but stage1.input is {s1_input}; set stage1.input: {product}")
 
 
 # ----------------------------------------------------------------------------- standardisation
@@ -401,18 +408,6 @@ def sample_logits(logits, decoding: Decoding, generators):
     return order.gather(-1, picks[..., None])[..., 0], tempered.gather(-1, picks[..., None])[..., 0]
 
 
-def token_logits(model, inputs: Mapping[str, "torch.Tensor"], precision: str = "32"):
-    """Logits (B, N, vocab) for every S2L2A token with none decoded yet: the first MaskGIT step's prediction."""
-    import torch
-
-    device = next(model.parameters()).device
-    mod_dict, _, _ = _input_dict(model, inputs, device)
-    with torch.inference_mode(), _autocast(device, precision):
-        logits, positions = model.sampler.forward_enc_dec_maskgit_batched(mod_dict, TOKENS_KEY)
-    order = positions.argsort(dim=-1)  # back to raster order of the token grid
-    return logits.float().gather(1, order[..., None].expand(-1, -1, logits.shape[-1]))
-
-
 _WARNED: set[str] = set()
 
 
@@ -519,13 +514,23 @@ def tokenizer_roundtrip(model, s2: "torch.Tensor", seeds: Sequence[int] | None =
     return decode_tokens(model, tokens, seeds, timesteps, capped, precision)
 
 
-def iter_batches(indices: Iterable[int], batch_size: int):
-    """Consecutive runs of at most `batch_size` indices."""
-    batch: list[int] = []
-    for index in indices:
-        batch.append(index)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+class TerraMindPredictor:
+    """A batch of tiles (gac.runner.Batch) -> generated S2L2A reflectance x 10^4, (B, 12, H, W) float32.
+
+    Stage 1 (the generator takes S1 alone) and stage 3 (it takes S1 and the batch's optical input as S2L2A) are
+    the same call: tokens sampled with the batch's token seeds, decoded from its noise seeds.
+    """
+
+    def __init__(self, model, s1_input: str, decoding: Decoding, precision: str = "32"):
+        self.model, self.s1_input, self.decoding, self.precision = model, s1_input, decoding, precision
+
+    def __call__(self, batch):
+        import numpy as np
+        import torch
+
+        inputs = {self.s1_input: torch.from_numpy(np.ascontiguousarray(batch.s1, dtype=np.float32))}
+        if TARGET in self.model.gac_inputs:  # NaN in the optical input reads as the mean (standardize_filled)
+            inputs[TARGET] = torch.from_numpy(np.ascontiguousarray(batch.optical, dtype=np.float32))
+        tokens = sample_tokens(self.model, inputs, batch.token_seeds, self.decoding, self.precision)
+        d = self.decoding
+        return decode_tokens(self.model, tokens, batch.noise_seeds, d.timesteps, d.capped, self.precision).float().cpu().numpy()

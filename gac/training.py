@@ -1,8 +1,10 @@
-"""Lightning plumbing shared by the trainable stages (2 and 3).
+"""The one training driver of every trainable stage: the baseline, stage 2, stage-3 grounding, stage-1 fine-tuning.
 
-The Trainer owns precision, accumulation, checkpointing, resume and the
-distributed strategy; the stages only bring a LightningModule and data. This
-module turns `TrainingParams` into that Trainer, so both stages behave alike.
+A stage brings a `TrainingJob` (its section's knobs, config, seed, the stores it trains on, the validation monitor),
+a builder for its LightningModule, its datasets and its saver; `fit_and_export` does the rest the same way for all:
+seed, resume from the last checkpoint of an identical run, fit, reload the best checkpoint (or say it could not),
+export on rank 0 and write one record schema. The Trainer owns precision, accumulation, checkpointing and the
+distributed strategy (DDP).
 
 Checkpoints live outside DVC's outs (`<checkpoint root>/<stage>/`, the stage
 commands' `--checkpoints`, data/checkpoints in dvc.yaml): DVC deletes a stage's
@@ -16,6 +18,7 @@ import json
 import logging
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -117,6 +120,104 @@ def restore_best(trainer, module, load: Callable[[dict], None], monitor: str, mo
     reason = "validation never ran" if path is None else f"validation never gave {monitor} a finite value"
     log.warning("no best checkpoint (%s): exporting the weights of the last step (%d); the record says so", reason, trainer.global_step)
     return {"monitor": monitor, "mode": mode, "best": None, "checkpoint": "last", "why": reason}
+
+
+def data_fingerprint(*stores: Path | None) -> str:
+    """What the training data is, for resuming and the record: each store's metadata (its attrs, with the params hash
+    and provenance of what made it, and its shapes).
+
+    DVC re-runs a training stage when an input store changes (new params or new upstream code); a checkpoint of the
+    old data must then not be resumed as if nothing had changed. It must not depend on when a store was written:
+    same params and seed, same fingerprint.
+    """
+    import hashlib
+
+    parts = []
+    for store in stores:
+        if store is None:
+            continue
+        meta = Path(store) / "zarr.json"
+        parts.append(f"{store}:{hashlib.sha256(meta.read_bytes()).hexdigest()}" if meta.is_file() else str(store))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What one trainable stage brings to `fit_and_export`."""
+
+    stage: str  # checkpoint directory under the checkpoint root, and the record's "stage"
+    train: TrainingParams  # the section's knobs
+    config: dict[str, Any]  # what shapes the trained model (the section's training_dict()), recorded beside it
+    seed: int
+    stores: dict[str, Path | None]  # the stores it trains on: recorded and fingerprinted
+    monitor: str = "loss"  # validation metric (logged as val/<monitor>) that picks the best checkpoint
+    mode: str = "min"  # "min": lower is better; "max": higher
+    drop_last: bool = True  # drop a last partial training batch (when there is more than one batch)
+
+    def run_hash(self) -> str:
+        """What a checkpoint must match to be resumed: the model/training keys, the seed and the data."""
+        from gac.digest import json_digest
+
+        return json_digest({"stage": self.stage, "config": self.config, "seed": self.seed,
+                            "data": data_fingerprint(*self.stores.values())})
+
+
+def fit_and_export(job: TrainingJob, build: Callable[[], tuple[Any, dict[str, Any]]], datasets, export: Callable[[Any, Path, dict], Any],
+                   out_dir: Path, live_dir: Path, checkpoint_root: Path, load_best: Callable[[Any, dict], None] | None = None,
+                   hyperparams: dict[str, Any] | None = None, extra_callbacks=()) -> dict[str, Any]:
+    """Seed, build, fit (resuming an interrupted identical run), reload the best weights, export; returns the record.
+
+    `build()` returns (LightningModule, record fields of the stage's own); it runs after seeding, so the model's
+    initialisation is the seed's; its `parameters` (gac.training.count_parameters) are logged as hyperparameters with
+    `hyperparams`. `load_best(module, state_dict)` puts the best checkpoint's tensors back (default: strict
+    load_state_dict). `export(module, out_dir, record)` writes the model whole or not at all, on rank 0 only.
+    """
+    import warnings
+
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    train_ds, val_ds = datasets
+    pl.seed_everything(job.seed, workers=True, verbose=False)
+    module, own = build()
+    run_hash = job.run_hash()
+    resume = ResumeState(job.stage, run_hash, Path(checkpoint_root))
+    ckpt = resume.prepare()
+    t = job.train
+    drop_last = job.drop_last and len(train_ds) > t.batch_size
+    per_epoch = len(train_ds) // t.batch_size if drop_last else math.ceil(len(train_ds) / t.batch_size)
+    trainer = build_trainer(t, resume.dir, Path(live_dir), monitor=f"val/{job.monitor}", mode=job.mode,
+                            extra_callbacks=list(extra_callbacks), batches_per_epoch=max(1, per_epoch))
+    counts = own.get("parameters", {})
+    trainer.logger.log_hyperparams({"trainable_parameters": counts.get("trainable"), "total_parameters": counts.get("total"),
+                                    "trainable_share": counts.get("trainable_share"), **(hyperparams or {})})
+    loader = dict(batch_size=t.batch_size, num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
+    with warnings.catch_warnings():  # frozen parts (TerraMind's tokenizer) are kept in eval mode on purpose
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        trainer.fit(module, DataLoader(train_ds, shuffle=True, drop_last=drop_last, **loader),
+                    DataLoader(val_ds, shuffle=False, **loader), ckpt_path=str(ckpt) if ckpt else None)
+    load = (lambda state: load_best(module, state)) if load_best else (lambda state: module.load_state_dict(state, strict=True))
+    selected = restore_best(trainer, module, load, f"val/{job.monitor}", job.mode)
+    record = {
+        "stage": job.stage,
+        "config": job.config,
+        "seed": job.seed,
+        "params_hash": run_hash,
+        "data": {"stores": {name: str(path) for name, path in job.stores.items() if path is not None},
+                 "fingerprint": data_fingerprint(*job.stores.values()),
+                 "train_tiles": len(train_ds), "val_tiles": len(val_ds)},
+        **own,
+        "selected_by": selected,
+        "best_val_loss": selected["best"] if job.monitor == "loss" else None,
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "resumed_from": str(ckpt) if ckpt else None,
+    }
+    if trainer.is_global_zero:  # under DDP every rank trains, rank 0 alone exports
+        export(module, Path(out_dir), record)
+        resume.finish()
+        log.info("%s: exported to %s", job.stage, out_dir)
+    return {**record, "exported": trainer.is_global_zero}
 
 
 def step_logger(live_dir: Path):

@@ -26,15 +26,15 @@ def main(
     checkpoints: Annotated[Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")] = Path("data/checkpoints"),
 ) -> None:
     """Train stage 1's LoRA adapter (or record that stage 1 stays frozen)."""
-    from gac.finetune.handover import stage1_finetune_job, write_disabled
+    from gac.finetune.handover import stage1_finetune_target, write_disabled
 
     p = load_torch_params(params)
     if not p.stage1_finetune.enabled:
         write_disabled(out, live)
         typer.echo(f"{out}: stage1_finetune.enabled is false; stage 1 stays frozen, nothing trained")
         return
-    from gac.tuning.train import run_training
+    from gac.tuning.train import train_adapter
 
-    record = run_training(stage1_finetune_job(p), p, tiles, out, live, checkpoints)
+    record = train_adapter(stage1_finetune_target(p), p, tiles, out, live, checkpoints)
     counts = record["parameters"]
     typer.echo(f"{out}: stage-1 adapter, {counts['trainable']} trainable parameters, best {record['selected_by']['monitor']} {record['selected_by']['best']}")

@@ -20,7 +20,7 @@ def main(
     """Tile co-registered S1/S2 scenes into a Zarr store (tile, band, y, x) with georeference and splits."""
     from gac import __version__
     from gac.data.tiling import make_tiles
-    from gac.params import json_digest
+    from gac.digest import json_digest
 
     p = load_params(params)
     reads = {"seed": p.seed, "tile": p.tile.model_dump(mode="json"), "max_tiles": p.data.max_tiles, "s2_offset": p.data.s2_offset}

@@ -24,12 +24,12 @@ def main(
     checkpoints: Annotated[Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")] = Path("data/checkpoints"),
 ) -> None:
     """Train the LoRA adapter; writes peft's adapter files and adapter.json (weights, trainable counts)."""
-    from gac.ground.job import stage3_job
-    from gac.tuning.train import run_training
+    from gac.ground.job import stage3_target
+    from gac.tuning.train import train_adapter
 
     p = load_torch_params(params)
-    job = stage3_job(p, optical)
-    record = run_training(job, p, tiles, out, live, checkpoints)
+    job = stage3_target(p, optical)
+    record = train_adapter(job, p, tiles, out, live, checkpoints)
     counts = record["parameters"]
     typer.echo(
         f"{out}: {job.stage} adapter, {counts['trainable']} trainable parameters ({100 * counts['trainable_share']:.4f}%), "

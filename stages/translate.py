@@ -15,8 +15,6 @@ import typer
 from gac.params import DEFAULT_PARAMS
 from stages.common import ParamsOption, user_errors_as_one_line
 
-UNTIL = ("v1", "v2", "v3", "baseline")
-
 
 @user_errors_as_one_line
 def main(
@@ -37,9 +35,10 @@ def main(
 ) -> None:
     """Translate Sentinel-1 scenes into Sentinel-2 L2A images: 12-band uint16 COGs on the input's grid, with quicklooks."""
     from gac.errors import GacError
+    from gac.translate.params import STAGES
 
-    if until is not None and until not in UNTIL:
-        raise GacError(f"--until '{until}' is not a stage; use one of {', '.join(UNTIL)}")
+    if until is not None and until not in STAGES:
+        raise GacError(f"--until '{until}' is not a stage; use one of {', '.join(STAGES)}")
     if uncertainty is not None and uncertainty < 2:
         raise GacError(f"--uncertainty {uncertainty}: needs N >= 2 samples to give a spread (1 = no uncertainty output)")
     from gac.params import load_params

@@ -36,7 +36,7 @@ def demo_scenes(tmp_path_factory) -> Path:
 
 
 def small_tile_params(**overrides):
-    from gac.params import TileParams
+    from gac.data.params import TileParams
 
     values = dict(size=64, stride=64, split_block=64, val_fraction=0.2, test_fraction=0.2, shard_tiles=4)
     values.update(overrides)

@@ -15,7 +15,7 @@ def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
 
 
-@pytest.mark.parametrize(("choice", "key"), [("cuda", "stage1.device"), ("gpu", "stage3.infer.device"), ("mps", "stage2.infer.accelerator")])
+@pytest.mark.parametrize(("choice", "key"), [("cuda", "stage1.infer.device"), ("gpu", "stage3.infer.device"), ("mps", "stage2.infer.device")])
 def test_an_explicit_device_this_machine_lacks_is_one_line_naming_the_key(no_gpu, choice, key):
     with pytest.raises(GacError) as err:
         resolve_device(choice, key=key)

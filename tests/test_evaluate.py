@@ -58,7 +58,7 @@ def evaluated(project):
     from gac.evaluate.run import EvalPaths, evaluate
 
     torch.set_num_threads(2)
-    params = validate_params({"evaluate": {"quicklooks": 2}, "stage1": {"timesteps": 1, "batch_size": 8}})
+    params = validate_params({"evaluate": {"quicklooks": 2}, "stage1": {"timesteps": 1, "infer": {"batch_size": 8}}})
     out = project / "eval"
     metrics = evaluate(params, EvalPaths(project / "tiles.zarr", project, out))
     return metrics, out, params
@@ -124,7 +124,7 @@ def test_metrics_record_provenance_and_shout_about_random_weights(evaluated):
     assert prov["tokenizer_ceiling"]["weights"] == "random" and "terramind_v1_tiny_generate" in prov["tokenizer_ceiling"]["model"]
     assert metrics["random_weights"] is True
     assert metrics["random_weight_variants"] == ["opt_v1", "tokenizer_ceiling"]
-    from gac.params import params_hash
+    from gac.digest import params_hash
 
     assert metrics["params_hash"] == params_hash(params, ["seed", "evaluate", "stage1"])
     # LPIPS runs exactly where its trunk weights are cached (never downloaded); the status says which case this is

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from gac.data.store import S2_BANDS, open_store
+from gac.data.store import S2_BANDS
 from gac.errors import GacError
-from gac.export import export_tiles, safe_name, write_cog
+from gac.export import safe_name, write_cog
 
 UTM = "EPSG:32632"
 TRANSFORM = (10.0, 0.0, 549892.7, 0.0, -10.0, 6344077.6)
@@ -44,16 +44,3 @@ def test_bad_crs_and_shape_fail_clearly(tmp_path):
 def test_safe_name_keeps_ids_readable():
     assert safe_name("demo_01_r00064_c00000") == "demo_01_r00064_c00000"
     assert safe_name("S2A/T32 UMA:r0") == "S2A_T32_UMA_r0"
-
-
-def test_export_tiles_places_every_tile_of_a_store(tiles_store, tmp_path):
-    ds = open_store(tiles_store, need=("s2",))
-    ids = [str(t) for t in ds.tile.values[:3]]
-    paths = export_tiles(ds, tmp_path, ids, tags={"weights": "hf"})
-    assert [p.stem for p in paths] == [safe_name(i) for i in ids]
-    for i, path in enumerate(paths):
-        with rasterio.open(path) as cog:
-            assert cog.crs == rasterio.crs.CRS.from_user_input(str(ds.crs.values[i]))
-            assert tuple(cog.transform)[:6] == pytest.approx(tuple(ds.transform.values[i]))
-            np.testing.assert_array_equal(cog.read(), ds.s2.values[i])
-            assert cog.tags()["tile"] == ids[i] and cog.tags()["weights"] == "hf"

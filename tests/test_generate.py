@@ -23,7 +23,8 @@ import yaml
 
 from gac.data.store import S2_BANDS, open_store, write_store
 from gac.errors import GacError
-from gac.params import params_hash, validate_params
+from gac.digest import params_hash
+from gac.params import validate_params
 from tests.conftest import GAC, run_gac
 from tests.numerics import assert_within_kernel_spread, within_kernel_spread
 
@@ -59,7 +60,7 @@ def write_params(path: Path, **stage1) -> Path:
     raw = {
         "seed": 42,
         "tile": {"size": 32, "stride": 32, "shard_tiles": 1},
-        "stage1": {"timesteps": 1, "decoding_steps": 2, "batch_size": 2, "device": "cpu", **stage1},
+        "stage1": {"timesteps": 1, "decoding_steps": 2, "infer": {"batch_size": 2, "device": "cpu"}, **stage1},
     }
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -115,7 +116,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(small_tiles, tiles_store, liv
     small_params = validate_params({**params.model_dump(), "stage1": {**params.stage1.model_dump(), "model": "terramind_v1_small_generate", "weights": str(lively_weights)}})
     cases.append((small_tiles, small_params, "TerraMind_v1_small.pt not found"))  # tiny's files for a small model
     finetune_params = validate_params({**params.model_dump(), "stage1_finetune": {"enabled": True}})
-    cases.append((small_tiles, finetune_params, "no fine-tuned adapter is there"))
+    cases.append((small_tiles, finetune_params, "no fine-tuned adapter there"))
     for tiles, p, message in cases:
         with pytest.raises(GacError) as err:
             run_generate(p, tiles, out, progress=False, finetune_dir=tmp_path / "no-adapter")

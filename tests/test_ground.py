@@ -67,10 +67,10 @@ def params():
 
 @pytest.fixture(scope="module")
 def net(params, stores):
-    from gac.ground.job import stage3_job
-    from gac.tuning.train import build_grounding_model
+    from gac.ground.job import stage3_target
+    from gac.tuning.train import build_lora_generator
 
-    model, counts = build_grounding_model(stage3_job(params, stores["opt_v2"]), params.stage3, TILE, params.seed)
+    model, counts = build_lora_generator(stage3_target(params, stores["opt_v2"]), params.stage3, TILE, params.seed)
     model.counts = counts
     return model
 
@@ -88,18 +88,18 @@ def batch(stores):
 @pytest.fixture(scope="module")
 def trained(params, stores):
     """The real `gac train-stage3` path: Lightning, DVCLive, checkpoints, adapter written whole."""
-    from gac.ground.job import stage3_job
-    from gac.tuning.train import run_training
+    from gac.ground.job import stage3_target
+    from gac.tuning.train import train_adapter
 
     root = stores["root"]
-    record = run_training(stage3_job(params, stores["opt_v2"]), params, stores["tiles"], root / "stage3", root / "live", root / "ckpt")
+    record = train_adapter(stage3_target(params, stores["opt_v2"]), params, stores["tiles"], root / "stage3", root / "live", root / "ckpt")
     return {"record": record, "out": root / "stage3", "live": root / "live", "ckpt": root / "ckpt" / "stage3"}
 
 
 def _objective(**kw):
-    from gac.tuning.objective import GroundingObjective
+    from gac.tuning.objective import TuningObjective
 
-    return GroundingObjective("S1RTC", "opt", **kw)
+    return TuningObjective("S1RTC", "opt", **kw)
 
 
 def _lora_params(model):
@@ -292,13 +292,13 @@ def _mean_ce(model, stores, split="train") -> float:
 
 
 def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, stores):
-    from gac.tuning.lora import load_adapter
+    from gac.tuning.lora import STAGE3_ADAPTER, load_adapter
     from gac.terramind import build_generator
 
     record, out = trained["record"], trained["out"]
     before = _mean_ce(net.get_base_model(), stores)  # the fixture's LoRA is untrained: B = 0, the base model
     fresh = build_generator("terramind_v1_tiny_generate", inputs=["S1RTC", "S2L2A"], tile_size=TILE, seed=3)
-    after = _mean_ce(load_adapter(fresh, out, "terramind_v1_tiny_generate").get_base_model(), stores)
+    after = _mean_ce(load_adapter(fresh, out, STAGE3_ADAPTER, ["S1RTC", "S2L2A"]).get_base_model(), stores)
     assert after < before - 0.1, (before, after)
 
     saved = json.loads((out / "adapter.json").read_text())
@@ -306,7 +306,7 @@ def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, sto
     assert saved["parameters"]["trainable"] == 10752 * 4 and saved["inputs"] == ["S1RTC", "S2L2A"]
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and not out.with_name("stage3.partial").exists()
     norms = np.loadtxt(trained["live"] / "plots" / "metrics" / "train" / "lora_grad_norm.tsv", skiprows=1)[:, 1]
-    assert len(norms) == record["global_steps"] and (norms > 0).all()
+    assert len(norms) == record["global_step"] and (norms > 0).all()
     ce = np.loadtxt(trained["live"] / "plots" / "metrics" / "train" / "ce_epoch.tsv", skiprows=1, ndmin=2)[:, 1]
     assert ce[-1] < ce[0]
     # selection follows stage3.monitor (gac_score by default), evaluate's definition: 0.5 SAR-edge + 0.5 clip(PSNR / 40 dB)
@@ -322,7 +322,7 @@ def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, sto
     assert (val["psnr"] > 5).all() and (val["sam_deg"] > 0).all()
     # the SAR term is logged on the pixel-path batches (every stage3.loss.pixel_every-th), for the step plot
     sar_steps = np.loadtxt(trained["live"] / "plots" / "metrics" / "train" / "sar_step.tsv", skiprows=1, ndmin=2)
-    assert record["global_steps"] == 12 and record["loss"]["sar"] == 1.0 and record["loss"]["pixel_every"] == 2
+    assert record["global_step"] == 12 and record["loss"]["sar"] == 1.0 and record["loss"]["pixel_every"] == 2
     assert sar_steps[:, 0].tolist() == [0, 2, 3, 5, 6, 8, 9, 11]  # batches 0 and 2 of each 3-batch epoch, at their own steps
     # checkpoints carry the LoRA and optimizer only, not the frozen 300M parameters
     assert (trained["ckpt"] / "last.ckpt").stat().st_size < 5e6
@@ -330,7 +330,7 @@ def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, sto
 
 def test_saved_adapter_reproduces_the_trained_weights_and_outputs(trained, net, batch):
     from gac.tuning import differentiable as D
-    from gac.tuning.lora import load_adapter
+    from gac.tuning.lora import STAGE3_ADAPTER, load_adapter
     from gac.tuning.objective import model_inputs
     from gac.terramind import build_generator
 
@@ -348,7 +348,7 @@ def test_saved_adapter_reproduces_the_trained_weights_and_outputs(trained, net, 
             for n, p in lora.items():
                 p.copy_(saved[n])
     loaded = load_adapter(build_generator("terramind_v1_tiny_generate", inputs=["S1RTC", "S2L2A"], tile_size=TILE, seed=3),
-                          trained["out"], "terramind_v1_tiny_generate")
+                          trained["out"], STAGE3_ADAPTER, ["S1RTC", "S2L2A"])
     with torch.no_grad():
         loaded_logits = D.token_logits(loaded.get_base_model(), inputs)
         base_logits = D.token_logits(net.get_base_model(), inputs)
@@ -395,13 +395,13 @@ def test_ground_ablation_on_opt_v1_writes_opt_v3_aligned_with_tiles(trained, sto
 
 def test_opt_v2_out_of_step_with_tiles_is_one_line_and_writes_nothing(params, stores, trained):
     from gac.ground.infer import ground
-    from gac.ground.job import stage3_job
-    from gac.tuning.train import run_training
+    from gac.ground.job import stage3_target
+    from gac.tuning.train import train_adapter
 
     root = stores["root"]
     shuffled = _blurred_copy(stores["tiles"], root / "opt_v2_reversed.zarr", reverse=True)
     with pytest.raises(GacError) as err:
-        run_training(stage3_job(params, shuffled), params, stores["tiles"], root / "bad_stage3", root / "bad_live", root / "bad_ckpt")
+        train_adapter(stage3_target(params, shuffled), params, stores["tiles"], root / "bad_stage3", root / "bad_live", root / "bad_ckpt")
     assert str(shuffled) in str(err.value) and "\n" not in str(err.value) and "re-run" in str(err.value)
     assert not (root / "bad_stage3").exists() and not (root / "bad_live").exists() and not (root / "bad_ckpt").exists()
     with pytest.raises(GacError, match="tile ids disagree"):
@@ -426,13 +426,18 @@ def test_bad_lora_regex_is_one_line(net, pattern, message):
     assert "stage3.lora_targets" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_adapter_of_another_size_is_refused(trained, tmp_path):
-    from gac.tuning.lora import load_adapter
+def test_adapter_of_another_size_or_inputs_is_refused(trained, tmp_path):
+    from gac.tuning.lora import STAGE3_ADAPTER, checked_adapter_record
 
-    with pytest.raises(GacError, match="trained for terramind_v1_tiny_generate but the model is terramind_v1_small_generate"):
-        load_adapter(torch.nn.Linear(1, 1), trained["out"], "terramind_v1_small_generate")
-    with pytest.raises(GacError, match="no trained stage-3 adapter"):
-        load_adapter(torch.nn.Linear(1, 1), tmp_path, "terramind_v1_tiny_generate")
+    both = ["S1RTC", "S2L2A"]
+    assert checked_adapter_record(trained["out"], STAGE3_ADAPTER, "terramind_v1_tiny_generate", both)["model"] == "terramind_v1_tiny_generate"
+    with pytest.raises(GacError, match=r"trained for terramind_v1_tiny_generate but stage3\.model is terramind_v1_small_generate; "
+                                       r"set stage3\.model: terramind_v1_tiny_generate or re-train it \(dvc repro train-stage3\)$"):
+        checked_adapter_record(trained["out"], STAGE3_ADAPTER, "terramind_v1_small_generate", both)
+    with pytest.raises(GacError, match=r"trained on inputs \['S1RTC', 'S2L2A'\] but takes \['S1GRD', 'S2L2A'\] now"):
+        checked_adapter_record(trained["out"], STAGE3_ADAPTER, "terramind_v1_tiny_generate", ["S1GRD", "S2L2A"])
+    with pytest.raises(GacError, match=r"no trained stage-3 adapter there; run `gac train-stage3`"):
+        checked_adapter_record(tmp_path, STAGE3_ADAPTER, "terramind_v1_tiny_generate", both)
 
 
 def test_invalid_lora_regex_and_loss_settings_fail_at_params():
@@ -459,16 +464,16 @@ def test_loss_defaults_ground_stage3_and_keep_the_original_stage1_loss():
 @pytest.fixture(scope="module")
 def finetuned(params, stores):
     """Item 4: stage 1's generator (S1 -> S2L2A) fine-tuned through the same path, which `generate()` could not do."""
-    from gac.finetune.handover import stage1_finetune_job
-    from gac.tuning.train import run_training
+    from gac.finetune.handover import stage1_finetune_target
+    from gac.tuning.train import train_adapter
 
     root = stores["root"]
     # stage 1's fine-tuning has its own section: the same knobs as the stage-3 fixture, two epochs
     knobs = {k: v for k, v in params.stage3.training_dict().items() if k in Stage1FinetuneParams.model_fields and k != "loss"}
     quick = params.model_copy(update={"stage1_finetune": Stage1FinetuneParams(**{**knobs, "enabled": True, "max_epochs": 2})})
-    job = stage1_finetune_job(quick)
+    job = stage1_finetune_target(quick)
     assert job.optical is None and job.stage == "stage1_finetune"
-    record = run_training(job, quick, stores["tiles"], root / "stage1_finetune", root / "live_s1", root / "ckpt")
+    record = train_adapter(job, quick, stores["tiles"], root / "stage1_finetune", root / "live_s1", root / "ckpt")
     return {"record": record, "out": root / "stage1_finetune", "live": root / "live_s1"}
 
 
@@ -504,9 +509,9 @@ def test_cli_errors_are_one_line_before_any_model_is_built(stores, tmp_path):
 
 def test_weights_of_another_terramind_size_are_one_line_and_nothing_is_written(params, stores, net, tmp_path):
     """stage3.model small with a directory holding tiny's files (named as small's): refused before anything is written."""
-    from gac.ground.job import stage3_job
+    from gac.ground.job import stage3_target
     from gac.terramind import TOKENIZER_FILE, hub_files
-    from gac.tuning.train import run_training
+    from gac.tuning.train import train_adapter
 
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -516,7 +521,7 @@ def test_weights_of_another_terramind_size_are_one_line_and_nothing_is_written(p
                                                                                   "weights": str(weights)})})
     root = tmp_path / "run"
     with pytest.raises(GacError) as err:
-        run_training(stage3_job(wrong, stores["opt_v2"]), wrong, stores["tiles"], root / "stage3", root / "live", root / "ckpt")
+        train_adapter(stage3_target(wrong, stores["opt_v2"]), wrong, stores["tiles"], root / "stage3", root / "live", root / "ckpt")
     message = str(err.value)
     assert "\n" not in message and "TerraMind_v1_small.pt" in message and "shape mismatch" in message
     assert "check the model size" in message
@@ -536,7 +541,7 @@ def test_stage1_generator_is_frozen_when_off_and_fine_tuned_when_on(trained, fin
     on = validate_params({"stage1_finetune": {"enabled": True}})
     with pytest.raises(GacError, match="stage1_finetune.enabled is true but no fine-tuned adapter"):
         stage1_generator(sentinel, on, tmp_path / "ft")
-    with pytest.raises(GacError, match=r"trained on inputs \['S1RTC', 'S2L2A'\], stage 1 takes \[S1RTC\]"):
+    with pytest.raises(GacError, match=r"trained on inputs \['S1RTC', 'S2L2A'\] but takes \['S1RTC'\] now"):
         stage1_generator(sentinel, on, trained["out"])  # stage 3's adapter is not stage 1's
     frozen = build_generator("terramind_v1_tiny_generate", inputs=["S1RTC"], tile_size=TILE, seed=3)
     model = stage1_generator(frozen, on, finetuned["out"])
@@ -563,9 +568,9 @@ def test_resume_fingerprint_follows_the_data(stores, tmp_path):
 
 
 def test_tiles_of_another_s1_product_are_refused(params, stores):
-    from gac.ground.job import stage3_job
-    from gac.tuning.train import run_training
+    from gac.ground.job import stage3_target
+    from gac.tuning.train import train_adapter
 
     grd = params.model_copy(update={"stage1": params.stage1.model_copy(update={"input": "S1GRD"})})
     with pytest.raises(GacError, match="tiles hold S1RTC but stage1.input is S1GRD; set stage1.input: S1RTC"):
-        run_training(stage3_job(grd, stores["opt_v2"]), grd, stores["tiles"], stores["root"] / "x", stores["root"] / "y", stores["root"] / "z")
+        train_adapter(stage3_target(grd, stores["opt_v2"]), grd, stores["tiles"], stores["root"] / "x", stores["root"] / "y", stores["root"] / "z")

@@ -1,8 +1,10 @@
+import re
 import yaml
 import pytest
 
 from gac.errors import GacError
-from gac.params import load_params, params_hash, validate_params
+from gac.digest import params_hash
+from gac.params import load_params, validate_params
 from tests.conftest import REPO, run_gac
 
 
@@ -96,10 +98,29 @@ def test_stage2_monitor_is_checked_with_one_line():
 
     assert validate_params({"stage2": {"monitor": "psnr"}}).stage2.monitor == "psnr"
     assert validate_params({}).stage2.monitor == "loss"
-    with pytest.raises(GacError, match=r"^params\.yaml: stage2\.monitor: Input should be 'loss', 'psnr', 'l1', 'ms_ssim' or 'sam' \(got 'gac_score'\)$"):
-        validate_params({"stage2": {"monitor": "gac_score"}})
-    with pytest.raises(GacError, match=r"monitor 'sam' is a loss term with weight 0"):
-        validate_params({"stage2": {"monitor": "sam", "loss_sam": 0}})
+    assert validate_params({"stage2": {"monitor": "gac_score"}}).stage2.monitor == "gac_score"  # every stage's names
+    with pytest.raises(GacError, match=r"^params\.yaml: stage2\.monitor: Input should be 'loss', 'gac_score', 'psnr', 'sar_edge', "
+                                       r"'sam_deg', 'l1' or 'ms_ssim' \(got 'ce'\)$"):
+        validate_params({"stage2": {"monitor": "ce"}})
+    with pytest.raises(GacError, match=r"monitor 'ms_ssim' is a loss term with weight 0"):
+        validate_params({"stage2": {"monitor": "ms_ssim", "loss": {"ms_ssim": 0}}})
+
+
+@pytest.mark.parametrize("raw, old, new", [
+    ({"stage1": {"batch_size": 2}}, "stage1.batch_size", "stage1.infer.batch_size"),
+    ({"stage2": {"infer": {"accelerator": "cpu"}}}, "stage2.infer.accelerator", "stage2.infer.device"),
+    ({"baseline": {"infer": {"accelerator": "cpu"}}}, "baseline.infer.accelerator", "baseline.infer.device"),
+    ({"stage2": {"loss_sam": 0.2}}, "stage2.loss_sam", "stage2.loss.sam"),
+    ({"translate": {"device": "cpu"}}, "translate.device", "translate.infer.device"),
+])
+def test_old_keys_are_refused_naming_the_new_one(raw, old, new):
+    from gac.errors import GacError
+    from gac.params import validate_params
+
+    with pytest.raises(GacError, match=rf"^params\.yaml: '{re.escape(old)}' is now '{re.escape(new)}'; move its value there$"):
+        validate_params(raw)
+    with pytest.raises(GacError, match=r"stage2\.monitor: 'sam' is now 'sam_deg'"):
+        validate_params({"stage2": {"monitor": "sam"}})
 
 
 def test_tuning_monitors_are_checked_with_one_line():
@@ -109,7 +130,7 @@ def test_tuning_monitors_are_checked_with_one_line():
     p = validate_params({})
     assert (p.stage3.monitor, p.stage1_finetune.monitor) == ("gac_score", "loss")
     assert validate_params({"stage3": {"monitor": "sar_edge"}}).stage3.monitor == "sar_edge"
-    with pytest.raises(GacError, match=r"^params\.yaml: stage3\.monitor: Input should be 'gac_score', 'loss', 'ce', 'psnr', 'sar_edge' or 'sam_deg' \(got 'l1'\)$"):
+    with pytest.raises(GacError, match=r"^params\.yaml: stage3\.monitor: Input should be 'loss', 'gac_score', 'psnr', 'sar_edge', 'sam_deg' or 'ce' \(got 'l1'\)$"):
         validate_params({"stage3": {"monitor": "l1"}})
 
 
@@ -126,7 +147,7 @@ def test_stage3_plots_show_the_sar_term_and_the_validation_gac_score():
 
 def test_data_keys_reach_the_stages_that_read_them():
     """synth checks pairs with every data key but max_tiles (its manifest hash covers the same); tile reads max_tiles and s2_offset."""
-    from gac.params import DataParams
+    from gac.data.params import DataParams
 
     synth = {key.split(".", 1)[1] for key in _stage_params("synth") if key.startswith("data.")}
     assert synth == set(DataParams.model_fields) - {"max_tiles"}

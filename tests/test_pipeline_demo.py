@@ -25,13 +25,13 @@ TINY = {
     "seed": 3,
     "data": {"demo_scenes": 2, "demo_size": 96},
     "tile": {"size": 32, "stride": 32, "split_block": 32, "shard_tiles": 8},
-    "stage1": {"batch_size": 8, "timesteps": 1},
+    "stage1": {"infer": {"batch_size": 8}, "timesteps": 1},
     "stage2": {"max_epochs": 1, "batch_size": 4},
     "stage3": {"max_epochs": 1, "batch_size": 4, "infer": {"timesteps": 1}},
     "stage1_finetune": {"enabled": True, "max_epochs": 1, "batch_size": 4},
     "baseline": {"max_epochs": 1, "batch_size": 4, "depth": 2},
     "evaluate": {"quicklooks": 1},
-    "translate": {"timesteps": 1, "overlap": 8, "batch_size": 8},
+    "translate": {"timesteps": 1, "overlap": 8, "infer": {"batch_size": 8}},
 }
 ALL_STAGES = {"check-params", "synth", "tile", "finetune-stage1", "generate", "train-stage2", "refine",
               "train-stage3", "ground", "ground-on-v1", "train-baseline", "predict-baseline", "evaluate", "translate"}

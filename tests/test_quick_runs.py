@@ -99,7 +99,7 @@ def test_profile_command_feeds_dvc_exp_run(tmp_path):
     out = run_gac("profile", "low-vram", cwd=project)
     assert out.returncode == 0, out.stderr
     args = out.stdout.split()
-    assert args[:2] == ["-S", "stage1.batch_size=1"] and "stage2.backbone_8bit=true" in args
+    assert args[0] == "-S" and "stage1.infer.batch_size=1" in args and "stage2.backbone_8bit=true" in args
     sh("dvc", "exp", "run", *args, "check-params", cwd=project)
     applied = yaml.safe_load((project / "params.yaml").read_text())
     assert applied["stage2"]["accumulate_grad_batches"] == 8 and applied["stage3"]["infer"]["timesteps"] == 10

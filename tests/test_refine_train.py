@@ -106,7 +106,7 @@ def test_training_lowers_the_loss_below_opt_v1(trained):
     val = TileDataset(paths["tiles"], "val", {"opt_v1": paths["opt_v1"]})
     batch = torch.utils.data.default_collate([val[i] for i in range(len(val))])
     target = torch.where(batch["valid"][:, None], batch["s2"], torch.nan) / 1e4
-    identity, _ = WeightedLoss(p.loss_weights(), S2_BANDS)(batch["opt_v1"] / 1e4, target)
+    identity, _ = WeightedLoss(p.loss.weights(), S2_BANDS)(batch["opt_v1"] / 1e4, target)
     best = trained["record"]["best_val_loss"]
     assert best < 0.97 * identity.item(), (best, identity.item())
     # stage2.monitor (default loss) chose that checkpoint: lowest validation loss
@@ -119,8 +119,8 @@ def test_exports_adapter_head_record_and_live_metrics(trained):
     assert record["weights"] == "random" and record["random_weights"] is True
     assert record["parameters"]["trainable_share"] < 0.10
     assert record["config"]["lora_rank"] == 8 and record["config"]["backbone"] == "prithvi_eo_v2_tiny_tl"
-    assert record["losses"]["weights"].keys() >= {"l1", "ms_ssim", "sam"}
-    assert record["losses"]["lpips"].startswith("LPIPS ")
+    assert record["loss"]["weights"].keys() >= {"l1", "ms_ssim", "sam"}
+    assert record["loss"]["lpips"].startswith("LPIPS ")
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 8 and adapter["peft_type"] == "LORA"
     assert (out / "head.safetensors").stat().st_size > 0

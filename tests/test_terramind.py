@@ -24,7 +24,6 @@ from gac.terramind import (  # noqa: E402
     sample_tokens,
     save_hub_checkpoint,
     standardize,
-    token_logits,
     token_schedule,
     tokenizer_roundtrip,
 )
@@ -215,10 +214,16 @@ def test_stage3_inputs_s1_and_s2_condition_the_same_engine():
     s2 = torch.rand(2, 12, 32, 32, generator=torch.Generator().manual_seed(0)) * 3000
     out = generate(model, {"S1RTC": s1_batch(2), "S2L2A": s2}, [1, 2], FAST)
     assert out.shape == (2, 12, 32, 32) and bool(torch.isfinite(out).all())
-    logits = token_logits(model, {"S1RTC": s1_batch(2), "S2L2A": s2})
+    from gac.tuning.differentiable import token_logits  # the one-pass path stage 3 trains through
+
+    def logits_of(s1, optical):
+        with torch.no_grad():
+            return token_logits(model, {"S1RTC": standardize(s1, "S1RTC"), "S2L2A": standardize(optical, "S2L2A")})
+
+    logits = logits_of(s1_batch(2), s2)
     assert logits.shape == (2, 4, 15360)
-    other_s2 = token_logits(model, {"S1RTC": s1_batch(2), "S2L2A": s2.flip(-1) * 0.5})
-    other_s1 = token_logits(model, {"S1RTC": s1_batch(2, seed=9), "S2L2A": s2})
+    other_s2 = logits_of(s1_batch(2), s2.flip(-1) * 0.5)
+    other_s1 = logits_of(s1_batch(2, seed=9), s2)
     assert float((logits - other_s2).abs().max()) > 1e-2  # both inputs condition the prediction
     assert float((logits - other_s1).abs().max()) > 1e-3
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from gac.params import TrainingParams
+from gac.schema import TrainingParams
 from gac.training import ResumeState, build_trainer, cosine_with_warmup, restore_best
 
 

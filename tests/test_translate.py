@@ -200,7 +200,7 @@ def v1_chain():
     from gac.translate.chain import Artifacts, Chain
 
     chain = Chain(params(until="v1"), "v1", Artifacts(), TILE, torch.device("cpu"))
-    out_conv = chain.stage1.tokenizer["tok_sen2l2a@224"].decoder.out[-1]
+    out_conv = chain.stages[0].model.tokenizer["tok_sen2l2a@224"].decoder.out[-1]
     with torch.no_grad():
         out_conv.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
     return chain
@@ -216,7 +216,7 @@ def test_uncertainty_is_zero_at_temperature_zero_and_positive_above(v1_chain, tm
     spreads = {}
     try:
         for temperature in (0.0, 1.0):
-            v1_chain.decoding = Decoding(temperature=temperature, timesteps=1)
+            v1_chain.set_decoding(Decoding(temperature=temperature, timesteps=1))
             job = SceneJob(params(until="v1", uncertainty=3), scene, grid, v1_chain, samples=3)
             mean, spread = job.compute((0, 0, 32, 48))
             spreads[temperature] = spread
@@ -432,9 +432,9 @@ def test_killed_run_resumes_to_the_same_bytes_and_two_ranks_agree(arts, tmp_path
     values compared depend on which tiles were blended into which block.
     """
     scene = write_s1(tmp_path / "k.tif", smooth_s1(64, 64))
-    prm = str(_write_params(tmp_path / "p.json", until="v2", block_size=32, batch_size=2))
+    prm = str(_write_params(tmp_path / "p.json", until="v2", block_size=32, infer={"batch_size": 2}))
     args = ["translate", str(scene), "--params", prm, "--no-progress", *_model_args(arts)]
-    _translate_lib(arts, scene, tmp_path / "whole", until="v2", block_size=32, batch_size=2)
+    _translate_lib(arts, scene, tmp_path / "whole", until="v2", block_size=32, infer={"batch_size": 2})
     out = tmp_path / "killed"
     proc = subprocess.Popen([str(GAC), *args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
     markers = out / "k.partial" / "done"
@@ -464,7 +464,7 @@ def test_killed_run_resumes_to_the_same_bytes_and_two_ranks_agree(arts, tmp_path
     assert whole.std(axis=(1, 2)).min() > 10  # not a flat image
     assert_within_kernel_spread(_read(tmp_path / "ranks" / "k.tif"), whole, "two ranks and one process")
     # Mistakes the same check catches: another blend ramp, tiles one pixel off their place.
-    _translate_lib(arts, scene, tmp_path / "linear", until="v2", block_size=32, batch_size=2, blend="linear")
+    _translate_lib(arts, scene, tmp_path / "linear", until="v2", block_size=32, infer={"batch_size": 2}, blend="linear")
     assert not within_kernel_spread(_read(tmp_path / "linear" / "k.tif"), whole)
     assert not within_kernel_spread(np.roll(whole, 1, axis=2), whole)
 

@@ -17,7 +17,7 @@ PARAMS = {
     "seed": 3,
     "tile": {"size": TILE, "shard_tiles": 4},
     "baseline": {"channels": 8, "depth": 2},
-    "translate": {"overlap": 8, "timesteps": 1, "block_size": 64, "batch_size": 8},
+    "translate": {"overlap": 8, "timesteps": 1, "block_size": 64, "infer": {"batch_size": 8}},
 }
 
 
@@ -56,11 +56,11 @@ def make_stage2(p, out: Path, **overrides) -> Path:
 
 
 def make_stage3(p, out: Path) -> Path:
-    from gac.ground.job import stage3_job
+    from gac.ground.job import stage3_target
     from gac.tuning.lora import save_adapter
-    from gac.tuning.train import build_grounding_model
+    from gac.tuning.train import build_lora_generator
 
-    net, _ = build_grounding_model(stage3_job(p, out / "unused-optical-store"), p.stage3, TILE, p.seed)
+    net, _ = build_lora_generator(stage3_target(p, out / "unused-optical-store"), p.stage3, TILE, p.seed)
     with torch.no_grad():  # LoRA B starts at zero: give the adapter an effect
         for name, param in net.named_parameters():
             if "lora_B" in name:

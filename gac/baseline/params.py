@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gac.device import DeviceChoice
-from gac.schema import StrictModel, TrainingParams
+from gac.schema import InferParams, TrainingParams
 
 
-class BaselineInferParams(StrictModel):
-    batch_size: int = Field(16, ge=1)
-    accelerator: DeviceChoice = "auto"
+class BaselineInferParams(InferParams):
+    batch_size: int = Field(16, ge=1, description=InferParams.model_fields["batch_size"].description)
 
 
 class BaselineParams(TrainingParams):

@@ -8,24 +8,36 @@ no prediction, only `enabled: false` in its attributes; evaluate skips it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from gac.baseline.params import BaselineInferParams
-from gac.data.store import PredictionStore, S2_BANDS, open_store, partial_path, replace_dir
-from gac.device import resolve_device
+from gac.data.store import partial_path, replace_dir
+from gac.digest import json_digest
 
 log = logging.getLogger(__name__)
 
 
 def output_hash(infer: BaselineInferParams, record: dict[str, Any]) -> str:
-    payload = {"infer": infer.model_dump(mode="json"), "model": {k: record.get(k) for k in ("config", "seed", "statistics", "best_val_loss", "global_step")}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    keys = ("config", "seed", "statistics", "best_val_loss", "global_step")
+    return json_digest({"infer": infer.model_dump(mode="json"), "model": {k: record.get(k) for k in keys}})
+
+
+class BaselinePredictor:
+    """A batch (gac.runner.Batch) -> the U-Net's S2 L2A from its S1, (B, 12, H, W) float32."""
+
+    def __init__(self, net, device):
+        self.net, self.device = net.to(device).eval(), device
+
+    def __call__(self, batch):
+        import numpy as np
+        import torch
+
+        with torch.no_grad():
+            return self.net(torch.from_numpy(np.ascontiguousarray(batch.s1, dtype=np.float32)).to(self.device)).float().cpu().numpy()
 
 
 def write_disabled_store(out: Path, attrs: dict[str, Any]) -> None:
@@ -43,38 +55,30 @@ def write_disabled_store(out: Path, attrs: dict[str, Any]) -> None:
 
 def predict_store(model_dir: Path, tiles: Path, out: Path, infer: BaselineInferParams, shard_tiles: int, attrs: dict[str, Any]) -> dict[str, Any]:
     """Write `out` from tiles.zarr's S1; returns a summary. Resumes an interrupted run with the same model and settings."""
-    import torch
-
     from gac.baseline.saved import load_baseline, read_record
+    from gac.runner import StoreInputs, predict_store as run, start_ranks
 
-    tiles = Path(tiles)
     if read_record(model_dir).get("enabled") is False:
         write_disabled_store(out, attrs)
         return {"tiles": 0, "shards": 0, "resumed_shards": 0, "out": str(out), "enabled": False}
-    tiles_ds = open_store(tiles, need=("s1",), what="tiles store")
-    net, record = load_baseline(model_dir)
-    device = resolve_device(infer.accelerator, key="baseline.infer.accelerator")
-    net.to(device)
-    store_attrs = {
-        **attrs,
-        "stage": "predict-baseline",
-        "enabled": True,
-        "model": record["model"],
-        "weights": record["weights"],
-        "random_weights": False,
-        "params_hash": output_hash(infer, record),
-        "model_dir": str(model_dir),
-        "inputs": json.dumps({"tiles": str(tiles)}),
-    }
-    store = PredictionStore(Path(out), tiles_ds, store_attrs, shard_tiles, bands=S2_BANDS)
-    done = store.open()
-    if done:
-        log.info("resuming %s: %d of %d shard(s) already written", out, done, store.n_shards)
-    for shard in store.pending_shards():
-        window = store.shard_slice(shard)
-        s1 = torch.from_numpy(np.asarray(tiles_ds["s1"].isel(tile=window).values, dtype=np.float32))
-        with torch.no_grad():
-            outputs = [net(s1[start : start + infer.batch_size].to(device)).float().cpu().numpy() for start in range(0, s1.shape[0], infer.batch_size)]
-        store.write_shard(shard, np.concatenate(outputs))
-    path = store.finalize()
-    return {"tiles": store.n_tiles, "shards": store.n_shards, "resumed_shards": done, "out": str(path), "enabled": True}
+    inputs = StoreInputs(Path(tiles))
+    opened = inputs.open()
+    ranks, device = start_ranks(infer.device, "baseline.infer.device")
+    try:
+        net, record = load_baseline(model_dir)
+        store_attrs = {
+            **attrs,
+            "stage": "predict-baseline",
+            "enabled": True,
+            "model": record["model"],
+            "weights": record["weights"],
+            "random_weights": False,
+            "params_hash": output_hash(infer, record),
+            "model_dir": str(model_dir),
+            "inputs": json.dumps({"tiles": str(tiles)}),
+        }
+        summary = run(BaselinePredictor(net, device), inputs, Path(out), store_attrs, ranks=ranks, batch_size=infer.batch_size,
+                      shard_tiles=shard_tiles, name="predict-baseline", opened=opened)
+        return {**summary, "enabled": True}
+    finally:
+        ranks.close()

@@ -10,11 +10,10 @@ baseline (`gac predict-baseline`, `gac translate --until baseline`).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from gac.data.store import partial_path, replace_dir
+from gac.data.store import write_whole
 from gac.errors import GacError
 
 MODEL_FILE = "model.safetensors"
@@ -33,15 +32,11 @@ def save_baseline(net, out_dir: Path, record: dict[str, Any]) -> Path:
     """Weights and record under a temporary name, renamed into place when both are written."""
     from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    tmp = partial_path(out_dir)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp / MODEL_FILE))
-    (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    replace_dir(tmp, out_dir)
-    return out_dir
+    def fill(tmp: Path) -> None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp / MODEL_FILE))
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+    return write_whole(out_dir, fill)
 
 
 def write_disabled(out_dir: Path, live_dir: Path) -> None:
@@ -49,12 +44,7 @@ def write_disabled(out_dir: Path, live_dir: Path) -> None:
     out_dir, live_dir = Path(out_dir), Path(live_dir)
     live_dir.mkdir(parents=True, exist_ok=True)
     (live_dir / "metrics.json").write_text(json.dumps({"enabled": False}) + "\n")
-    tmp = partial_path(out_dir)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    (tmp / RECORD_FILE).write_text(json.dumps({"stage": "baseline", "enabled": False}, indent=2) + "\n")
-    replace_dir(tmp, out_dir)
+    write_whole(out_dir, lambda tmp: (tmp / RECORD_FILE).write_text(json.dumps({"stage": "baseline", "enabled": False}, indent=2) + "\n"))
 
 
 def read_record(model_dir: Path) -> dict[str, Any]:

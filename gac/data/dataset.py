@@ -13,6 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from gac.data.store import check_aligned, open_store
+from gac.errors import GacError
 
 
 class TileDataset:
@@ -59,3 +60,13 @@ class TileDataset:
             index=torch.tensor(index),
         )
         return sample
+
+
+def train_val_datasets(tiles: Path, stage: str, inputs: Mapping[str, Path] | None = None) -> tuple[TileDataset, TileDataset]:
+    """The train and val splits every training stage fits and selects on; an empty split is one line naming the fix."""
+    train, val = TileDataset(tiles, "train", inputs), TileDataset(tiles, "val", inputs)
+    if len(train) == 0:
+        raise GacError(f"{tiles}: no 'train' tiles to train {stage} on; lower tile.val_fraction/test_fraction or add scenes")
+    if len(val) == 0:
+        raise GacError(f"{tiles}: no 'val' tiles to select {stage}'s checkpoint on; raise tile.val_fraction or add scenes")
+    return train, val

@@ -13,7 +13,7 @@ from pathlib import Path
 from gac import __version__
 from gac.data.scenes import find_pairs, read_pair
 from gac.data.store import partial_path, replace_dir
-from gac.params import json_digest
+from gac.digest import json_digest
 
 
 def prepare_scenes(params, out: Path) -> dict:

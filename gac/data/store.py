@@ -89,6 +89,19 @@ def mark_done(marker: Path, written: Iterable[Path] = ()) -> None:
     _fsync(marker.parent)
 
 
+def write_whole(out_dir: Path, fill) -> Path:
+    """A directory written whole or not at all: `fill(tmp)` writes it under a temporary name, then it is renamed
+    into place (replacing an older one). Every saved model and record goes through here."""
+    out_dir = Path(out_dir)
+    tmp = partial_path(out_dir)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    replace_dir(tmp, out_dir)
+    return out_dir
+
+
 def _strings(values: Iterable[str]) -> np.ndarray:
     # Object dtype maps to Zarr v3's specified variable-length UTF-8 type.
     return np.array(list(values), dtype=object)

@@ -19,7 +19,7 @@ import numpy as np
 from gac.data.scenes import Scene, ScenePair, find_pairs, read_pair
 from gac.data.store import S1_BANDS, S2_BANDS, tile_coords, write_store
 from gac.errors import GacError
-from gac.params import TileParams
+from gac.data.params import TileParams
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")

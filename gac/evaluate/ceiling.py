@@ -22,15 +22,16 @@ def tokenizer_ceiling(truth: np.ndarray, tile_ids: Sequence[str], stage1: Any, s
     """(N, 12, H, W) ground truth x 10^4 -> its tokenizer round trip (same shape, float32) and provenance."""
     import torch
 
-    from gac.terramind import build_generator, iter_batches, tile_seed, tokenizer_roundtrip
+    from gac.device import resolve_device
+    from gac.runner import iter_batches
+    from gac.terramind import build_generator, tile_seed, tokenizer_roundtrip
 
-    use_cuda = getattr(stage1, "device", "auto") != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda" if use_cuda else "cpu")
-    precision = getattr(stage1, "precision", "32") if use_cuda else "32"
-    capped = bool(getattr(stage1, "capped_decoder", False))
+    device = resolve_device(stage1.infer.device, key="stage1.infer.device")  # the one device rule of every stage
+    precision = stage1.infer.precision
+    capped = bool(stage1.capped_decoder)
     model = build_generator(stage1.model, inputs=(stage1.input,), weights=stage1.weights, tile_size=truth.shape[-1], seed=seed).to(device)
     out = np.empty(truth.shape, dtype=np.float32)
-    for batch in iter_batches(range(len(truth)), getattr(stage1, "batch_size", 4)):
+    for batch in iter_batches(range(len(truth)), stage1.infer.batch_size):
         seeds = [tile_seed(seed, str(tile_ids[i])) for i in batch]
         x = torch.from_numpy(np.asarray(truth[batch], dtype=np.float32))
         decoded = tokenizer_roundtrip(model, x, seeds, stage1.timesteps, capped, precision)

@@ -56,7 +56,7 @@ from gac.errors import GacError
 from gac.export import safe_name, write_cog
 from gac.evaluate.report import results_report
 from gac.metrics import SCALAR_METRICS, LpipsMetric, aggregate, gac_score, json_safe, sar_edge, tile_metrics
-from gac.params import params_hash
+from gac.digest import params_hash
 from gac.evaluate.stats import paired_comparisons, with_intervals
 
 log = logging.getLogger(__name__)

@@ -13,30 +13,28 @@ import json
 from pathlib import Path
 
 from gac.errors import GacError
-from gac.tuning.train import GroundingJob
+from gac.tuning.train import TuningTarget
 
 ENABLE = "stage1_finetune.enabled"
 
 
-def stage1_finetune_job(params) -> GroundingJob:
+def stage1_finetune_target(params) -> TuningTarget:
     """Stage 1's generator (model, weights, S1 input from `stage1`) as a tuning job; its knobs come from `stage1_finetune`."""
     s1 = params.stage1
-    return GroundingJob("stage1_finetune", s1.model, s1.weights, "stage1.weights", s1.input, None)
+    return TuningTarget("stage1_finetune", s1.model, s1.weights, "stage1.weights", s1.input, None)
 
 def write_disabled(out_dir: Path, live_dir: Path) -> None:
     """The record of a fine-tuning stage that had nothing to do (stage1_finetune.enabled is false), written whole.
 
     The DVCLive directory gets a metrics.json saying so, since DVC expects every declared output to exist.
     """
-    from gac.data.store import partial_path, replace_dir
+    from gac.data.store import write_whole
 
     out_dir, live_dir = Path(out_dir), Path(live_dir)
     live_dir.mkdir(parents=True, exist_ok=True)
     (live_dir / "metrics.json").write_text(json.dumps({"enabled": False}) + "\n")
-    tmp = partial_path(out_dir)
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "adapter.json").write_text(json.dumps({"stage": "stage1_finetune", "enabled": False}, indent=2) + "\n")
-    replace_dir(tmp, out_dir)
+    record = json.dumps({"stage": "stage1_finetune", "enabled": False}, indent=2) + "\n"
+    write_whole(out_dir, lambda tmp: (tmp / "adapter.json").write_text(record))
 
 
 def stage1_generator(model, params, root: Path | None):
@@ -46,13 +44,10 @@ def stage1_generator(model, params, root: Path | None):
     result is always a bare TerraMindGeneration (LoRA layers injected in place),
     so gac.terramind.generate takes it either way.
     """
-    from gac.tuning.lora import load_adapter, read_adapter_record
+    from gac.tuning.lora import STAGE1_ADAPTER, load_adapter
 
     if not params.stage1_finetune.enabled:
         return model
     if root is None:
         raise GacError(f"{ENABLE} is true but no fine-tuned adapter directory was given; pass --finetune DIR to `gac generate`")
-    record = read_adapter_record(root, f"{ENABLE} is true but no fine-tuned adapter is there", "run `gac finetune-stage1` (dvc repro)")
-    if record.get("inputs") != [params.stage1.input]:
-        raise GacError(f"{root}: adapter was trained on inputs {record.get('inputs')}, stage 1 takes [{params.stage1.input}]; re-run the fine-tuning")
-    return load_adapter(model, root, params.stage1.model, stage="finetune-stage1").get_base_model()
+    return load_adapter(model, root, STAGE1_ADAPTER, [params.stage1.input]).get_base_model()

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gac.schema import SamplingParams, TerraMindGenerator, Weights
+from gac.schema import InferParams, SamplingParams, TerraMindGenerator, Weights
 
 
 class Stage1Params(SamplingParams):
@@ -21,6 +21,4 @@ class Stage1Params(SamplingParams):
     input: Literal["S1GRD", "S1RTC"] = "S1RTC"
     weights: Weights = Field("random", description="'random' (demo), 'hf' (local HF cache, offline) or a directory with the hub's .pt files")
     capped_decoder: bool = Field(False, description="upstream's diffusion thresholding (output capped at band mean +/- 1 std); false removes the cap")
-    batch_size: int = Field(4, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
-    precision: Literal["32", "bf16", "16"] = Field("bf16", description="autocast dtype on CUDA; CPU always runs float32")
+    infer: InferParams = InferParams()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gac.tuning.train import GroundingJob
+from gac.tuning.train import TuningTarget
 
 
-def stage3_job(params, optical: Path) -> GroundingJob:
+def stage3_target(params, optical: Path) -> TuningTarget:
     s3 = params.stage3
-    return GroundingJob("stage3", s3.model, s3.weights, "stage3.weights", params.stage1.input, Path(optical))
+    return TuningTarget("stage3", s3.model, s3.weights, "stage3.weights", params.stage1.input, Path(optical))

@@ -12,17 +12,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gac.device import DeviceChoice, Precision
-from gac.schema import SamplingParams, TerraMindGenerator, Weights
+from gac.schema import InferParams, SamplingParams, TerraMindGenerator, Weights
 from gac.tuning.params import Stage3Loss, TuningParams
 
 
-class Stage3InferParams(SamplingParams):
-    """How `gac ground` generates opt_v3 (stage 1's engine, gac.terramind.generate); none of it changes the adapter."""
-
-    batch_size: int = Field(4, ge=1)
-    device: DeviceChoice = Field("auto", description="auto: CUDA when present, else CPU (gac.device)")
-    precision: Precision = Field("bf16", description="autocast dtype on CUDA; CPU always runs float32")
+class Stage3InferParams(SamplingParams, InferParams):
+    """How `gac ground` generates opt_v3 (stage 1's engine, gac.terramind): sampling and the inference block; none of
+    it changes the adapter."""
 
 
 class Stage3Params(TuningParams):

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gac.data.store import partial_path, replace_dir
+from gac.data.store import write_whole
 from gac.errors import GacError
 from gac.refine.backbone import add_lora, build_backbone, checkpoint_blocks, fingerprint, quantize_frozen_linears, unfreeze_last_blocks
 from gac.refine.model import Refiner
@@ -81,16 +80,12 @@ def save_refiner(refiner: Refiner, out_dir: Path, record: dict[str, Any]) -> Pat
     """Write adapter, head weights and the JSON record under a temporary name, then rename into place."""
     from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    tmp = partial_path(out_dir)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    refiner.backbone.save_pretrained(str(tmp / ADAPTER_DIR))
-    save_file(trained_state(refiner), str(tmp / HEAD_FILE))
-    (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    replace_dir(tmp, out_dir)
-    return out_dir
+    def fill(tmp: Path) -> None:
+        refiner.backbone.save_pretrained(str(tmp / ADAPTER_DIR))
+        save_file(trained_state(refiner), str(tmp / HEAD_FILE))
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+    return write_whole(out_dir, fill)
 
 
 def read_record(model_dir: Path) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from gac.losses import WeightedLoss, fill_missing, psnr
+from gac.losses import WeightedLoss
+from gac.metrics import validation_scores
 from gac.schema import TrainingParams
 from gac.refine.model import Refiner
 from gac.training import adamw_with_schedule
@@ -47,8 +48,12 @@ class RefinerModule(pl.LightningModule):
         self.log(f"{stage}/loss", total, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=True)
         for name, value in terms.items():
             self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=True)
-        if stage == "val":
-            self.log("val/psnr", psnr(pred, fill_missing(pred, target)), on_epoch=True, batch_size=size, sync_dist=True)
+        if stage == "val":  # the numbers every training stage validates on (gac.metrics.validation_scores)
+            valid = batch["valid"][:, None]
+            as_array = lambda x: torch.where(valid, x, float("nan")).double().cpu().numpy()  # noqa: E731
+            scores = validation_scores(as_array(pred.detach() * REFLECTANCE_SCALE), as_array(batch["s2"]), as_array(batch["s1"]))
+            for name, value in scores.items():
+                self.log(f"val/{name}", float(value), on_epoch=True, batch_size=size, sync_dist=True)
         return total
 
     def training_step(self, batch, batch_idx):

@@ -12,18 +12,30 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gac.data.store import PRITHVI_BANDS, S2_BANDS
-from gac.schema import Regex, StrictModel, TrainingParams, Weights
+from gac.schema import VALIDATION_MONITORS, InferParams, Regex, StrictModel, TrainingParams, Weights
 
 
-class Stage2InferParams(StrictModel):
+class Stage2InferParams(InferParams):
     """How `gac refine` runs; none of it changes the trained model."""
 
-    batch_size: int = Field(8, ge=1)
-    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(8, ge=1, description=InferParams.model_fields["batch_size"].description)
 
 
-# Validation metrics stage 2 can select its checkpoint on, and whether higher ("max") or lower is better.
-STAGE2_MONITORS = {"loss": "min", "psnr": "max", "l1": "min", "ms_ssim": "min", "sam": "min"}
+class Stage2Loss(StrictModel):
+    """Stage 2's loss: term weights (0 = off) against the truth, reflectance 0-1."""
+
+    l1: float = Field(1.0, ge=0)
+    ms_ssim: float = Field(0.2, ge=0, description="1 - MS-SSIM")
+    sam: float = Field(0.1, ge=0, description="spectral angle, radians")
+    lpips: float = Field(0.1, ge=0, description="true-colour LPIPS; used only where its trunk weights are cached (logged otherwise)")
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
+
+    def weights(self) -> dict[str, float]:
+        return {"l1": self.l1, "ms_ssim": self.ms_ssim, "sam": self.sam, "lpips": self.lpips}
+
+
+# What stage 2 can select its checkpoint on: the shared validation numbers, and its own loss terms.
+STAGE2_MONITORS = {**VALIDATION_MONITORS, "l1": "min", "ms_ssim": "min"}
 
 
 class Stage2Params(TrainingParams):
@@ -45,11 +57,7 @@ class Stage2Params(TrainingParams):
     feature_levels: int = Field(4, ge=1, le=4, description="evenly spaced blocks (ending at the last) feeding the head")
     head_channels: int = Field(64, ge=8)
     metadata: bool = Field(True, description="FiLM-condition the head on month and location")
-    loss_l1: float = Field(1.0, ge=0)
-    loss_ms_ssim: float = Field(0.2, ge=0)
-    loss_sam: float = Field(0.1, ge=0)
-    loss_lpips: float = Field(0.1, ge=0, description="used only where LPIPS's trunk weights are cached (logged otherwise)")
-    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
+    loss: Stage2Loss = Stage2Loss()
     monitor: Literal[tuple(STAGE2_MONITORS)] = Field("loss", description="validation metric for early stopping and the best checkpoint")
     infer: Stage2InferParams = Stage2InferParams()
 
@@ -65,13 +73,10 @@ class Stage2Params(TrainingParams):
 
     @model_validator(mode="after")
     def _monitor_is_logged(self):
-        if self.monitor in ("l1", "ms_ssim", "sam") and getattr(self, f"loss_{self.monitor}") == 0:
+        if self.monitor in ("l1", "ms_ssim") and getattr(self.loss, self.monitor) == 0:
             raise ValueError(f"monitor '{self.monitor}' is a loss term with weight 0, so it is never logged; "
-                             f"give loss_{self.monitor} a weight or monitor loss or psnr")
+                             f"give loss.{self.monitor} a weight or monitor loss or psnr")
         return self
-
-    def loss_weights(self) -> dict[str, float]:
-        return {"l1": self.loss_l1, "ms_ssim": self.loss_ms_ssim, "sam": self.loss_sam, "lpips": self.loss_lpips}
 
     def training_dict(self) -> dict:
         """The keys that shape the trained model (all but `infer`), as recorded beside it."""

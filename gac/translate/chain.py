@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from gac.errors import GacError
+from gac.translate.params import STAGES
 
 log = logging.getLogger(__name__)
 
-STAGES = {"v1": ("stage1",), "v2": ("stage1", "stage2"), "v3": ("stage1", "stage2", "stage3"), "baseline": ("baseline",)}
 
 
 @dataclass(frozen=True)
@@ -55,28 +55,19 @@ def _mismatch(path: Path, what: str, trained: Any, key: str, now: Any, stage: st
     return GacError(f"{path}: trained for {what} {trained} but {key} is {now}; set {key}: {trained} or re-train it (dvc repro {stage})")
 
 
-def _terramind_adapter(root: Path, missing: str, stage: str, option: str, key: str, model: str) -> dict[str, Any]:
-    """The record beside a TerraMind LoRA adapter (peft files present), trained for `model`."""
-    from gac.tuning.lora import read_adapter_record
-
-    record = read_adapter_record(root, missing, f"run `dvc repro {stage}` (or pass {option} DIR)")
-    if record.get("model") != model:
-        raise _mismatch(root, "TerraMind", record.get("model"), key, model, stage)
-    return record
-
-
 def check_artifacts(params, until: str, artifacts: Artifacts) -> dict[str, dict[str, Any]]:
     """The records of the models `until` needs, checked against params; {stage: record + digest}. No torch."""
     from gac.baseline.saved import read_record as read_baseline
     from gac.refine.build import read_record as read_stage2
     from gac.terramind import TARGET
+    from gac.tuning.lora import STAGE1_ADAPTER, STAGE3_ADAPTER, checked_adapter_record
 
     found: dict[str, dict[str, Any]] = {}
     stages = STAGES[until]
     if "stage1" in stages and params.stage1_finetune.enabled:
         root = artifacts.stage1_finetune
-        missing = "stage1_finetune.enabled is true but no fine-tuned stage-1 adapter is there"
-        record = _terramind_adapter(root, missing, "finetune-stage1", "--stage1-finetune", "stage1.model", params.stage1.model)
+        fix = "run `dvc repro finetune-stage1` (or pass --stage1-finetune DIR)"
+        record = checked_adapter_record(root, STAGE1_ADAPTER, params.stage1.model, [params.stage1.input], fix)
         found["stage1_finetune"] = {**record, "digest": dir_digest(root)}
     if "stage2" in stages:
         root = artifacts.stage2
@@ -89,10 +80,8 @@ def check_artifacts(params, until: str, artifacts: Artifacts) -> dict[str, dict[
         found["stage2"] = {**record, "digest": dir_digest(root)}
     if "stage3" in stages:
         root = artifacts.stage3
-        record = _terramind_adapter(root, "no trained stage-3 adapter", "train-stage3", "--stage3", "stage3.model", params.stage3.model)
-        inputs = [params.stage1.input, TARGET]
-        if record.get("inputs") != inputs:
-            raise _mismatch(root, "inputs", record.get("inputs"), "stage1.input", params.stage1.input, "train-stage3")
+        fix = "run `dvc repro train-stage3` (or pass --stage3 DIR)"
+        record = checked_adapter_record(root, STAGE3_ADAPTER, params.stage3.model, [params.stage1.input, TARGET], fix)
         found["stage3"] = {**record, "digest": dir_digest(root)}
     if "baseline" in stages:
         root = artifacts.baseline
@@ -104,7 +93,9 @@ def check_artifacts(params, until: str, artifacts: Artifacts) -> dict[str, dict[
 
 
 class Chain:
-    """S1 tiles (B, 2, T, T) in dB -> S2 L2A (B, 12, T, T) reflectance x 10^4 through the stages up to `until`."""
+    """A batch of S1 tiles (gac.runner.Batch) -> S2 L2A (B, 12, T, T) reflectance x 10^4 through the stages up to
+    `until`: each stage's own predictor (the one its store is written with), the previous stage's output as the
+    next one's optical input."""
 
     def __init__(self, params, until: str, artifacts: Artifacts, tile_size: int, device):
         from gac.terramind import Decoding
@@ -112,72 +103,64 @@ class Chain:
         self.params, self.until, self.tile_size, self.device = params, until, tile_size, device
         t = params.translate
         self.decoding = Decoding(**t.sampling(), capped=False)
-        self.precision = t.precision
         self.random_weights: dict[str, bool] = {}
         self.weights: dict[str, str] = {}
+        self.stages: list = []  # the predictors, in order
         stages = STAGES[until]
         if "baseline" in stages:
+            from gac.baseline.predict import BaselinePredictor
             from gac.baseline.saved import load_baseline
 
-            self.baseline, record = load_baseline(artifacts.baseline)
+            net, record = load_baseline(artifacts.baseline)
             depth = record["config"]["depth"]
             if tile_size % 2**depth:
                 raise GacError(f"translate.tile_size {tile_size} does not divide by 2^{depth} (the baseline U-Net's depth); use a multiple of {2**depth}")
-            self.baseline.to(device)
+            self.stages.append(BaselinePredictor(net, device))
             self.random_weights["baseline"] = False
             self.weights["baseline"] = "trained from scratch"
             return
         from gac.finetune.handover import stage1_generator
-        from gac.terramind import build_generator
+        from gac.terramind import TerraMindPredictor, build_generator
 
         s1 = params.stage1
         model = build_generator(s1.model, [s1.input], s1.weights, tile_size=tile_size, seed=params.seed)
-        self.stage1 = stage1_generator(model, params, artifacts.stage1_finetune).eval().to(device)
-        self.stage1_capped = s1.capped_decoder
-        self._note("stage1", self.stage1.gac_weights)
+        stage1 = stage1_generator(model, params, artifacts.stage1_finetune).eval().to(device)
+        self.stages.append(TerraMindPredictor(stage1, s1.input, replace(self.decoding, capped=s1.capped_decoder), t.infer.precision))
+        self._note("stage1", stage1.gac_weights)
         if "stage2" in stages:
             from gac.refine.build import load_refiner
+            from gac.refine.infer import RefinerPredictor
 
-            self.refiner, loaded = load_refiner(artifacts.stage2)
-            self.refiner.to(device)
+            refiner, loaded = load_refiner(artifacts.stage2)
+            self.stages.append(RefinerPredictor(refiner, device))
             self.random_weights["stage2"] = bool(loaded["random_weights"])
             self.weights["stage2"] = str(loaded["weights"])
         if "stage3" in stages:
             from gac.ground.infer import load_grounding_model
 
             net, _ = load_grounding_model(params, artifacts.stage3, tile_size, device)
-            self.stage3 = net.get_base_model()
-            self._note("stage3", self.stage3.gac_weights)
+            stage3 = net.get_base_model()
+            self.stages.append(TerraMindPredictor(stage3, s1.input, self.decoding, t.infer.precision))
+            self._note("stage3", stage3.gac_weights)
 
     def _note(self, stage: str, source) -> None:
         self.random_weights[stage] = bool(source.is_random)
         self.weights[stage] = source.describe()
 
-    def _generate(self, model, inputs, token_seeds: Sequence[int], noise_seeds: Sequence[int], capped: bool):
-        from gac.terramind import decode_tokens, sample_tokens
+    def set_decoding(self, decoding) -> None:
+        """Sample every TerraMind stage with `decoding` (stage 1 keeps its decoder cap)."""
+        from gac.terramind import TerraMindPredictor
 
-        tokens = sample_tokens(model, inputs, token_seeds, self.decoding, self.precision)
-        return decode_tokens(model, tokens, noise_seeds, self.decoding.timesteps, capped, self.precision)
+        self.decoding = decoding
+        for stage in self.stages:
+            if isinstance(stage, TerraMindPredictor):
+                stage.decoding = replace(decoding, capped=stage.decoding.capped)
 
-    def __call__(self, s1: np.ndarray, month: np.ndarray, lat: np.ndarray, lon: np.ndarray,
-                 token_seeds: Sequence[int], noise_seeds: Sequence[int]) -> np.ndarray:
-        """One batch; NaN where any S1 band is NaN (no radar, no prediction)."""
-        import torch
+    def __call__(self, batch) -> np.ndarray:
+        """One batch; NaN where any S1 band is NaN (no radar, no prediction), between stages as in the stores."""
+        from gac.runner import no_radar_no_prediction
 
-        from gac.terramind import TARGET
-
-        x = torch.from_numpy(np.ascontiguousarray(s1, dtype=np.float32)).to(self.device)
-        radar_gap = torch.isnan(x).any(dim=1, keepdim=True)
-        masked = lambda t: t.float().masked_fill(radar_gap, float("nan"))  # noqa: E731  (as the stores hold it between stages)
-        with torch.inference_mode():
-            if self.until == "baseline":
-                out = self.baseline(x)
-            else:
-                s1_name = self.params.stage1.input
-                out = masked(self._generate(self.stage1, {s1_name: x}, token_seeds, noise_seeds, self.stage1_capped))
-                if self.until in ("v2", "v3"):
-                    out = masked(self.refiner(out, torch.nan_to_num(x, nan=0.0), torch.from_numpy(month.astype(np.int64)).to(self.device),
-                                              torch.from_numpy(lat).to(self.device), torch.from_numpy(lon).to(self.device)))
-                if self.until == "v3":
-                    out = self._generate(self.stage3, {s1_name: x, TARGET: out}, token_seeds, noise_seeds, False)
-        return masked(out).cpu().numpy()
+        out = None
+        for stage in self.stages:
+            out = no_radar_no_prediction(stage(batch if out is None else batch.with_optical(out)), batch)
+        return out

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from gac.device import DeviceChoice, Precision
-from gac.schema import SamplingParams
+from gac.schema import InferParams, SamplingParams, TileSide
 
-Until = Literal["v1", "v2", "v3", "baseline"]
+# What `until` runs: the stages up to it, in order (the one list of them; gac.translate.chain builds these).
+STAGES = {"v1": ("stage1",), "v2": ("stage1", "stage2"), "v3": ("stage1", "stage2", "stage3"), "baseline": ("baseline",)}
+Until = Literal[tuple(STAGES)]
 SCL_CLOUD_CLASSES = (3, 8, 9, 10)  # Sentinel-2 scene classification: cloud shadow, cloud medium / high probability, thin cirrus
 
 
@@ -25,24 +26,15 @@ class TranslateParams(SamplingParams):
 
     scenes: list[str] = Field(default_factory=list, description="S1 GeoTIFFs (or directories of them) the DVC stage translates")
     until: Until = Field("v3", description="last stage run: v1 (stage 1), v2 (+ refiner), v3 (+ grounding, the full pipeline), or baseline (the supervised U-Net alone)")
-    tile_size: int | None = Field(None, ge=16, description="model tile side in px, a multiple of 16; null = tile.size (what the models were trained on)")
+    tile_size: TileSide | None = Field(None, ge=16, description="model tile side in px, a multiple of 16; null = tile.size (what the models were trained on)")
     overlap: int = Field(16, ge=0, description="px shared by neighbouring tiles, blended across")
     blend: Literal["cosine", "linear"] = Field("cosine", description="weight ramp across an overlap")
     block_size: int = Field(1024, ge=16, description="output px per side processed (and held in memory) at once; peak memory follows it, not the scene")
-    batch_size: int = Field(4, ge=1)
-    device: DeviceChoice = Field("auto", description="auto: CUDA when present (one GPU per torchrun rank), else CPU")
-    precision: Precision = Field("bf16", description="autocast dtype on CUDA; CPU always runs float32")
+    infer: InferParams = InferParams()
     uncertainty: int = Field(1, ge=1, description="token-sampling runs per tile; >= 2 writes <stem>_uncertainty.tif (per-band std)")
     reproject: bool = Field(False, description="an S1 scene not on a 10 m grid is reprojected to 10 m in its own UTM zone (else: an error)")
     cloud_classes: list[int] = Field(list(SCL_CLOUD_CLASSES), description="SCL classes gap-filling replaces (a 0/1 mask: 1 is replaced)")
     feather: int = Field(3, ge=0, description="px inside a cloud mask's edge over which the translation fades into the S2 scene")
-
-    @field_validator("tile_size")
-    @classmethod
-    def _multiple_of_16(cls, value: int | None) -> int | None:
-        if value is not None and value % 16:
-            raise ValueError(f"{value} is not a multiple of 16 (TerraMind and Prithvi use 16 px patches); try {max(16, value // 16 * 16)}")
-        return value
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> "TranslateParams":

@@ -33,8 +33,9 @@ from gac import __version__
 from gac.data.store import S2_BANDS, chunk_files, mark_done, partial_path
 from gac.errors import GacError
 from gac.export import safe_name
-from gac.params import json_digest
-from gac.translate.chain import STAGES, Artifacts, Chain, check_artifacts
+from gac.digest import json_digest
+from gac.translate.chain import Artifacts, Chain, check_artifacts
+from gac.translate.params import STAGES
 from gac.translate.grid import TileGrid
 from gac.translate.source import GapFill, S1Scene, find_s1_inputs, open_gap_fill, open_s1, parse_date
 
@@ -195,7 +196,8 @@ class SceneJob:
     def compute(self, block: tuple[int, int, int, int], bar=None) -> tuple[np.ndarray, np.ndarray | None]:
         """(12, h, w) blended mean reflectance and its spread over samples (None for one sample), NaN at nodata."""
         from gac.data.tiling import tile_centres_lonlat
-        from gac.terramind import iter_batches, tile_seed
+        from gac.runner import Batch, iter_batches
+        from gac.terramind import tile_seed
 
         grid, size, seed = self.grid, self.grid.size, self.params.seed
         r, c, h, w = block
@@ -214,10 +216,11 @@ class SceneJob:
             token_seeds = noise_seeds if k == 0 else [tile_seed(seed, f"{key}:{k}") for key in keys]
             total = np.zeros((len(S2_BANDS), h, w), dtype=np.float64)
             weight = np.zeros((h, w), dtype=np.float64)
-            for batch in iter_batches(range(len(tiles)), self.params.translate.batch_size):
+            for batch in iter_batches(range(len(tiles)), self.params.translate.infer.batch_size):
                 crops = np.stack([model_s1[:, rows[b] - top : rows[b] - top + size, cols[b] - left : cols[b] - left + size] for b in batch])
-                month = np.full(len(batch), self.scene.month, dtype=np.int64)
-                pred = self.chain(crops, month, lat[batch], lon[batch], [token_seeds[b] for b in batch], [noise_seeds[b] for b in batch])
+                pred = self.chain(Batch(s1=crops.astype(np.float32, copy=False), month=np.full(len(batch), self.scene.month, dtype=np.int64),
+                                        lat=lat[batch], lon=lon[batch], token_seeds=[token_seeds[b] for b in batch],
+                                        noise_seeds=[noise_seeds[b] for b in batch]))
                 for n, b in enumerate(batch):
                     i, j = tiles[b]
                     # the part of this tile inside the block, in block and in tile coordinates
@@ -361,7 +364,8 @@ def _reads(params, tile_size: int) -> dict[str, Any]:
     return {"seed": p.seed, "tile_size": tile_size, "stage1": {k: getattr(p.stage1, k) for k in ("model", "input", "weights", "capped_decoder")},
             "stage1_finetune": p.stage1_finetune.enabled, "stage2": {"backbone": p.stage2.backbone, "bands": list(p.stage2.bands)},
             "stage3": {"model": p.stage3.model, "weights": p.stage3.weights}, "s2_offset": p.data.s2_offset,
-            "translate": p.translate.model_dump(mode="json", exclude={"scenes", "block_size", "batch_size", "device"})}
+            "translate": {**p.translate.model_dump(mode="json", exclude={"scenes", "block_size", "infer"}),
+                          "precision": p.translate.infer.precision}}
 
 
 def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> list[dict[str, Any]]:
@@ -412,14 +416,12 @@ def _run(params, planned: list[tuple[S1Scene, TileGrid, dict[str, Any]]], gap_fi
     No rank waits on a collective while rank 0 writes COGs and quicklooks (minutes for a full scene with
     uncertainty): the others end after the last barrier.
     """
-    from gac.device import resolve_device, use_deterministic
-    from gac.generate.run import Ranks
+    from gac.device import use_deterministic
+    from gac.runner import start_ranks
 
     use_deterministic(params.deterministic)  # here, after the checks: a user's mistake is told before torch is imported
     t = params.translate
-    ranks = Ranks.from_env()
-    device = resolve_device(t.device, ranks.local_rank, key="translate.device")
-    ranks.connect(device)
+    ranks, device = start_ranks(t.infer.device, "translate.infer.device")
     try:
         chain = Chain(params, t.until, artifacts, tile_size, device)
         if any(chain.random_weights.values()):

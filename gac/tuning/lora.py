@@ -7,7 +7,7 @@ what they were trained with (`adapter.json`), which loading checks.
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,42 +32,63 @@ def apply_lora(model, pattern: str, rank: int, alpha: float, dropout: float, mod
     return get_peft_model(model, config)
 
 
-def save_adapter(peft_model, out_dir: Path, record: dict[str, Any]) -> None:
-    """peft's own adapter files under `out_dir/adapter`, and what they were trained with in `out_dir/adapter.json`."""
-    out_dir = Path(out_dir)
-    peft_model.save_pretrained(str(out_dir / ADAPTER_DIR))
-    (out_dir / ADAPTER_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+@dataclass(frozen=True)
+class AdapterKind:
+    """Which saved TerraMind adapter a caller expects (stage 3's, or stage 1's fine-tuned one), in a user's words."""
+
+    missing: str  # what is missing, e.g. "no trained stage-3 adapter"
+    command: str  # the `gac` command that trains it, e.g. "train-stage3"
+    model_key: str  # the params key that names its TerraMind
 
 
-def read_adapter_record(adapter_root: Path, missing: str = "no trained stage-3 adapter there",
-                        fix: str = "run `gac train-stage3` (dvc repro) first") -> dict[str, Any]:
-    """The record beside a saved adapter (peft's files present too); otherwise one line: `{root}: {missing}; {fix}`.
+STAGE3_ADAPTER = AdapterKind("no trained stage-3 adapter", "train-stage3", "stage3.model")
+STAGE1_ADAPTER = AdapterKind("stage1_finetune.enabled is true but no fine-tuned adapter", "finetune-stage1", "stage1.model")
 
-    Stage 1's fine-tuned adapter and stage 3's share this format, so each caller names its own adapter and remedy.
-    """
+
+def save_adapter(peft_model, out_dir: Path, record: dict[str, Any]) -> Path:
+    """peft's own adapter files under `out_dir/adapter`, and what they were trained with in `out_dir/adapter.json`;
+    written whole or not at all."""
+    from gac.data.store import write_whole
+
+    def fill(tmp: Path) -> None:
+        peft_model.save_pretrained(str(tmp / ADAPTER_DIR))
+        (tmp / ADAPTER_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    return write_whole(out_dir, fill)
+
+
+def read_adapter_record(adapter_root: Path, kind: AdapterKind = STAGE3_ADAPTER, fix: str | None = None) -> dict[str, Any]:
+    """The record beside a saved adapter (peft's files present too); otherwise one line naming the command to run."""
     adapter_root = Path(adapter_root)
     record_path = adapter_root / ADAPTER_JSON
     if not (adapter_root / ADAPTER_DIR / "adapter_config.json").is_file() or not record_path.is_file():
-        raise GacError(f"{adapter_root}: {missing}; {fix}")
+        raise GacError(f"{adapter_root}: {kind.missing} there; {fix or f'run `gac {kind.command}` (dvc repro {kind.command}) first'}")
     return json.loads(record_path.read_text())
 
 
-def load_adapter(model, adapter_root: Path, model_name: str, stage: str = "train-stage3"):
-    """Load a saved adapter onto `model` (frozen, for inference); refuses an adapter trained for another model.
+def checked_adapter_record(adapter_root: Path, kind: AdapterKind, model: str, inputs: list[str], fix: str | None = None) -> dict[str, Any]:
+    """The adapter's record, refused in one line unless it was trained for `model` on `inputs` (the one check every
+    user of a saved adapter makes: ground, generate with a fine-tuned stage 1, translate)."""
+    record = read_adapter_record(adapter_root, kind, fix)
+    retrain = f"re-train it (dvc repro {kind.command})"
+    if record.get("model") != model:
+        raise GacError(f"{adapter_root}: adapter was trained for {record.get('model')} but {kind.model_key} is {model}; "
+                       f"set {kind.model_key}: {record.get('model')} or {retrain}")
+    if record.get("inputs") != list(inputs):
+        raise GacError(f"{adapter_root}: adapter was trained on inputs {record.get('inputs')} but takes {list(inputs)} now "
+                       f"(stage1.input); set stage1.input back or {retrain}")
+    return record
 
-    `stage` is the command that trains the adapter, named in the fix.
-    """
+
+def load_adapter(model, adapter_root: Path, kind: AdapterKind, inputs: list[str]):
+    """Load a checked, saved adapter onto `model` (frozen, for inference)."""
     from peft import PeftModel
 
     adapter_root = Path(adapter_root)
-    record = read_adapter_record(adapter_root, fix=f"run `gac {stage}` (dvc repro) first")
-    if record.get("model") != model_name:
-        raise GacError(
-            f"{adapter_root}: adapter was trained for {record.get('model')} but the model is {model_name}; "
-            f"re-run `gac {stage}` or set the model back"
-        )
+    checked_adapter_record(adapter_root, kind, model.gac_name, inputs)
     try:
         return PeftModel.from_pretrained(model, str(adapter_root / ADAPTER_DIR), is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise GacError(f"{adapter_root / ADAPTER_DIR}: adapter does not fit {model_name} ({first}); re-run `gac {stage}`") from None
+        raise GacError(f"{adapter_root / ADAPTER_DIR}: adapter does not fit {model.gac_name} ({first}); "
+                       f"re-train it (dvc repro {kind.command})") from None

@@ -37,7 +37,6 @@ so the checkpoint can be selected on what stage 3 is for (`monitor`).
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any, Mapping
 
 import torch
@@ -77,7 +76,7 @@ def _weights(loss) -> dict[str, float]:
     return {"ce": float(loss.ce), **{k: float(v) for k, v in loss.pixel_weights().items()}}
 
 
-class GroundingObjective(nn.Module):
+class TuningObjective(nn.Module):
     """Loss and logged terms for one batch; the model is passed in (it lives in the LightningModule).
 
     `loss` is the job's loss params block (gac.tuning.params), or a mapping of
@@ -202,7 +201,7 @@ class GroundingObjective(nn.Module):
         over the batch; the decode is the soft codes' x0 estimate, not the
         sampled generation `gac ground` writes.
         """
-        from gac.metrics import gac_score, psnr, sam_degrees, sar_edge, unit_reflectance
+        from gac.metrics import validation_scores
 
         logits, loss, logs = self._token_terms(model, batch)
         whole = (0, 0, *batch["s2"].shape[-2:])
@@ -217,17 +216,7 @@ class GroundingObjective(nn.Module):
             loss = loss + pixel
         logs["loss"] = loss
         valid = batch["valid"].bool()
-        rows = []
-        for p, t, s in zip(_with_nodata(pred, valid).double().cpu().numpy(), _with_nodata(batch["s2"], valid).double().cpu().numpy(),
-                           _with_nodata(batch["s1"], valid).double().cpu().numpy()):
-            with warnings.catch_warnings():  # a tile with no valid pixel gives NaN, which the mean below skips
-                warnings.simplefilter("ignore", RuntimeWarning)
-                pu, tu = unit_reflectance(p), unit_reflectance(t)
-                # identical images have infinite PSNR: capped for the logged mean (the GAC score caps it at 40 dB anyway)
-                row = {"psnr": min(psnr(pu, tu), 100.0), "sam_deg": sam_degrees(pu, tu), "sar_edge": sar_edge(p, s)}
-            row["gac_score"] = gac_score(row["psnr"], row["sar_edge"])
-            rows.append(row)
-        for name in ("psnr", "sam_deg", "sar_edge", "gac_score"):
-            values = torch.tensor([r[name] for r in rows], dtype=torch.float64)
-            logs[name] = values.nanmean().float()
+        as_array = lambda x: _with_nodata(x, valid).double().cpu().numpy()  # noqa: E731
+        scores = validation_scores(as_array(pred), as_array(batch["s2"]), as_array(batch["s1"]))
+        logs.update({name: torch.tensor(value, dtype=torch.float32) for name, value in scores.items()})
         return logs

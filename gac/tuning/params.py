@@ -6,7 +6,7 @@ differ in their defaults (stage 3 grounds in the radar; stage-1 fine-tuning
 keeps the original project's image loss) and in one term: `identity` needs an
 optical input, which only stage 3 has.
 
-Every weight is a term of gac.tuning.objective.GroundingObjective; its
+Every weight is a term of gac.tuning.objective.TuningObjective; its
 docstring defines them. All terms but `ce` go through the pixel path (soft
 codes -> one x0 call of the tokenizer's diffusion UNet), which `pixel_crop`
 and `pixel_every` make affordable on a CPU.
@@ -18,12 +18,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gac.schema import Regex, StrictModel, TrainingParams
+from gac.schema import VALIDATION_MONITORS, Regex, StrictModel, TrainingParams
 from gac.tuning.lora import TERRAMIND_LORA_TARGETS
 
-# Validation numbers a tuning job can select its checkpoint and stop early on, and which way is better.
-# gac_score, psnr, sam_deg, sar_edge: evaluate's own definitions (gac.metrics), on the one-step decode of every val tile.
-TUNING_MONITORS = {"gac_score": "max", "loss": "min", "ce": "min", "psnr": "max", "sar_edge": "max", "sam_deg": "min"}
+# What a tuning job can select its checkpoint on: the shared validation numbers (on the one-step decode of every
+# val tile), and its token cross-entropy.
+TUNING_MONITORS = {**VALIDATION_MONITORS, "ce": "min"}
 # Weights of terms computed on the decoded image (the pixel path); `ce` works on tokens.
 PIXEL_TERMS = ("sar", "identity", "l1", "ms_ssim", "spectral", "lpips", "colour")
 # The UNet decodes whole 16 px tokens; the SAR term drops 7 px at each border (gac.sar_edges.margin), so 32 is the least.

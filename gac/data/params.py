@@ -1,0 +1,33 @@
+"""Params of the data the pipeline starts from (section `data`) and of how it is cut into tiles (section `tile`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from gac.schema import StrictModel, TileSide
+
+
+class DataParams(StrictModel):
+    source: str = Field("demo", description="'demo' (synthetic scenes) or a directory of paired S1*/ S2*/ GeoTIFFs")
+    demo_scenes: int = Field(3, ge=1)
+    demo_size: int = Field(256, ge=32, description="demo scene side in pixels (10 m)")
+    landcover: str | None = Field(None, description="a land-cover raster (integer classes, any CRS) resampled nearest onto every S2 scene; null: none (the demo has its own)")
+    landcover_classes: dict[int, str] = Field(default_factory=dict, description="names of data.landcover's class codes, e.g. {10: tree cover, 80: water}")
+    max_tiles: int | None = Field(
+        None, ge=3, description="keep at most this many tiles, a fixed subset drawn per split (quick runs); null = all"
+    )
+    s2_offset: int = Field(
+        0, ge=0, description="subtracted from every S2 L2A DN before use: 1000 for products of processing baseline 04.00+ "
+        "(January 2022 on) that still carry BOA_ADD_OFFSET; 0 for TerraMesh / harmonised data and the demo",
+    )
+
+
+class TileParams(StrictModel):
+    size: TileSide = Field(64, ge=16, description="tile side in px, a multiple of 16")
+    stride: int = Field(64, ge=1)
+    max_nodata: float = Field(0.05, ge=0, le=1, description="largest nodata/NaN share a kept tile may have")
+    reproject: bool = Field(False, description="reproject S1 onto the S2 grid when they differ")
+    split_block: int = Field(128, ge=16, description="side in px of the square blocks that train/val/test are drawn by")
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    shard_tiles: int = Field(64, ge=1, description="tiles per Zarr v3 shard (one file on disk)")
