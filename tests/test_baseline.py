@@ -148,3 +148,38 @@ def test_bad_inputs_are_one_line(tiles_store, tmp_path):
     (tmp_path / "broken" / "baseline.json").write_text("{")
     with pytest.raises(GacError, match=r"baseline.json: not valid JSON"):
         load_baseline(tmp_path / "broken")
+
+
+@pytest.mark.kernels
+def test_two_torchrun_ranks_split_the_shards_and_agree_with_one_process(trained, tiles_store, tmp_path):
+    """Every store-inference stage runs through one runner (gac.runner); the baseline, the cheapest model, shows
+    that a stage other than generate splits its shards across torchrun ranks and writes the same store."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from tests.conftest import GAC
+    from tests.numerics import assert_within_kernel_spread
+
+    params = tmp_path / "params.yaml"
+    infer = {"batch_size": trained["params"].infer.batch_size, "device": "cpu"}
+    params.write_text(yaml.safe_dump({"tile": {"shard_tiles": 4}, "baseline": {"infer": infer}}))
+    two = tmp_path / "two.zarr"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2", "--no-python",
+         str(GAC), "predict-baseline", "--params", str(params), "--model", str(trained["paths"]["out_dir"]),
+         "--tiles", str(tiles_store), "--out", str(two)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = sorted(re.findall(r"rank (\d)/2: (\d+) tile\(s\)", result.stderr))
+    n_tiles = open_store(tiles_store).sizes["tile"]
+    assert [r for r, _ in ranks] == ["0", "1"] and all(int(n) > 0 for _, n in ranks), result.stderr[-2000:]
+    assert sum(int(n) for _, n in ranks) == n_tiles
+    one, both = open_store(trained["store"]).s2.values, open_store(two).s2.values
+    assert np.array_equal(np.isnan(one), np.isnan(both))
+    assert_within_kernel_spread(both, one, "two ranks against one process")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -536,7 +537,7 @@ def test_stage1_generator_is_frozen_when_off_and_fine_tuned_when_on(trained, fin
     write_disabled(tmp_path / "ft", tmp_path / "live")
     assert json.loads((tmp_path / "ft" / "adapter.json").read_text()) == {"stage": "stage1_finetune", "enabled": False}
     assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == {"enabled": False}
-    sentinel = object()
+    sentinel = SimpleNamespace(gac_name="terramind_v1_tiny_generate")  # what load_adapter reads of a model
     assert stage1_generator(sentinel, off, tmp_path / "ft") is sentinel
     on = validate_params({"stage1_finetune": {"enabled": True}})
     with pytest.raises(GacError, match="stage1_finetune.enabled is true but no fine-tuned adapter"):
@@ -554,7 +555,7 @@ def test_resume_fingerprint_follows_the_data(stores, tmp_path):
     and the fingerprint (recorded in the adapter) does not depend on when the store was written."""
     import zarr
 
-    from gac.tuning.train import data_fingerprint
+    from gac.training import data_fingerprint
 
     copy = _blurred_copy(stores["tiles"], tmp_path / "opt_v2.zarr")
     first = data_fingerprint(stores["tiles"], copy)

@@ -127,7 +127,8 @@ class ContextChain:
     """A stand-in for a model whose output depends on the whole tile (as TerraMind's tokens and Prithvi's attention do):
     each pixel is its S1 value plus its tile's mean. Neighbouring tiles disagree, so only the blending can hide the borders."""
 
-    def __call__(self, s1, month, lat, lon, token_seeds, noise_seeds):
+    def __call__(self, batch):
+        s1 = batch.s1
         values = 100 * (s1[:, :1] + s1.mean(axis=(1, 2, 3), keepdims=True)) + 5000
         return np.repeat(values, 12, axis=1)
 
