@@ -156,3 +156,27 @@ def test_data_keys_reach_the_stages_that_read_them():
     assert params.data.s2_offset == 0
     with pytest.raises(GacError, match=r"^params\.yaml: data\.s2_offset: Input should be greater than or equal to 0 \(got -1000\)$"):
         validate_params({"data": {"s2_offset": -1000}})
+
+
+def test_every_params_key_the_docs_name_exists():
+    """README and docs/ name params keys (`stage3.infer.timesteps`, `data.s2_offset`): each must be a key of
+    params.yaml, or a renamed key that GAC refuses with its new name, so the docs cannot drift from the schema."""
+    from gac.params import RENAMED
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    sections = "|".join(sorted(k for k, v in params.items() if isinstance(v, dict)))
+    key = re.compile(rf"`(?:-S \+?)?((?:{sections})(?:\.[a-z0-9_]+)+)(?:[=:][^`]*)?`")
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    named = {(doc.name, m.group(1)) for doc in docs for m in key.finditer(doc.read_text())}
+    assert len(named) > 20  # the pattern finds the docs' keys
+
+    def exists(dotted: str) -> bool:
+        node = params
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    missing = sorted((doc, k) for doc, k in named if not exists(k) and k not in RENAMED)
+    assert not missing, missing
