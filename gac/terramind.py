@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from gac.errors import GacError
+from gac.startup import first_model_call
 from gac.weights import WeightsSource, load_strict, read_state_dict, resolve_weights
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -354,6 +355,7 @@ def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
     from terratorch.models.backbones.terramind.model.generate import init_full_input_modality
     from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
 
+    first_model_call(model.gac_name)
     mod_dict, size, batch = {}, None, None
     for modality, x in inputs.items():
         if modality not in model.gac_inputs:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from gac.data.store import S1_BANDS, S2_BANDS
 from gac.refine import backbone as backbone_module
 from gac.refine.conditioning import N_FEATURES, encode_metadata
+from gac.startup import first_model_call
 
 PATCH = 16
 UP_STEPS = 4  # 1/16 -> 1/1
@@ -163,6 +164,7 @@ class Refiner(nn.Module):
             block.checkpoint_mlp = on
 
     def forward(self, opt_v1: Tensor, s1: Tensor | None = None, month: Tensor | None = None, lat: Tensor | None = None, lon: Tensor | None = None) -> Tensor:
+        first_model_call("stage-2 refiner")
         size = opt_v1.shape[-1]
         if opt_v1.shape[-2] != size or size % PATCH:
             raise ValueError(f"tiles must be square with a side that is a multiple of {PATCH}, got {tuple(opt_v1.shape[-2:])}")
