@@ -32,12 +32,12 @@ MLP_BAND_PIXELS = 8192  # pixels (batch x rows x width) per checkpointed band of
 
 def normalisation(channels: list[str]) -> tuple[list[float], list[float]]:
     """Per-channel mean/std: Prithvi-EO-2.0's for its six bands, TerraMind's S2L2A/S1RTC pretraining stats for the rest."""
-    from terratorch.models.backbones.prithvi_vit import PRITHVI_V2_MEAN, PRITHVI_V2_STD
-
     from gac.refine.backbone import S2_TO_HLS
     from gac.terramind import pretraining_stats
+    from gac.upstream import prithvi as upstream_prithvi
 
-    prithvi = dict(zip(S2_TO_HLS, zip(PRITHVI_V2_MEAN, PRITHVI_V2_STD)))
+    vit = upstream_prithvi().vit
+    prithvi = dict(zip(S2_TO_HLS, zip(vit.PRITHVI_V2_MEAN, vit.PRITHVI_V2_STD)))
     s2 = dict(zip(S2_BANDS, zip(*pretraining_stats("S2L2A"))))
     s1 = dict(zip(S1_BANDS, zip(*pretraining_stats("S1RTC"))))
     stats = [prithvi.get(c) or s2.get(c) or s1[c] for c in channels]
