@@ -147,14 +147,15 @@ def decoder_gflops(args) -> dict:
 
 def phase_naive(args) -> dict:
     import torch
-    from terratorch.registry import FULL_MODEL_REGISTRY
 
     from gac.device import autocast
+    from gac.upstream import terramind
 
     device = bench_device(args)
     s1, _ = make_s1(args.tiles, args.size)
+    build = terramind().build  # what terratorch's FULL_MODEL_REGISTRY.build does for this name
     torch.manual_seed(0)
-    model = FULL_MODEL_REGISTRY.build(
+    model = build(
         args.model, modalities=["S1RTC"], output_modalities=["S2L2A"], pretrained=False, standardize=True, timesteps=args.timesteps
     ).to(device).eval()
     x = torch.from_numpy(s1)

@@ -57,9 +57,9 @@ def worker(backbone: str, mode: str, size: int, steps: int, threads: int) -> dic
     # Import everything the build imports first, so the baseline holds the libraries and the deltas hold the model.
     import bitsandbytes  # noqa: F401
     import peft  # noqa: F401
-    import terratorch.models.backbones.terramind.model.terramind_register  # noqa: F401
-    from terratorch.models.backbones import prithvi_vit  # noqa: F401
-    from terratorch.registry import BACKBONE_REGISTRY  # noqa: F401
+    from gac.upstream import prithvi, terramind
+
+    terramind(), prithvi()  # terratorch's modules the build uses
 
     proc = psutil.Process()
     gc.collect()

@@ -61,7 +61,9 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
     torch.set_num_threads(threads)
     sys.path.insert(0, str(REPO))
     import peft  # noqa: F401  (imports first: the baseline holds the libraries, the deltas the model)
-    import terratorch.models.backbones.terramind.model.terramind_register  # noqa: F401
+    from gac.upstream import terramind
+
+    terramind()  # terratorch's modules the build uses
 
     from gac.tuning.objective import TuningObjective
     from gac.tuning.train import TuningTarget, build_lora_generator

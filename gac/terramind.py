@@ -19,7 +19,8 @@ wrong:
   output does not depend on batch size, batch composition, rank or resume.
 
 Heavy imports (torch, terratorch) happen inside functions: importing this
-module is cheap.
+module is cheap. terratorch's pieces come from `gac.upstream`, which imports
+TerraMind's modules without the rest of terratorch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from gac.errors import GacError
+from gac.startup import first_model_call
+from gac.upstream import terramind, terramind_statistics
 from gac.weights import WeightsSource, load_strict, read_state_dict, resolve_weights
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,12 +87,11 @@ def check_s1_product(tiles_ds, path: Path, s1_input: str) -> None:
 
 def pretraining_stats(modality: str) -> tuple[list[float], list[float]]:
     """Per-band mean and std TerraMind was pre-trained with, in physical units (the one place that knows their keys)."""
-    from terratorch.models.backbones.terramind.model.terramind_register import v1_pretraining_mean, v1_pretraining_std
-
+    means, stds = terramind_statistics()
     key = _RAW_KEY.get(modality, modality)
-    if key not in v1_pretraining_mean:
+    if key not in means:
         raise GacError(f"no TerraMind pretraining statistics for modality '{modality}'; use one of {', '.join(_RAW_KEY)}")
-    return list(v1_pretraining_mean[key]), list(v1_pretraining_std[key])
+    return list(means[key]), list(stds[key])
 
 
 def _stats(modality: str):
@@ -151,7 +153,6 @@ def build_generator(
     unchanged.
     """
     import torch
-    from terratorch.registry import FULL_MODEL_REGISTRY
 
     model_size(name)
     inputs = list(inputs)
@@ -163,10 +164,11 @@ def build_generator(
     source = weights if isinstance(weights, WeightsSource) else resolve_weights(weights, name, key)
     if source.kind == "local":
         local_files(name, source.path)  # fail before the (slow) build
+    build = terramind().build  # imported before seeding, as the model's randomness starts there
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = FULL_MODEL_REGISTRY.build(
+        model = build(
             name, modalities=inputs, output_modalities=[TARGET], pretrained=False, img_size=tile_size, standardize=False
         )
         _add_token_feedback(model, tile_size)
@@ -184,13 +186,11 @@ def build_generator(
 
 
 def _add_token_feedback(model, tile_size: int) -> None:
-    from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
-
     mae = model.sampler.model
     if TOKENS_KEY in mae.encoder_embeddings:
         return
     dim = mae.decoder_embeddings[TOKENS_KEY].dim_tokens
-    info = MODALITY_INFO[TOKENS_KEY]
+    info = terramind().MODALITY_INFO[TOKENS_KEY]
     embedding = info["encoder_embedding"](image_size=tile_size, dim_tokens=None, patch_size=PATCH)
     embedding.init(dim_tokens=dim, init_std=mae.init_std)
     mae.encoder_embeddings[TOKENS_KEY] = embedding
@@ -306,12 +306,10 @@ def diffusion_scheduler(model, capped: bool = False):
     i.e. mean +/- 1 std per band: water NIR, snow and bright sand are out of
     reach. `capped=True` gives upstream's behaviour back, for comparison.
     """
-    from terratorch.models.backbones.terramind.tokenizer.scheduling import DDIMScheduler
-
     config = {k: v for k, v in model.tokenizer[TOKENS_KEY].noise_scheduler.config.items() if not k.startswith("_")}
     if not capped:
         config.update(thresholding=False, clip_sample=False)
-    return DDIMScheduler(**config)
+    return terramind().DDIMScheduler(**config)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -351,9 +349,9 @@ def _autocast(device, precision: str):
 
 def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
     import torch
-    from terratorch.models.backbones.terramind.model.generate import init_full_input_modality
-    from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
 
+    upstream = terramind()
+    first_model_call(model.gac_name)
     mod_dict, size, batch = {}, None, None
     for modality, x in inputs.items():
         if modality not in model.gac_inputs:
@@ -374,7 +372,7 @@ def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
             "target_mask": torch.ones(batch, n, dtype=torch.bool, device=device),
             "decoder_attention_mask": torch.zeros(batch, n, dtype=torch.bool, device=device),
         }
-        mod_dict[key] = init_full_input_modality(value, MODALITY_INFO, key, device)
+        mod_dict[key] = upstream.init_full_input_modality(value, upstream.MODALITY_INFO, key, device)
     n = (size // PATCH) ** 2
     mod_dict[TOKENS_KEY] = {  # every target token masked: not an encoder input yet, all to predict
         "tensor": torch.zeros(batch, n, dtype=torch.int64, device=device),

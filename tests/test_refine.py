@@ -241,27 +241,46 @@ def test_memory_mode_hands_freed_heap_back_before_forward_and_before_backward(bu
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_return_freed_memory_gives_freed_heap_back_to_the_os():
-    """Freed small allocations below a live one stay resident in glibc's heap until trimmed."""
-    import psutil
+    """Freed small allocations below a live one stay resident in glibc's heap until trimmed.
 
-    from gac.refine.backbone import return_freed_memory
+    Measured in a fresh process: in this one, what earlier tests allocated and
+    freed (holes in the heap, glibc's raised mmap threshold) decides where the
+    allocations below land, and whether free() alone gives them back.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    process = psutil.Process()
-    return_freed_memory()
-    # 100 MB in chunks below the mmap threshold (heap), each followed by a small live allocation, so that
-    # freeing them leaves holes free() cannot give back, as a training step's freed activations do.
-    chunks, live = [], []
-    for _ in range(1600):
-        chunks.append(bytearray(64 * 1024))
-        live.append(bytearray(4096))  # over 512 bytes: from malloc, not pymalloc
-    held = process.memory_info().rss
-    del chunks
-    freed = process.memory_info().rss
-    return_freed_memory()
-    trimmed = process.memory_info().rss
-    assert held - freed < 20 * 2**20  # free() alone kept them
-    assert freed - trimmed > 80 * 2**20
-    assert len(live) == 1600
+    code = """
+import json
+import psutil
+from gac.refine.backbone import return_freed_memory
+
+process = psutil.Process()
+return_freed_memory()
+# 100 MB in chunks below the mmap threshold (heap), each followed by a small live allocation, so that
+# freeing them leaves holes free() cannot give back, as a training step's freed activations do.
+chunks, live = [], []
+for _ in range(1600):
+    chunks.append(bytearray(64 * 1024))
+    live.append(bytearray(4096))  # over 512 bytes: from malloc, not pymalloc
+held = process.memory_info().rss
+del chunks
+freed = process.memory_info().rss
+return_freed_memory()
+trimmed = process.memory_info().rss
+print(json.dumps(dict(held=held, freed=freed, trimmed=trimmed, live=len(live))))
+"""
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rss = json.loads(done.stdout.splitlines()[-1])
+    assert rss["held"] - rss["freed"] < 20 * 2**20  # free() alone kept them
+    assert rss["freed"] - rss["trimmed"] > 80 * 2**20
+    assert rss["live"] == 1600
 
 
 def test_save_then_load_gives_identical_predictions(built, tmp_path):

@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from gac.startup import first_model_call
+
 S1_CHANNELS = 2
 S2_CHANNELS = 12
 
@@ -60,6 +62,7 @@ class BaselineUNet(nn.Module):
 
     def standardised(self, s1_db: torch.Tensor) -> torch.Tensor:
         """The network's raw output: per-band standardised reflectance (what the L1 loss compares)."""
+        first_model_call("baseline U-Net")
         side = 2**self.depth
         if s1_db.shape[-1] % side or s1_db.shape[-2] % side:
             raise ValueError(f"tile side {tuple(s1_db.shape[-2:])} must divide by 2^depth = {side}")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from gac.errors import GacError
+from gac.upstream import prithvi
 from gac.weights import WeightsSource, hf_cached_file, load_strict, read_state_dict, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -32,16 +33,13 @@ BACKBONE_SEED = 20240917
 
 
 def prithvi_names() -> list[str]:
-    from terratorch.models.backbones.prithvi_vit import pretrained_weights
-
-    return sorted(pretrained_weights)
+    return sorted(prithvi().vit.pretrained_weights)
 
 
 def model_bands(channels: list[str]) -> list:
     """terratorch band ids for our input channels: HLS enums where Prithvi knows the band, our names otherwise."""
-    from terratorch.datasets.utils import HLSBands
-
-    return [HLSBands(S2_TO_HLS[c]) if c in S2_TO_HLS else c for c in channels]
+    hls = prithvi().HLSBands
+    return [hls(S2_TO_HLS[c]) if c in S2_TO_HLS else c for c in channels]
 
 
 def _checkpoint_file(source: WeightsSource, name: str) -> Path:
@@ -53,9 +51,7 @@ def _checkpoint_file(source: WeightsSource, name: str) -> Path:
                 raise GacError(f"{path}: expected exactly one .pt/.pth/.safetensors file for {name} (stage2.weights), found {len(files)}")
             path = files[0]
         return path
-    from terratorch.models.backbones.prithvi_vit import pretrained_weights
-
-    spec = pretrained_weights[name]
+    spec = prithvi().vit.pretrained_weights[name]
     path = hf_cached_file(spec["hf_hub_id"], spec["hf_hub_filename"])  # the cache or nothing: never the network
     if path is None:
         raise GacError(
@@ -67,9 +63,7 @@ def _checkpoint_file(source: WeightsSource, name: str) -> Path:
 
 def build_backbone(name: str, weights: str, channels: list[str]) -> tuple[nn.Module, WeightsSource]:
     """A frozen Prithvi encoder for `channels`, weights from random | hf | a local file (strict)."""
-    from terratorch.models.backbones.prithvi_vit import PRETRAINED_BANDS, checkpoint_filter_fn_vit
-    from terratorch.registry import BACKBONE_REGISTRY
-
+    upstream = prithvi()
     known = prithvi_names()
     if name not in known:
         raise GacError(f"stage2.backbone: unknown backbone {name!r}; use one of {', '.join(known)}")
@@ -80,9 +74,9 @@ def build_backbone(name: str, weights: str, channels: list[str]) -> tuple[nn.Mod
     # S1), must come out the same at refine time as in training.
     with torch.random.fork_rng():
         torch.manual_seed(BACKBONE_SEED)
-        model = BACKBONE_REGISTRY.build(name, pretrained=False, bands=bands, num_frames=1)
+        model = upstream.build(name, pretrained=False, bands=bands, num_frames=1)
         if path is not None:
-            state = checkpoint_filter_fn_vit(read_state_dict(path), model, list(PRETRAINED_BANDS), bands)
+            state = upstream.vit.checkpoint_filter_fn_vit(read_state_dict(path), model, list(upstream.vit.PRETRAINED_BANDS), bands)
             load_strict(model, state, path, f"{name} (stage2.backbone)")
             log.info("loaded %s weights from %s", name, path)
     model.requires_grad_(False)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from gac.data.store import S1_BANDS, S2_BANDS
 from gac.refine import backbone as backbone_module
 from gac.refine.conditioning import N_FEATURES, encode_metadata
+from gac.startup import first_model_call
 
 PATCH = 16
 UP_STEPS = 4  # 1/16 -> 1/1
@@ -31,12 +32,12 @@ MLP_BAND_PIXELS = 8192  # pixels (batch x rows x width) per checkpointed band of
 
 def normalisation(channels: list[str]) -> tuple[list[float], list[float]]:
     """Per-channel mean/std: Prithvi-EO-2.0's for its six bands, TerraMind's S2L2A/S1RTC pretraining stats for the rest."""
-    from terratorch.models.backbones.prithvi_vit import PRITHVI_V2_MEAN, PRITHVI_V2_STD
-
     from gac.refine.backbone import S2_TO_HLS
     from gac.terramind import pretraining_stats
+    from gac.upstream import prithvi as upstream_prithvi
 
-    prithvi = dict(zip(S2_TO_HLS, zip(PRITHVI_V2_MEAN, PRITHVI_V2_STD)))
+    vit = upstream_prithvi().vit
+    prithvi = dict(zip(S2_TO_HLS, zip(vit.PRITHVI_V2_MEAN, vit.PRITHVI_V2_STD)))
     s2 = dict(zip(S2_BANDS, zip(*pretraining_stats("S2L2A"))))
     s1 = dict(zip(S1_BANDS, zip(*pretraining_stats("S1RTC"))))
     stats = [prithvi.get(c) or s2.get(c) or s1[c] for c in channels]
@@ -163,6 +164,7 @@ class Refiner(nn.Module):
             block.checkpoint_mlp = on
 
     def forward(self, opt_v1: Tensor, s1: Tensor | None = None, month: Tensor | None = None, lat: Tensor | None = None, lon: Tensor | None = None) -> Tensor:
+        first_model_call("stage-2 refiner")
         size = opt_v1.shape[-1]
         if opt_v1.shape[-2] != size or size % PATCH:
             raise ValueError(f"tiles must be square with a side that is a multiple of {PATCH}, got {tuple(opt_v1.shape[-2:])}")

@@ -27,6 +27,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from gac.startup import first_model_call
 from gac.terramind import PATCH, TARGET, TOKENS_KEY, destandardize, standardize_filled
 
 S2L2A = TARGET
@@ -51,6 +52,7 @@ def destandardize_s2(x: torch.Tensor) -> torch.Tensor:
 
 def token_logits(model, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """(B, N, V) logits for every S2L2A token, from standardised image inputs (B, C, H, W) keyed by modality name."""
+    first_model_call(getattr(model, "gac_name", "TerraMind"))
     tm = model.sampler.model
     first = next(iter(inputs.values()))
     batch, height, width = first.shape[0], first.shape[-2], first.shape[-1]
