@@ -27,7 +27,11 @@ class TileParams(StrictModel):
     stride: int = Field(64, ge=1)
     max_nodata: float = Field(0.05, ge=0, le=1, description="largest nodata/NaN share a kept tile may have")
     reproject: bool = Field(False, description="reproject S1 onto the S2 grid when they differ")
-    split_block: int = Field(128, ge=16, description="side in px of the square blocks that train/val/test are drawn by")
+    split_block: int = Field(128, ge=16, description="side in px of the square blocks of the map (CRS + grid cell: "
+                             "every date of one place in one split) that train/val/test are drawn by")
     val_fraction: float = Field(0.2, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
+    split_gap: int = Field(
+        0, ge=0, description="blocks left out as a buffer between splits: a train or val block within this many "
+        "blocks of a val or test block (test > val > train) is dropped with its tiles; 0 = none")
     shard_tiles: int = Field(64, ge=1, description="tiles per Zarr v3 shard (one file on disk)")

@@ -57,6 +57,19 @@ def significant(result: dict[str, Any] | None) -> bool:
     return bool(result) and result["p"] < ALPHA and (result["lo"] > 0 or result["hi"] < 0)
 
 
+UNIT_WORDS = {"block": ("map block", "map blocks"), "scene": ("scene", "scenes"), "tile": ("tile", "tiles")}
+
+
+def resampled(metrics: dict[str, Any]) -> str:
+    """What the bootstrap and the paired tests resampled, in words: the cluster bootstrap's unit and count."""
+    unit = metrics.get("bootstrap_unit", "tile")
+    count = metrics.get("bootstrap_clusters", metrics.get("tiles", "?"))
+    one, many = UNIT_WORDS.get(unit, (unit, unit))
+    if unit == "tile":
+        return f"{count} tiles resampled one by one (as if independent)"
+    return f"{count} {one if count == 1 else many} resampled whole (the tiles of a {one} drawn together)"
+
+
 def significance_sentence(metrics: dict[str, Any]) -> str:
     """One sentence, generated from details.json's `paired` section, naming which comparisons differ significantly."""
     paired = metrics.get("paired") or {}
@@ -74,7 +87,8 @@ def significance_sentence(metrics: dict[str, Any]) -> str:
         (found if hits else none).append(f"{SHORT_PAIR.get(key, key)}: " + ", ".join(hits) if hits else SHORT_PAIR.get(key, key))
     level = round(100 * float(metrics.get("confidence", 0.95)))
     head = (f"On these {metrics.get('tiles', '?')} {metrics.get('split', 'test')} tiles, the differences that are significant "
-            f"(Wilcoxon signed-rank p < {ALPHA} and a {level}% bootstrap interval excluding zero) are ")
+            f"(Wilcoxon signed-rank p < {ALPHA} and a {level}% bootstrap interval excluding zero, "
+            f"{resampled(metrics)}) are ")
     body = "; ".join(found) if found else "none"
     tail = f"; not significant in any metric: {', '.join(none)}." if none else "."
     return head + body + tail
@@ -92,8 +106,9 @@ def results_table(metrics: dict[str, Any]) -> str:
         cells = [_cell(reference[key], digits, key) if reference.get(key) is not None else "" for key, _, digits in COLUMNS]
         lines.append(f"| {LABELS['ground_truth']} | " + " | ".join(cells) + " |")
     level = round(100 * float(metrics.get("confidence", 0.95)))
-    notes = [f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; mean [{level}% bootstrap interval over tiles, "
-             f"{metrics.get('bootstrap_resamples', '?')} resamples]; reflectance /10^4 clipped to [0, 1]."]
+    notes = [f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; mean [{level}% bootstrap interval, "
+             f"{resampled(metrics)}, {metrics.get('bootstrap_resamples', '?')} resamples]; reflectance /10^4 clipped "
+             "to [0, 1]."]
     if metrics.get("paired"):
         notes.append(significance_sentence(metrics))
     if metrics.get("lpips_status"):
@@ -160,7 +175,10 @@ def results_report(metrics: dict[str, Any]) -> str:
         ["# Evaluation", "", results_table(metrics), "",
          "## Paired comparisons", "",
          f"Mean per-tile difference a − b over the same tiles, its {level}% bootstrap interval, and the two-sided Wilcoxon "
-         f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is better.", "",
+         f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is better. "
+         f"Resampled: {resampled(metrics)}; "
+         + ("the signed-rank test runs on each one's mean difference, as tiles of one are not independent."
+            if metrics.get("bootstrap_unit", "tile") != "tile" else "the signed-rank test runs on the tiles."), "",
          paired_table(metrics), "",
          "## Per land cover", "", *landcover_tables(metrics), "",
          "## Distributions and pictures", "",
