@@ -190,6 +190,11 @@ def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: d
     `max_tiles` (`data.max_tiles`) keeps a fixed subset for quick runs (subset_tiles);
     `s2_offset` (`data.s2_offset`) is subtracted from S2 (gac.data.sanity.remove_s2_offset).
     """
+    from gac.data.archive import make_archive_tiles, read_catalogue
+
+    catalogue = read_catalogue(scene_dir)
+    if catalogue is not None:  # an archive read where it lies (gac.data.archive)
+        return make_archive_tiles(catalogue, out, tile, seed, attrs, max_tiles, s2_offset)
     pairs = find_pairs(scene_dir)
     products = {pair.s1_product for pair in pairs}
     scenes = read_scenes(pairs, tile.reproject, s2_offset)
