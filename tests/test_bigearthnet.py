@@ -137,3 +137,20 @@ def test_map_blocks_on_an_archive_and_the_errors_that_say_what_to_do(v1_root, tm
         validate_params({"data": {"source": "demo", "split": "official"}})
     with pytest.raises(GacError, match="not a BigEarthNet archive"):
         prepare_scenes(validate_params({"data": {"source": f"bigearthnet:{tmp_path}"}}), tmp_path / "none")
+
+
+def test_per_label_metrics_pool_the_pixels_of_the_tiles_that_carry_each_label():
+    from gac.evaluate.landcover import per_label
+    from gac.evaluate.report import landcover_tables
+
+    truth = np.full((3, 12, 16, 16), 1000.0, dtype=np.float32)
+    pred = truth + np.array([100.0, 100.0, 200.0], dtype=np.float32)[:, None, None, None]  # 0.01, 0.01, 0.02 off
+    hot = np.array([[True, False, False], [True, True, False], [False, True, False]])
+    result = per_label({"opt_v1": pred}, truth, hot, ["Arable land", "Pastures", "Marine waters"])
+    assert list(result) == ["Arable land", "Pastures"]  # a label no tile carries gets no column
+    assert result["Arable land"]["tiles"] == 2 and result["Arable land"]["opt_v1"]["pixels"] == 2 * 256
+    assert result["Arable land"]["opt_v1"]["rmse"] == pytest.approx(0.01, rel=1e-4)
+    assert result["Pastures"]["opt_v1"]["rmse"] == pytest.approx(np.sqrt((0.01**2 + 0.02**2) / 2), rel=1e-4)
+    assert result["Pastures"]["opt_v1"]["psnr"] == pytest.approx(-10 * np.log10((0.01**2 + 0.02**2) / 2), rel=1e-4)
+    table = "\n".join(landcover_tables({"labels": result}, "labels"))
+    assert "| count | 512 | 512 |" in table and "| opt_v1 | 0.0100 | 0.0158 |" in table

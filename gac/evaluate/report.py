@@ -143,16 +143,20 @@ def paired_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def landcover_tables(metrics: dict[str, Any]) -> list[str]:
-    """One small table per metric: a row per variant, a column per land-cover class (pixels of that class in the split)."""
-    per_class = metrics.get("landcover") or {}
+def landcover_tables(metrics: dict[str, Any], key: str = "landcover") -> list[str]:
+    """One small table per metric: a row per variant, a column per land-cover class (pixels of that class in the split);
+    `key` "labels": per archive label (the pixels of the tiles that carry it)."""
+    per_class = metrics.get(key) or {}
     if not per_class:
         return ["No land-cover layer in the tile store (set `data.landcover` to a raster, or use the demo), so no per-class breakdown."]
     classes = list(per_class)
     variants = [n for n in ORDER if any(n in per_class[c] for c in classes)]
-    out = ["Pixel-wise metrics over the split's pixels of each class (PSNR pools squared errors over the class's pixels "
-           "and bands; SAM is the mean angle over them). SSIM, MS-SSIM, LPIPS and SAR-edge are windowed or image-level "
-           "and are not split by class.", "",
+    intro = ("Pixel-wise metrics over the split's pixels of each class (PSNR pools squared errors over the class's pixels "
+             "and bands; SAM is the mean angle over them). SSIM, MS-SSIM, LPIPS and SAR-edge are windowed or image-level "
+             "and are not split by class.") if key == "landcover" else (
+             "The archive's labels are per patch, several at once: each column pools every pixel of the split's tiles "
+             "whose patch carries that label (metrics as above).")
+    out = [intro, "",
            "| pixels | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1),
            "| count | " + " | ".join(str(next(iter(per_class[c].values()), {}).get("pixels", 0)) for c in classes) + " |", ""]
     for name, label, digits in (("psnr", "PSNR dB ↑", 2), ("sam_deg", "SAM ° ↓", 2), ("rmse", "RMSE (reflectance) ↓", 4)):
@@ -181,6 +185,7 @@ def results_report(metrics: dict[str, Any]) -> str:
             if metrics.get("bootstrap_unit", "tile") != "tile" else "the signed-rank test runs on the tiles."), "",
          paired_table(metrics), "",
          "## Per land cover", "", *landcover_tables(metrics), "",
+         *(["## Per archive label", "", *landcover_tables(metrics, "labels"), ""] if metrics.get("labels") else []),
          "## Distributions and pictures", "",
          "- `distributions.png`: a box plot per metric, a box per variant (quartiles, whiskers, mean as a triangle), every tile a point.",
          f"- `contact_sheet.png`: per tile, S1 | variants | truth in true colour, then each variant's mean |prediction - truth| over "
@@ -203,6 +208,9 @@ def read_results(path: Path) -> dict[str, Any]:
         beside = path.with_name(name)
         if beside.is_file():
             result.update(json.loads(beside.read_text()))
+    labels = path.with_name("labels.json")
+    if labels.is_file():
+        result["labels"] = json.loads(labels.read_text())
     landcover = path.with_name("landcover.json")
     if landcover.is_file():
         result["landcover"] = json.loads(landcover.read_text())

@@ -19,6 +19,9 @@ Outputs under `out_dir` (data/eval):
 - provenance.json: the strings behind those numbers: model, weights,
   random_weights and params hash of every store, the LPIPS status, the split,
   which variants ran on random weights or were not evaluated.
+- labels.json: per label of an archive that has them (BigEarthNet's 19
+  classes, tiles.zarr's `labels`; null otherwise), every variant's PSNR, RMSE
+  and SAM over the pixels of the split's tiles that carry it, and their count.
 - landcover.json: per land-cover class (where tiles.zarr has a `landcover`
   layer; null otherwise), every variant's PSNR, RMSE and SAM over the split's
   pixels of that class (gac.evaluate.landcover).
@@ -241,7 +244,7 @@ def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
     The per-class metrics go to landcover.json of their own (classes x variants x metrics would swamp a reader).
     """
-    details = {key: value for key, value in result.items() if key not in INFO_KEYS and key != "landcover"}
+    details = {key: value for key, value in result.items() if key not in INFO_KEYS and key not in ("landcover", "labels")}
     info = {key: result[key] for key in INFO_KEYS if key in result}
     return headline(details, list(result.get("provenance", {}))), details, info
 
@@ -288,6 +291,12 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
         names = {int(k): str(v) for k, v in dict(tiles.attrs.get("landcover_classes", {})).items()}
         landcover = per_class(preds, truth, tiles.landcover.isel(tile=idx).values, names)
 
+    labels = None
+    if "labels" in tiles.data_vars:  # an archive's multi-label classes per tile (BigEarthNet's 19)
+        from gac.evaluate.landcover import per_label
+
+        labels = per_label(preds, truth, tiles.labels.isel(tile=idx).values, [str(n) for n in tiles.label.values])
+
     random_variants = sorted(name for name, prov in provenance.items() if prov.get("random_weights"))
     if random_variants:
         log.warning(
@@ -316,6 +325,7 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
         "params_hash": params_hash(params, sections),
         "provenance": provenance,
         "landcover": landcover,
+        "labels": labels,
     }
     for name in rows:
         metrics[name].pop("tiles", None)
@@ -336,6 +346,7 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     _write_text(out / "details.json", json.dumps(details, indent=2) + "\n")
     _write_text(out / "provenance.json", json.dumps(info, indent=2) + "\n")
     _write_text(out / "landcover.json", json.dumps(metrics["landcover"], indent=2) + "\n")
+    _write_text(out / "labels.json", json.dumps(metrics["labels"], indent=2) + "\n")
     log.info("evaluated %d %s tiles, %d variants; %d quicklooks, %d COGs under %s", len(idx), cfg.split, len(rows), drawn, cogs, out)
     return metrics
 
