@@ -70,6 +70,20 @@ def resampled(metrics: dict[str, Any]) -> str:
     return f"{count} {one if count == 1 else many} resampled whole (the tiles of a {one} drawn together)"
 
 
+FEW_CLUSTERS = 10  # below this many clusters a percentile bootstrap understates the spread (Cameron et al. 2008)
+
+
+def few_clusters_note(metrics: dict[str, Any]) -> str | None:
+    """A warning when the bootstrap resampled so few clusters that its intervals mean little; None otherwise."""
+    unit, count = metrics.get("bootstrap_unit", "tile"), metrics.get("bootstrap_clusters")
+    if unit == "tile" or not isinstance(count, int) or count >= FEW_CLUSTERS:
+        return None
+    many = UNIT_WORDS.get(unit, (unit, unit))[1]
+    return (f"Only {count} {many}: a bootstrap over so few understates the uncertainty (with 2 its interval just spans "
+            f"the two {many}' means), and no signed-rank p-value can fall below 0.05 with fewer than 6; "
+            f"evaluate on more {many} (a larger test split or a smaller tile.split_block) before reading differences.")
+
+
 def significance_sentence(metrics: dict[str, Any]) -> str:
     """One sentence, generated from details.json's `paired` section, naming which comparisons differ significantly."""
     paired = metrics.get("paired") or {}
@@ -109,6 +123,8 @@ def results_table(metrics: dict[str, Any]) -> str:
     notes = [f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; mean [{level}% bootstrap interval, "
              f"{resampled(metrics)}, {metrics.get('bootstrap_resamples', '?')} resamples]; reflectance /10^4 clipped "
              "to [0, 1]."]
+    if few_clusters_note(metrics):
+        notes.append(few_clusters_note(metrics))
     if metrics.get("paired"):
         notes.append(significance_sentence(metrics))
     if metrics.get("lpips_status"):
