@@ -18,7 +18,8 @@ from tests.reben_fixture import V1_SAMPLES, build_reben
 @pytest.fixture(scope="session")
 def v1_root():
     if not (V1_SAMPLES / "BigEarthNet-S1").is_dir():
-        pytest.skip(f"BigEarthNet v1 samples not found at {V1_SAMPLES} (../shared is absent outside the team's machines)")
+        pytest.skip(f"BigEarthNet v1 samples not found at {V1_SAMPLES} "
+                    "(../shared is absent outside the team's machines)")
     return V1_SAMPLES
 
 
@@ -38,9 +39,10 @@ def test_the_v1_samples_read_with_their_labels_and_dates(v1_root):
     assert reader.version == "v1" and len(entries) == 6
     first = entries["S2A_MSIL2A_20170613T101031_87_48"]
     assert first.s1 == "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48" and first.split is None
-    # 43 -> 19 classes: 'Non-irrigated arable land' is Arable land; 'Peatbogs' Inland wetlands, 'Water bodies' Inland waters
-    assert names(first.labels) == ["Arable land",
-                                   "Land principally occupied by agriculture, with significant areas of natural vegetation"]
+    # 43 -> 19 classes: 'Non-irrigated arable land' is Arable land; 'Peatbogs' Inland wetlands,
+    # 'Water bodies' Inland waters
+    mosaic = "Land principally occupied by agriculture, with significant areas of natural vegetation"
+    assert names(first.labels) == ["Arable land", mosaic]
     assert names(entries["S2B_MSIL2A_20170924T93020_69_24"].labels) == [
         "Coniferous forest", "Mixed forest", "Transitional woodland, shrub", "Inland wetlands", "Inland waters"]
     # months from the S2 acquisition dates (2017-06-13, 06-17, 06-17, 12-21, 09-24, 2018-02-04)
@@ -115,7 +117,8 @@ def test_an_archive_is_catalogued_not_copied_and_tiled_with_its_official_split(r
     assert [str(n) for n in ds.label.values] == list(LABELS_19)
     labels_of = {r["patch_id"]: r["labels"] for r in rows}
     for i, scene in enumerate(ds.scene.values.astype(str)):
-        assert [n for n, on in zip(LABELS_19, ds.labels.values[i]) if on] == [n for n in LABELS_19 if n in labels_of[scene]]
+        carried = [n for n, on in zip(LABELS_19, ds.labels.values[i]) if on]
+        assert carried == [n for n in LABELS_19 if n in labels_of[scene]]
     mapped = {r["patch_id"] for r in rows[:3]}
     has_map = [(ds.landcover.values[i] >= 0).any() for i in range(24)]
     assert has_map == [str(s) in mapped for s in ds.scene.values]

@@ -148,7 +148,8 @@ def make_archive_tiles(catalogue: dict[str, Any], out: Path, tile, seed: int, at
         hot[i, list(by_name[record["scene"]].labels)] = True
     ds["labels"] = (("tile", "label"), hot)
     ds = ds.assign_coords(label=np.array(names, dtype=object))
-    ds["labels"].attrs.update(long_name=f"the archive's multi-label land cover of the tile's patch ({len(names)} classes)")
+    ds["labels"].attrs.update(long_name=f"the archive's multi-label land cover of the tile's patch "
+                                        f"({len(names)} classes)")
     write_store(ds, out, tile.shard_tiles)
     summary = {"tiles": len(records), **counts, **{f"dropped_{k}": v for k, v in dropped.items()}}
     log.info("wrote %s from %s: %s", out, attrs["source"], summary)

@@ -191,7 +191,8 @@ class BigEarthNet:
         try:
             return json.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise GacError(f"{path}: missing; every BigEarthNet v1 patch folder holds its _labels_metadata.json") from None
+            raise GacError(f"{path}: missing; every BigEarthNet v1 patch folder holds its "
+                           "_labels_metadata.json") from None
         except json.JSONDecodeError:
             raise GacError(f"{path}: not valid JSON; download the patch again") from None
 

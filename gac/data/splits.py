@@ -93,7 +93,8 @@ def block_name(key: BlockKey) -> str:
 
 
 def _overlap(a: Footprint, b: Footprint) -> bool:
-    return a.crs == b.crs and min(a.right, b.right) > max(a.left, b.left) and min(a.top, b.top) > max(a.bottom, b.bottom)
+    return (a.crs == b.crs and min(a.right, b.right) > max(a.left, b.left)
+            and min(a.top, b.top) > max(a.bottom, b.bottom))
 
 
 def footprint_grids(footprints: list[Footprint], block_px: int) -> dict[str, Grid]:
@@ -208,7 +209,8 @@ def split_tiles(tiles: list[tuple[str, tuple[float, ...], int]], grids: dict[str
         for (scene, _, _), (_, centre) in zip(tiles, touched):
             by_block[centre].add(scene_splits[scene])
         dropped["official_shared_blocks"] = sum(len(s) > 1 for s in by_block.values())
-        return [(scene_splits[scene], block_name(centre)) for (scene, _, _), (_, centre) in zip(tiles, touched)], dropped
+        named = [(scene_splits[scene], block_name(centre)) for (scene, _, _), (_, centre) in zip(tiles, touched)]
+        return named, dropped
     sides = {}
     for (scene, _, _), (cells, _) in zip(tiles, touched):
         sides.update({key: grids[scene].side for key in cells})

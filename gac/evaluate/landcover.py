@@ -61,6 +61,7 @@ def per_label(preds: Mapping[str, np.ndarray], truth: np.ndarray, hot: np.ndarra
             continue
         codes = np.broadcast_to(members[:, None, None], (truth.shape[0], *truth.shape[2:])).astype(np.int8)
         target = class_pixels(truth, codes, 1)
-        out[name] = {variant: class_metrics(class_pixels(values, codes, 1), target) for variant, values in preds.items()}
+        out[name] = {variant: class_metrics(class_pixels(values, codes, 1), target)
+                     for variant, values in preds.items()}
         out[name]["tiles"] = int(members.sum())
     return out

@@ -14,7 +14,8 @@ Outputs under `out_dir` (data/eval):
   blocks, `evaluate.bootstrap_unit`), the ground truth's own SAR-edge and GAC
   score, all paired comparisons (`paired.v3_vs_baseline.psnr` with `diff`,
   `lo`, `hi`, `p`, `n` tiles, `clusters`; see gac.evaluate.stats), the
-  bootstrap settings (`bootstrap_clusters`: how many were resampled), and `rmse_per_band`, a row per band with each variant's
+  bootstrap settings (`bootstrap_clusters`: how many were resampled), and
+  `rmse_per_band`, a row per band with each variant's
   RMSE (the one list in the file, which `dvc plots` draws).
 - provenance.json: the strings behind those numbers: model, weights,
   random_weights and params hash of every store, the LPIPS status, the split,
@@ -147,7 +148,8 @@ def bootstrap_clusters(tiles, idx: np.ndarray, unit: str, path: Path) -> np.ndar
         return None
     if unit not in tiles.coords:
         raise GacError(f"{path}: the tile store has no '{unit}' coordinate to resample by (evaluate.bootstrap_unit: "
-                       f"{unit}); re-run `gac tile` (dvc repro tile) to record it, or set evaluate.bootstrap_unit: scene")
+                       f"{unit}); re-run `gac tile` (dvc repro tile) to record it, or set "
+                       "evaluate.bootstrap_unit: scene")
     return tiles[unit].values[idx].astype(str)
 
 
@@ -244,7 +246,8 @@ def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
     The per-class metrics go to landcover.json of their own (classes x variants x metrics would swamp a reader).
     """
-    details = {key: value for key, value in result.items() if key not in INFO_KEYS and key not in ("landcover", "labels")}
+    details = {key: value for key, value in result.items()
+               if key not in INFO_KEYS and key not in ("landcover", "labels")}
     info = {key: result[key] for key in INFO_KEYS if key in result}
     return headline(details, list(result.get("provenance", {}))), details, info
 
