@@ -90,7 +90,12 @@ def test_metrics_json_is_the_headline_and_details_json_every_number(evaluated):
     assert on_disk["random_weights"] is True and on_disk["tiles"] == metrics["tiles"]
     # details.json: every metric with its interval, all four paired comparisons, RMSE per band as rows for dvc plots
     assert set(details["paired"]) == {"v2_vs_v1", "v3_vs_v2", "v3_vs_v3_on_v1", "v3_vs_baseline"}
-    assert set(details["paired"]["v2_vs_v1"]["ssim"]) == {"diff", "lo", "hi", "p", "n"}
+    assert set(details["paired"]["v2_vs_v1"]["ssim"]) == {"diff", "lo", "hi", "p", "n", "clusters"}
+    # the cluster bootstrap: the test tiles' map blocks were resampled, and report.md says so
+    clusters = details["bootstrap_clusters"]
+    assert info["bootstrap_unit"] == "block" and clusters == details["tiles"] == 2  # blocks of one tile (64 px) here
+    assert details["paired"]["v2_vs_v1"]["ssim"]["clusters"] == clusters
+    assert f"{clusters} map blocks resampled whole (the tiles of a map block drawn together)" in (out / "report.md").read_text()
     for name in variants:
         headline = {"psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "gac_score"}
         intervals = {f"{m}_{end}" for m in headline for end in ("lo", "hi") if metrics[name][m] is not None}

@@ -126,3 +126,16 @@ def test_a_user_raster_in_another_crs_is_resampled_nearest_onto_the_s2_grid(demo
         resample_onto(tmp_path / "missing.tif", s2, tmp_path / "x.tif", {})
     with pytest.raises(GacError, match=r"land cover is 128x128 px but its S2 scene is 64x64"):
         read_scene_landcover(tmp_path, "demo_01", (64, 64))
+
+
+def test_the_report_says_what_was_resampled_and_warns_when_clusters_are_few():
+    from gac.evaluate.report import results_table
+
+    base = {"tiles": 6, "split": "test", "confidence": 0.95, "bootstrap_resamples": 1000}
+    blocks = results_table({**base, "bootstrap_unit": "block", "bootstrap_clusters": 2})
+    assert "2 map blocks resampled whole (the tiles of a map block drawn together)" in blocks
+    assert "Only 2 map blocks: a bootstrap over so few understates the uncertainty" in blocks
+    many = results_table({**base, "tiles": 40, "bootstrap_unit": "scene", "bootstrap_clusters": 12})
+    assert "12 scenes resampled whole" in many and "Only" not in many
+    tiles = results_table({**base, "bootstrap_unit": "tile", "bootstrap_clusters": 6})
+    assert "6 tiles resampled one by one (as if independent)" in tiles and "Only" not in tiles

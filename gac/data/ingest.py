@@ -14,6 +14,7 @@ from gac import __version__
 from gac.data.scenes import find_pairs, read_pair
 from gac.data.store import partial_path, replace_dir
 from gac.digest import json_digest
+from gac.data.archive import parse_source, write_catalogue
 
 
 def prepare_scenes(params, out: Path) -> dict:
@@ -26,6 +27,8 @@ def prepare_scenes(params, out: Path) -> dict:
 
         names = write_demo(tmp, params.seed, params.data.demo_scenes, params.data.demo_size)
         source = "demo (synthetic, procedural land cover)"
+    elif parse_source(params.data.source):  # an archive read where it lies: a catalogue, not a copy
+        names, source = write_catalogue(params, tmp, *parse_source(params.data.source))
     else:
         pairs = find_pairs(Path(params.data.source))
         for pair in pairs:  # every pair checked (files, units, offset) before anything is copied: no half-written copy

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
 
 from gac.schema import StrictModel, TileSide
 
 
 class DataParams(StrictModel):
-    source: str = Field("demo", description="'demo' (synthetic scenes) or a directory of paired S1*/ S2*/ GeoTIFFs")
+    source: str = Field("demo", description="'demo' (synthetic scenes), a directory of paired S1*/ S2*/ GeoTIFFs, or "
+                        "bigearthnet:<root> (BigEarthNet v1 or v2 in its own layout, read where it lies)")
     demo_scenes: int = Field(3, ge=1)
     demo_size: int = Field(256, ge=32, description="demo scene side in pixels (10 m)")
     landcover: str | None = Field(None, description="a land-cover raster (integer classes, any CRS) resampled nearest onto every S2 scene; null: none (the demo has its own)")
     landcover_classes: dict[int, str] = Field(default_factory=dict, description="names of data.landcover's class codes, e.g. {10: tree cover, 80: water}")
+    split: Literal["blocks", "official"] = Field(
+        "blocks", description="blocks: train/val/test drawn per block of the map (tile.split_block, tile.split_gap); "
+        "official: the archive's own split (bigearthnet: v2), comparable with published results")
+
+    @field_validator("split")
+    @classmethod
+    def _official_needs_an_archive(cls, value: str, info: ValidationInfo) -> str:
+        if value == "official" and not str(info.data.get("source", "")).startswith("bigearthnet:"):
+            raise ValueError("official needs an archive that ships its split (data.source: bigearthnet:<root>, v2); "
+                             "use split: blocks")
+        return value
+
     max_tiles: int | None = Field(
         None, ge=3, description="keep at most this many tiles, a fixed subset drawn per split (quick runs); null = all"
     )
@@ -27,7 +42,11 @@ class TileParams(StrictModel):
     stride: int = Field(64, ge=1)
     max_nodata: float = Field(0.05, ge=0, le=1, description="largest nodata/NaN share a kept tile may have")
     reproject: bool = Field(False, description="reproject S1 onto the S2 grid when they differ")
-    split_block: int = Field(128, ge=16, description="side in px of the square blocks that train/val/test are drawn by")
+    split_block: int = Field(128, ge=16, description="side in px of the square blocks of the map (CRS + grid cell: "
+                             "every date of one place in one split) that train/val/test are drawn by")
     val_fraction: float = Field(0.2, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
+    split_gap: int = Field(
+        0, ge=0, description="blocks left out as a buffer between splits: a train or val block within this many "
+        "blocks of a val or test block (test > val > train) is dropped with its tiles; 0 = none")
     shard_tiles: int = Field(64, ge=1, description="tiles per Zarr v3 shard (one file on disk)")

@@ -8,7 +8,8 @@ Layout (Zarr v3, opened with xarray):
 - per-tile coordinates, so they travel with any selection: `scene`, `row_off`,
   `col_off` (pixel offset in the scene), `crs` (a string rasterio parses),
   `transform` (tile, affine: GDAL order a b c d e f), `month` (1-12, 0 unknown),
-  `lat`, `lon` (tile centre, degrees), `split` (train / val / test).
+  `lat`, `lon` (tile centre, degrees), `split` (train / val / test), `block` (the map block
+  of the tile's centre, "<CRS> x=<left> y=<top>", gac.data.splits: the cluster the evaluation resamples).
 - `attrs`: provenance (`gac_version`, `stage`, `params_hash`, `weights`,
   `random_weights`, ...).
 
@@ -34,7 +35,7 @@ S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09"
 S1_BANDS = ("VV", "VH")
 # Prithvi-EO-2.0's six HLS bands, as Sentinel-2 names.
 PRITHVI_BANDS = ("B02", "B03", "B04", "B8A", "B11", "B12")
-TILE_COORDS = ("scene", "row_off", "col_off", "crs", "transform", "month", "lat", "lon", "split")
+TILE_COORDS = ("scene", "row_off", "col_off", "crs", "transform", "month", "lat", "lon", "split", "block")
 
 
 def partial_path(path: Path) -> Path:
@@ -120,6 +121,7 @@ def tile_coords(records: list[dict[str, Any]]) -> dict[str, Any]:
         "lat": ("tile", np.array([r["lat"] for r in records], dtype=np.float64)),
         "lon": ("tile", np.array([r["lon"] for r in records], dtype=np.float64)),
         "split": ("tile", _strings(r["split"] for r in records)),
+        **({"block": ("tile", _strings(r["block"] for r in records))} if records and "block" in records[0] else {}),
     }
 
 

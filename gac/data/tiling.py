@@ -1,11 +1,4 @@
-"""Cutting scenes into tiles, assigning train/val/test spatially, and writing tiles.zarr.
-
-Splits are drawn per square block of `split_block` px (at least one tile), not
-per tile: neighbouring tiles share texture and, with stride < size, pixels, so
-a per-tile split would leak the test set into training. A tile that reaches
-into a block of another split is dropped, which guarantees that tiles of
-different splits never overlap.
-"""
+"""Cutting scenes into tiles, assigning train/val/test spatially (gac.data.splits), and writing tiles.zarr."""
 
 from __future__ import annotations
 
@@ -17,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from gac.data.scenes import Scene, ScenePair, find_pairs, read_pair
+from gac.data.splits import SPLITS, Footprint, footprint_grids, split_tiles
 from gac.data.store import S1_BANDS, S2_BANDS, tile_coords, write_store
 from gac.errors import GacError
 from gac.data.params import TileParams
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -50,31 +43,15 @@ def _block_size(tile: TileParams) -> int:
     return max(tile.split_block, tile.size)
 
 
-def assign_blocks(blocks: list[tuple[str, int, int]], tile: TileParams, seed: int) -> dict[tuple[str, int, int], str]:
-    """Deterministic split per block: a seeded shuffle, then test and val counts by fraction (at least one each when asked for)."""
-    order = sorted(blocks)
-    rng = np.random.default_rng(seed)
-    order = [order[i] for i in rng.permutation(len(order))]
-    n = len(order)
+def plan_tiles(scenes: list[Scene], tile: TileParams, seed: int,
+               scene_splits: dict[str, str] | None = None) -> tuple[list[dict], dict[str, int]]:
+    """Per-tile records (geometry, split, block, metadata) for the tiles that survive the nodata and split rules.
 
-    def count(fraction: float) -> int:
-        return 0 if fraction == 0 else max(1, int(round(fraction * n)))
-
-    n_test, n_val = count(tile.test_fraction), count(tile.val_fraction)
-    if n_test + n_val >= n:
-        raise GacError(
-            f"tile: only {n} spatial block(s) of {_block_size(tile)} px, too few for val_fraction {tile.val_fraction} and "
-            f"test_fraction {tile.test_fraction} with training data left; use more or larger scenes or a smaller tile.split_block"
-        )
-    splits = ["test"] * n_test + ["val"] * n_val + ["train"] * (n - n_test - n_val)
-    return dict(zip(order, splits))
-
-
-def plan_tiles(scenes: list[Scene], tile: TileParams, seed: int) -> tuple[list[dict], dict[str, int]]:
-    """Per-tile records (geometry, split, metadata) for the tiles that survive the nodata and split rules."""
-    block = _block_size(tile)
+    `scene_splits` ({scene: split}) is an archive's own split (`data.split: official`); else blocks of the map
+    are drawn (gac.data.splits).
+    """
     candidates: list[tuple[Scene, int, int]] = []
-    dropped = {"nodata": 0, "split_border": 0}
+    dropped = {"nodata": 0}
     for scene in scenes:
         height, width = scene.s2.shape[1:]
         if tile.size > min(height, width):
@@ -90,24 +67,20 @@ def plan_tiles(scenes: list[Scene], tile: TileParams, seed: int) -> tuple[list[d
     if not candidates:
         raise GacError(f"tile: no tile has at most {tile.max_nodata:.0%} nodata; check the scenes' nodata or raise tile.max_nodata")
 
-    def blocks_of(scene: Scene, row: int, col: int) -> set[tuple[str, int, int]]:
-        rows = range(row // block, (row + tile.size - 1) // block + 1)
-        cols = range(col // block, (col + tile.size - 1) // block + 1)
-        return {(scene.name, r, c) for r in rows for c in cols}
-
-    all_blocks = sorted({(s.name, r // block, c // block) for s, r, c in candidates})
-    split_of = assign_blocks(all_blocks, tile, seed)
+    block = _block_size(tile)
+    grids = footprint_grids([Footprint.of(s.name, s.crs, s.transform, *s.s2.shape[1:]) for s in scenes], block)
+    placed = [(scene.name, tile_transform(scene.transform, row, col), tile.size) for scene, row, col in candidates]
+    splits, split_dropped = split_tiles(placed, grids, block, tile.val_fraction, tile.test_fraction, tile.split_gap,
+                                        seed, scene_splits)
+    dropped.update(split_dropped)
     records = []
-    for scene, row, col in candidates:
-        home = split_of[(scene.name, row // block, col // block)]
-        if any(split_of.get(b, home) != home for b in blocks_of(scene, row, col)):
-            dropped["split_border"] += 1
+    for (scene, row, col), (_, transform, _), (split, block_id) in zip(candidates, placed, splits):
+        if split is None:
             continue
-        transform = tile_transform(scene.transform, row, col)
         lon, lat = tile_centres_lonlat(scene.crs, scene.transform, [row], [col], tile.size)
         records.append({
             "tile": f"{scene.name}_r{row:05d}_c{col:05d}", "scene": scene.name, "row_off": row, "col_off": col,
-            "crs": scene.crs, "transform": transform, "month": scene.month, "split": home,
+            "crs": scene.crs, "transform": transform, "month": scene.month, "split": split, "block": block_id,
             "lat": float(lat[0]), "lon": float(lon[0]),
         })
     return records, dropped
@@ -217,6 +190,11 @@ def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: d
     `max_tiles` (`data.max_tiles`) keeps a fixed subset for quick runs (subset_tiles);
     `s2_offset` (`data.s2_offset`) is subtracted from S2 (gac.data.sanity.remove_s2_offset).
     """
+    from gac.data.archive import make_archive_tiles, read_catalogue
+
+    catalogue = read_catalogue(scene_dir)
+    if catalogue is not None:  # an archive read where it lies (gac.data.archive)
+        return make_archive_tiles(catalogue, out, tile, seed, attrs, max_tiles, s2_offset)
     pairs = find_pairs(scene_dir)
     products = {pair.s1_product for pair in pairs}
     scenes = read_scenes(pairs, tile.reproject, s2_offset)
@@ -229,6 +207,7 @@ def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: d
     landcover, classes = _scene_landcover(scene_dir, scenes)
     if classes:
         attrs["landcover_classes"] = {str(k): v for k, v in sorted(classes.items())}
+    attrs["dropped_split_gap"] = dropped["split_gap"]
     ds = tiles_dataset(scenes, records, tile, attrs, landcover)
     write_store(ds, out, tile.shard_tiles)
     summary = {"tiles": len(records), **counts, **{f"dropped_{k}": v for k, v in dropped.items()}}

@@ -45,3 +45,23 @@ def per_class(preds: Mapping[str, np.ndarray], truth: np.ndarray, codes: np.ndar
         name = names.get(code, f"class_{code}")
         out[name] = {variant: class_metrics(class_pixels(values, codes, code), target) for variant, values in preds.items()}
     return out
+
+
+def per_label(preds: Mapping[str, np.ndarray], truth: np.ndarray, hot: np.ndarray,
+              names: list[str]) -> dict[str, dict[str, Any]]:
+    """{label: {variant: metrics, `tiles`: count}} over every pixel of the tiles whose patch carries the label.
+
+    An archive's labels (BigEarthNet's 19 classes) are per patch and several at once, so a label's pixels are those
+    of every tile that has it, not pixels of that class alone: a forest patch with a lake counts for both.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for j, name in enumerate(names):
+        members = np.asarray(hot[:, j], dtype=bool)
+        if not members.any():
+            continue
+        codes = np.broadcast_to(members[:, None, None], (truth.shape[0], *truth.shape[2:])).astype(np.int8)
+        target = class_pixels(truth, codes, 1)
+        out[name] = {variant: class_metrics(class_pixels(values, codes, 1), target)
+                     for variant, values in preds.items()}
+        out[name]["tiles"] = int(members.sum())
+    return out

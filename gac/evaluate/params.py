@@ -37,6 +37,9 @@ class EvaluateParams(StrictModel):
     sar_edge: SarEdgeParams = SarEdgeParams()
     quicklooks: int = Field(16, ge=1, description="tiles drawn as quicklook PNGs and on the contact sheet (the split's first N)")
     bootstrap_resamples: int = Field(1000, ge=100, description="bootstrap resamples of the test tiles for intervals and paired differences (seeded by `seed`)")
+    bootstrap_unit: Literal["block", "scene", "tile"] = Field(
+        "block", description="what the bootstrap and the paired tests resample: block (the tiles' map block, every "
+        "date of that ground: tiles.zarr's `block`), scene, or tile (as if tiles were independent: too narrow)")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the bootstrap intervals")
     cogs: bool = Field(True, description="write every variant's tiles of the split as Cloud-Optimized GeoTIFFs (false: cogs/ holds only a note)")
 

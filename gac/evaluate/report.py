@@ -57,6 +57,33 @@ def significant(result: dict[str, Any] | None) -> bool:
     return bool(result) and result["p"] < ALPHA and (result["lo"] > 0 or result["hi"] < 0)
 
 
+UNIT_WORDS = {"block": ("map block", "map blocks"), "scene": ("scene", "scenes"), "tile": ("tile", "tiles")}
+
+
+def resampled(metrics: dict[str, Any]) -> str:
+    """What the bootstrap and the paired tests resampled, in words: the cluster bootstrap's unit and count."""
+    unit = metrics.get("bootstrap_unit", "tile")
+    count = metrics.get("bootstrap_clusters", metrics.get("tiles", "?"))
+    one, many = UNIT_WORDS.get(unit, (unit, unit))
+    if unit == "tile":
+        return f"{count} tiles resampled one by one (as if independent)"
+    return f"{count} {one if count == 1 else many} resampled whole (the tiles of a {one} drawn together)"
+
+
+FEW_CLUSTERS = 10  # below this many clusters a percentile bootstrap understates the spread (Cameron et al. 2008)
+
+
+def few_clusters_note(metrics: dict[str, Any]) -> str | None:
+    """A warning when the bootstrap resampled so few clusters that its intervals mean little; None otherwise."""
+    unit, count = metrics.get("bootstrap_unit", "tile"), metrics.get("bootstrap_clusters")
+    if unit == "tile" or not isinstance(count, int) or count >= FEW_CLUSTERS:
+        return None
+    many = UNIT_WORDS.get(unit, (unit, unit))[1]
+    return (f"Only {count} {many}: a bootstrap over so few understates the uncertainty (with 2 its interval just spans "
+            f"the two {many}' means), and no signed-rank p-value can fall below 0.05 with fewer than 6; "
+            f"evaluate on more {many} (a larger test split or a smaller tile.split_block) before reading differences.")
+
+
 def significance_sentence(metrics: dict[str, Any]) -> str:
     """One sentence, generated from details.json's `paired` section, naming which comparisons differ significantly."""
     paired = metrics.get("paired") or {}
@@ -74,7 +101,8 @@ def significance_sentence(metrics: dict[str, Any]) -> str:
         (found if hits else none).append(f"{SHORT_PAIR.get(key, key)}: " + ", ".join(hits) if hits else SHORT_PAIR.get(key, key))
     level = round(100 * float(metrics.get("confidence", 0.95)))
     head = (f"On these {metrics.get('tiles', '?')} {metrics.get('split', 'test')} tiles, the differences that are significant "
-            f"(Wilcoxon signed-rank p < {ALPHA} and a {level}% bootstrap interval excluding zero) are ")
+            f"(Wilcoxon signed-rank p < {ALPHA} and a {level}% bootstrap interval excluding zero, "
+            f"{resampled(metrics)}) are ")
     body = "; ".join(found) if found else "none"
     tail = f"; not significant in any metric: {', '.join(none)}." if none else "."
     return head + body + tail
@@ -92,8 +120,11 @@ def results_table(metrics: dict[str, Any]) -> str:
         cells = [_cell(reference[key], digits, key) if reference.get(key) is not None else "" for key, _, digits in COLUMNS]
         lines.append(f"| {LABELS['ground_truth']} | " + " | ".join(cells) + " |")
     level = round(100 * float(metrics.get("confidence", 0.95)))
-    notes = [f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; mean [{level}% bootstrap interval over tiles, "
-             f"{metrics.get('bootstrap_resamples', '?')} resamples]; reflectance /10^4 clipped to [0, 1]."]
+    notes = [f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; mean [{level}% bootstrap interval, "
+             f"{resampled(metrics)}, {metrics.get('bootstrap_resamples', '?')} resamples]; reflectance /10^4 clipped "
+             "to [0, 1]."]
+    if few_clusters_note(metrics):
+        notes.append(few_clusters_note(metrics))
     if metrics.get("paired"):
         notes.append(significance_sentence(metrics))
     if metrics.get("lpips_status"):
@@ -128,16 +159,20 @@ def paired_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def landcover_tables(metrics: dict[str, Any]) -> list[str]:
-    """One small table per metric: a row per variant, a column per land-cover class (pixels of that class in the split)."""
-    per_class = metrics.get("landcover") or {}
+def landcover_tables(metrics: dict[str, Any], key: str = "landcover") -> list[str]:
+    """One small table per metric: a row per variant, a column per land-cover class (pixels of that class in the split);
+    `key` "labels": per archive label (the pixels of the tiles that carry it)."""
+    per_class = metrics.get(key) or {}
     if not per_class:
         return ["No land-cover layer in the tile store (set `data.landcover` to a raster, or use the demo), so no per-class breakdown."]
     classes = list(per_class)
     variants = [n for n in ORDER if any(n in per_class[c] for c in classes)]
-    out = ["Pixel-wise metrics over the split's pixels of each class (PSNR pools squared errors over the class's pixels "
-           "and bands; SAM is the mean angle over them). SSIM, MS-SSIM, LPIPS and SAR-edge are windowed or image-level "
-           "and are not split by class.", "",
+    intro = ("Pixel-wise metrics over the split's pixels of each class (PSNR pools squared errors over the class's pixels "
+             "and bands; SAM is the mean angle over them). SSIM, MS-SSIM, LPIPS and SAR-edge are windowed or image-level "
+             "and are not split by class.") if key == "landcover" else (
+             "The archive's labels are per patch, several at once: each column pools every pixel of the split's tiles "
+             "whose patch carries that label (metrics as above).")
+    out = [intro, "",
            "| pixels | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1),
            "| count | " + " | ".join(str(next(iter(per_class[c].values()), {}).get("pixels", 0)) for c in classes) + " |", ""]
     for name, label, digits in (("psnr", "PSNR dB ↑", 2), ("sam_deg", "SAM ° ↓", 2), ("rmse", "RMSE (reflectance) ↓", 4)):
@@ -160,9 +195,13 @@ def results_report(metrics: dict[str, Any]) -> str:
         ["# Evaluation", "", results_table(metrics), "",
          "## Paired comparisons", "",
          f"Mean per-tile difference a − b over the same tiles, its {level}% bootstrap interval, and the two-sided Wilcoxon "
-         f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is better.", "",
+         f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is better. "
+         f"Resampled: {resampled(metrics)}; "
+         + ("the signed-rank test runs on each one's mean difference, as tiles of one are not independent."
+            if metrics.get("bootstrap_unit", "tile") != "tile" else "the signed-rank test runs on the tiles."), "",
          paired_table(metrics), "",
          "## Per land cover", "", *landcover_tables(metrics), "",
+         *(["## Per archive label", "", *landcover_tables(metrics, "labels"), ""] if metrics.get("labels") else []),
          "## Distributions and pictures", "",
          "- `distributions.png`: a box plot per metric, a box per variant (quartiles, whiskers, mean as a triangle), every tile a point.",
          f"- `contact_sheet.png`: per tile, S1 | variants | truth in true colour, then each variant's mean |prediction - truth| over "
@@ -185,6 +224,9 @@ def read_results(path: Path) -> dict[str, Any]:
         beside = path.with_name(name)
         if beside.is_file():
             result.update(json.loads(beside.read_text()))
+    labels = path.with_name("labels.json")
+    if labels.is_file():
+        result["labels"] = json.loads(labels.read_text())
     landcover = path.with_name("landcover.json")
     if landcover.is_file():
         result["landcover"] = json.loads(landcover.read_text())

@@ -10,14 +10,19 @@ Outputs under `out_dir` (data/eval):
   weights: every metrics file says so).
 - details.json: every number (a DVC out, not a metric; report.md reads it):
   the same per variant plus MS-SSIM, LPIPS and each metric's bootstrap interval
-  over tiles (`opt_v3.psnr_lo`, `opt_v3.psnr_hi`), the ground truth's own
-  SAR-edge and GAC score, all paired comparisons (`paired.v3_vs_baseline.psnr`
-  with `diff`, `lo`, `hi`, `p`, `n`; see gac.evaluate.stats.PAIRS), the
-  bootstrap settings, and `rmse_per_band`, a row per band with each variant's
+  (`opt_v3.psnr_lo`, `opt_v3.psnr_hi`; a cluster bootstrap over the tiles'
+  blocks, `evaluate.bootstrap_unit`), the ground truth's own SAR-edge and GAC
+  score, all paired comparisons (`paired.v3_vs_baseline.psnr` with `diff`,
+  `lo`, `hi`, `p`, `n` tiles, `clusters`; see gac.evaluate.stats), the
+  bootstrap settings (`bootstrap_clusters`: how many were resampled), and
+  `rmse_per_band`, a row per band with each variant's
   RMSE (the one list in the file, which `dvc plots` draws).
 - provenance.json: the strings behind those numbers: model, weights,
   random_weights and params hash of every store, the LPIPS status, the split,
   which variants ran on random weights or were not evaluated.
+- labels.json: per label of an archive that has them (BigEarthNet's 19
+  classes, tiles.zarr's `labels`; null otherwise), every variant's PSNR, RMSE
+  and SAM over the pixels of the split's tiles that carry it, and their count.
 - landcover.json: per land-cover class (where tiles.zarr has a `landcover`
   layer; null otherwise), every variant's PSNR, RMSE and SAM over the split's
   pixels of that class (gac.evaluate.landcover).
@@ -66,7 +71,8 @@ GROUND_TRUTH = "ground_truth"
 # Store attributes that say what made a prediction; copied into metrics.json.
 PROVENANCE_KEYS = ("stage", "model", "backbone", "input", "adapter", "model_dir", "weights", "random_weights", "params_hash", "gac_version")
 # What goes to provenance.json rather than metrics.json, so `dvc metrics show/diff` list numbers only.
-INFO_KEYS = ("random_weight_variants", "split", "missing_variants", "lpips_status", "params_hash", "provenance")
+INFO_KEYS = ("random_weight_variants", "split", "missing_variants", "lpips_status", "params_hash", "provenance",
+             "bootstrap_unit")
 # metrics.json's headline (5 metrics x 6 variants + 2 pairs x 2 metrics x 2 + 2 = 40 numbers); the rest: details.json.
 HEADLINE_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", "gac_score")
 HEADLINE_PAIRED = {"v3_vs_v2": ("psnr", "gac_score"), "v3_vs_baseline": ("psnr", "gac_score")}
@@ -134,6 +140,17 @@ def _split_indices(tiles, split: str, path: Path) -> np.ndarray:
         present = ", ".join(sorted(set(splits))) or "none"
         raise GacError(f"{path}: no tiles in split '{split}' (present: {present}); set evaluate.split to one of them or re-tile")
     return idx
+
+
+def bootstrap_clusters(tiles, idx: np.ndarray, unit: str, path: Path) -> np.ndarray | None:
+    """The cluster label of each evaluated tile for `evaluate.bootstrap_unit` (None: every tile its own)."""
+    if unit == "tile":
+        return None
+    if unit not in tiles.coords:
+        raise GacError(f"{path}: the tile store has no '{unit}' coordinate to resample by (evaluate.bootstrap_unit: "
+                       f"{unit}); re-run `gac tile` (dvc repro tile) to record it, or set "
+                       "evaluate.bootstrap_unit: scene")
+    return tiles[unit].values[idx].astype(str)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -229,7 +246,8 @@ def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
     The per-class metrics go to landcover.json of their own (classes x variants x metrics would swamp a reader).
     """
-    details = {key: value for key, value in result.items() if key not in INFO_KEYS and key != "landcover"}
+    details = {key: value for key, value in result.items()
+               if key not in INFO_KEYS and key not in ("landcover", "labels")}
     info = {key: result[key] for key in INFO_KEYS if key in result}
     return headline(details, list(result.get("provenance", {}))), details, info
 
@@ -249,6 +267,7 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     idx = _split_indices(tiles, cfg.split, paths.tiles)
     tile_ids = tiles.tile.values[idx].astype(str)
     scenes = tiles.scene.values[idx].astype(str) if "scene" in tiles.coords else np.array([""] * len(idx))
+    clusters = bootstrap_clusters(tiles, idx, cfg.bootstrap_unit, paths.tiles)
     # Only the split's tiles are read (one chunk per tile), not the whole store.
     truth = tiles.s2.isel(tile=idx).values.astype(np.float32)
     s1 = tiles.s1.isel(tile=idx).values.astype(np.float32)
@@ -275,6 +294,12 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
         names = {int(k): str(v) for k, v in dict(tiles.attrs.get("landcover_classes", {})).items()}
         landcover = per_class(preds, truth, tiles.landcover.isel(tile=idx).values, names)
 
+    labels = None
+    if "labels" in tiles.data_vars:  # an archive's multi-label classes per tile (BigEarthNet's 19)
+        from gac.evaluate.landcover import per_label
+
+        labels = per_label(preds, truth, tiles.labels.isel(tile=idx).values, [str(n) for n in tiles.label.values])
+
     random_variants = sorted(name for name, prov in provenance.items() if prov.get("random_weights"))
     if random_variants:
         log.warning(
@@ -288,18 +313,22 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
         "random_weight_variants": random_variants,
         "split": cfg.split,
         "tiles": int(len(idx)),
-        **{name: with_intervals(aggregate(variant_rows), variant_rows, cfg.bootstrap_resamples, params.seed, cfg.confidence)
+        **{name: with_intervals(aggregate(variant_rows), variant_rows, cfg.bootstrap_resamples, params.seed,
+                                cfg.confidence, clusters)
            for name, variant_rows in rows.items()},
         GROUND_TRUTH: _truth_reference(truth_edges),
-        "paired": paired_comparisons(rows, cfg.bootstrap_resamples, params.seed, cfg.confidence),
+        "paired": paired_comparisons(rows, cfg.bootstrap_resamples, params.seed, cfg.confidence, clusters),
         "confidence": cfg.confidence,
         "bootstrap_resamples": cfg.bootstrap_resamples,
+        "bootstrap_unit": cfg.bootstrap_unit,
+        "bootstrap_clusters": int(len(idx) if clusters is None else len(set(clusters))),
         "missing_variants": missing,
         "lpips_status": lpips.reason,
         "ms_ssim_scales": ms_ssim_scales(int(truth.shape[-1]))[0],
         "params_hash": params_hash(params, sections),
         "provenance": provenance,
         "landcover": landcover,
+        "labels": labels,
     }
     for name in rows:
         metrics[name].pop("tiles", None)
@@ -320,6 +349,7 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     _write_text(out / "details.json", json.dumps(details, indent=2) + "\n")
     _write_text(out / "provenance.json", json.dumps(info, indent=2) + "\n")
     _write_text(out / "landcover.json", json.dumps(metrics["landcover"], indent=2) + "\n")
+    _write_text(out / "labels.json", json.dumps(metrics["labels"], indent=2) + "\n")
     log.info("evaluated %d %s tiles, %d variants; %d quicklooks, %d COGs under %s", len(idx), cfg.split, len(rows), drawn, cogs, out)
     return metrics
 
