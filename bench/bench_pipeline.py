@@ -1,4 +1,4 @@
-"""Benchmark: the whole demo pipeline as its work grows: each stage's wall time and peak RSS at 1x, 4x and 16x the tiles.
+"""Benchmark: the demo pipeline as its work grows: each stage's wall time and peak RSS at 1x, 4x and 16x the tiles.
 
 The demo runs in a temporary directory (its own params.yaml and data/, this
 checkout's code) with `data.demo_scenes` scaled (3 scenes of 256 px = 48 tiles
@@ -30,6 +30,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.rss import cpu_model  # noqa: E402
 
 
 def load() -> str:
@@ -64,7 +67,8 @@ def run_demo(scale: int, stages: dict[str, str], work: Path, env: dict) -> tuple
     figures = {}
     for name, cmd in stages.items():
         figures[name] = run_stage(cmd, project, env)
-        print(f"  x{scale} {name:18s} {figures[name][0]:8.1f} s  {figures[name][1]:5.2f} GB   (load {load()})", flush=True)
+        seconds, peak = figures[name]
+        print(f"  x{scale} {name:18s} {seconds:8.1f} s  {peak:5.2f} GB   (load {load()})", flush=True)
     return count_tiles(project), figures
 
 
@@ -73,9 +77,9 @@ def main() -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16], help="multiples of data.demo_scenes")
     args = parser.parse_args()
     stages = {name: stage["cmd"] for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown CPU")
-    print(f"load average at start: {load()} on {os.cpu_count()} CPU(s), {cpu}")
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": path}
+    print(f"load average at start: {load()} on {os.cpu_count()} CPU(s), {cpu_model()}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for scale in args.scales:
@@ -83,13 +87,16 @@ def main() -> None:
             print(f"x{scale}: {results[scale][0]} tiles", flush=True)
     low, high = args.scales[0], args.scales[-1]
     tiles_low, tiles_high = results[low][0], results[high][0]
-    print(f"\nstage               " + "".join(f"   x{s} s/tile  GB" for s in args.scales) + f"   time/tile x{high}/x{low}  RSS x{high}/x{low}")
+    header = "".join(f"   x{s} s/tile  GB" for s in args.scales)
+    print(f"\nstage             {header}   time/tile x{high}/x{low}  RSS x{high}/x{low}")
     for name in stages:
-        cells = "".join(f"   {results[s][1][name][0] / results[s][0]:8.3f} {results[s][1][name][1]:5.2f}" for s in args.scales)
+        cells = "".join(f"   {results[s][1][name][0] / results[s][0]:8.3f} {results[s][1][name][1]:5.2f}"
+                        for s in args.scales)
         per_tile = (results[high][1][name][0] / tiles_high) / (results[low][1][name][0] / tiles_low)
         rss = results[high][1][name][1] / results[low][1][name][1]
         print(f"{name:18s}{cells}   {per_tile:14.2f}  {rss:9.2f}")
-    print(f"(time per tile within 1.2x is the goal for stages whose work grows with the tiles; check-params and the like "
+    print("(time per tile within 1.2x is the goal for stages whose work grows with the tiles; "
+          f"check-params and the like "
           f"are fixed costs, so their time per tile falls)\nload average at end: {load()}")
 
 

@@ -148,7 +148,8 @@ def trained(args, work: Path, size: int) -> dict:
     artifacts = Artifacts(root / "stage1_finetune", root / "stage2", root / "stage3", root / "baseline")
     with PeakRSS() as peak:
         started = time.perf_counter()
-        summary = translate(p, [work / f"scene_{size}.tif"], work / f"trained_{size}", Options(artifacts, overwrite=True, progress=False))[0]
+        options = Options(artifacts, overwrite=True, progress=False)
+        summary = translate(p, [work / f"scene_{size}.tif"], work / f"trained_{size}", options)[0]
         seconds = time.perf_counter() - started
     return {"size": size, "peak_rss_gb": peak.bytes / 1024**3, "seconds": seconds, "km2": summary["km2"],
             "km2_per_s": summary["km2"] / seconds, "tile_runs": summary["tile_runs"]}
@@ -164,8 +165,9 @@ def worker(args) -> None:
 
 def run_worker(args, name: str, work: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--work", str(work), "--size", str(args.size), "--tile", str(args.tile),
-           "--overlap", str(args.overlap), "--timesteps", str(args.timesteps), "--block-size", str(args.block_size), "--threads", str(args.threads),
-           "--until", args.until] + (["--trained", str(Path(args.trained).resolve())] if args.trained else [])
+           "--overlap", str(args.overlap), "--timesteps", str(args.timesteps), "--block-size", str(args.block_size),
+           "--threads", str(args.threads), "--until", args.until]
+    cmd += ["--trained", str(Path(args.trained).resolve())] if args.trained else []
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -185,7 +187,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true", help="skip the untrained baseline's peak RSS")
-    parser.add_argument("--trained", help="directory with trained stage2/, stage3/, baseline/ (e.g. data after `make demo`)")
+    parser.add_argument("--trained", help="directory with trained stage2/, stage3/, baseline/ (data after `make demo`)")
     parser.add_argument("--until", default="v2", help="with --trained: the last stage run (v1, v2, v3, baseline)")
     parser.add_argument("--trained-sizes", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -193,8 +195,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown CPU")
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPU(s), {cpu}")
+    from bench.rss import cpu_model
+
+    loads = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average at start: {loads} on {os.cpu_count()} CPU(s), {cpu_model()}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not args.skip_throughput:
@@ -224,13 +228,15 @@ def main() -> None:
                     write_scene(work / f"scene_{size}.tif", size)
                 runs.append(run_worker(args, f"trained:{size}", work))
                 m = runs[-1]
-                print(f"trained models in {args.trained}, --until {args.until}, {size} x {size} px ({m['km2']:.1f} km2), params.yaml "
-                      f"settings: {m['seconds']:.1f} s, {m['km2_per_s']:.4f} km2/s, peak RSS {m['peak_rss_gb']:.2f} GB "
+                print(f"trained models in {args.trained}, --until {args.until}, {size} x {size} px ({m['km2']:.1f} km2), "
+                      f"params.yaml settings: {m['seconds']:.1f} s, {m['km2_per_s']:.4f} km2/s, "
+                      f"peak RSS {m['peak_rss_gb']:.2f} GB "
                       f"({'within' if m['peak_rss_gb'] <= 2 else 'OVER'} 2 GB), {m['tile_runs']} tile runs")
             if len(runs) > 1:
                 ratio = runs[-1]["km2_per_s"] / runs[0]["km2_per_s"]
+                rss = runs[-1]["peak_rss_gb"] / runs[0]["peak_rss_gb"]
                 print(f"  km2/s {runs[-1]['size']} px / {runs[0]['size']} px: x{ratio:.2f} (goal >= 0.90) -> "
-                      f"{'met' if ratio >= 0.9 else 'NOT met'}; peak RSS x{runs[-1]['peak_rss_gb'] / runs[0]['peak_rss_gb']:.2f}")
+                      f"{'met' if ratio >= 0.9 else 'NOT met'}; peak RSS x{rss:.2f}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
