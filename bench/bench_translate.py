@@ -10,9 +10,15 @@
    a 1024 x 1024 and a 4096 x 4096 px scene, each translated in its own process
    with the same block size; the larger scene's peak should be within 1.2x of
    the smaller's (memory follows the block, not the scene).
+3. With `--trained DIR` (a directory holding the pipeline's stage2/, stage3/,
+   baseline/, e.g. the demo's data/): `gac translate --until UNTIL` at the
+   default settings (params.yaml's translate section, block 1024 px) with those
+   models, per scene size: km2/s and peak RSS (goals: km2/s of the largest
+   within 10% of the smallest's; peak RSS at most 2 GB).
 
     python bench/bench_translate.py                          # 256 px scene, 64 px tiles, 1 DDIM step; 1024 and 4096 px scenes
     python bench/bench_translate.py --size 512 --timesteps 2 --memory-sizes 1024 8192
+    python bench/bench_translate.py --skip-throughput --trained data --until v2 --trained-sizes 1024 4096
 
 Quote figures with the machine's load (printed); ratios, not absolute times.
 """
@@ -130,15 +136,38 @@ def memory(args, work: Path, size: int) -> dict:
     return {"size": size, "peak_rss_gb": peak.bytes / 1024**3, "seconds": seconds, "km2": summary["km2"], "tile_runs": summary["tile_runs"]}
 
 
+def trained(args, work: Path, size: int) -> dict:
+    """`gac translate` with trained models at params.yaml's settings (only `until` set): the run a user waits for."""
+    from bench.rss import PeakRSS
+    from gac.params import load_params
+    from gac.translate.chain import Artifacts
+    from gac.translate.run import Options, effective_params, translate
+
+    p = effective_params(load_params(REPO / "params.yaml"), args.until, None)
+    root = Path(args.trained)
+    artifacts = Artifacts(root / "stage1_finetune", root / "stage2", root / "stage3", root / "baseline")
+    with PeakRSS() as peak:
+        started = time.perf_counter()
+        options = Options(artifacts, overwrite=True, progress=False)
+        summary = translate(p, [work / f"scene_{size}.tif"], work / f"trained_{size}", options)[0]
+        seconds = time.perf_counter() - started
+    return {"size": size, "peak_rss_gb": peak.bytes / 1024**3, "seconds": seconds, "km2": summary["km2"],
+            "km2_per_s": summary["km2"] / seconds, "tile_runs": summary["tile_runs"]}
+
+
 def worker(args) -> None:
     work = Path(args.work)
-    result = throughput(args, work) if args.worker == "throughput" else memory(args, work, int(args.worker.split(":")[1]))
+    kind, _, size = args.worker.partition(":")
+    result = {"throughput": lambda: throughput(args, work), "memory": lambda: memory(args, work, int(size)),
+              "trained": lambda: trained(args, work, int(size))}[kind]()
     print("RESULT " + json.dumps(result))
 
 
 def run_worker(args, name: str, work: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--work", str(work), "--size", str(args.size), "--tile", str(args.tile),
-           "--overlap", str(args.overlap), "--timesteps", str(args.timesteps), "--block-size", str(args.block_size), "--threads", str(args.threads)]
+           "--overlap", str(args.overlap), "--timesteps", str(args.timesteps), "--block-size", str(args.block_size),
+           "--threads", str(args.threads), "--until", args.until]
+    cmd += ["--trained", str(Path(args.trained).resolve())] if args.trained else []
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -157,12 +186,19 @@ def main() -> None:
     parser.add_argument("--memory-sizes", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the untrained baseline's peak RSS")
+    parser.add_argument("--trained", help="directory with trained stage2/, stage3/, baseline/ (data after `make demo`)")
+    parser.add_argument("--until", default="v2", help="with --trained: the last stage run (v1, v2, v3, baseline)")
+    parser.add_argument("--trained-sizes", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPU(s)")
+    from bench.rss import cpu_model
+
+    loads = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average at start: {loads} on {os.cpu_count()} CPU(s), {cpu_model()}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not args.skip_throughput:
@@ -175,7 +211,7 @@ def main() -> None:
             print(f"  ratio translate / tiles alone: x{t['ratio']:.2f}; overlap factor (tile px per scene px) {t['overlap_factor']:.2f}"
                   f" -> {'within' if t['ratio'] <= t['overlap_factor'] else 'OVER'} the overlap factor")
         peaks = []
-        for size in args.memory_sizes:
+        for size in [] if args.skip_memory else args.memory_sizes:
             write_scene(work / f"scene_{size}.tif", size)
             m = run_worker(args, f"memory:{size}", work)
             peaks.append(m["peak_rss_gb"])
@@ -185,6 +221,22 @@ def main() -> None:
             ratio = peaks[-1] / peaks[0]
             print(f"  peak RSS {args.memory_sizes[-1]} px / {args.memory_sizes[0]} px: x{ratio:.2f} (goal <= 1.2) "
                   f"-> {'met' if ratio <= 1.2 else 'NOT met'}")
+        if args.trained:
+            runs = []
+            for size in args.trained_sizes:
+                if not (work / f"scene_{size}.tif").exists():
+                    write_scene(work / f"scene_{size}.tif", size)
+                runs.append(run_worker(args, f"trained:{size}", work))
+                m = runs[-1]
+                print(f"trained models in {args.trained}, --until {args.until}, {size} x {size} px ({m['km2']:.1f} km2), "
+                      f"params.yaml settings: {m['seconds']:.1f} s, {m['km2_per_s']:.4f} km2/s, "
+                      f"peak RSS {m['peak_rss_gb']:.2f} GB "
+                      f"({'within' if m['peak_rss_gb'] <= 2 else 'OVER'} 2 GB), {m['tile_runs']} tile runs")
+            if len(runs) > 1:
+                ratio = runs[-1]["km2_per_s"] / runs[0]["km2_per_s"]
+                rss = runs[-1]["peak_rss_gb"] / runs[0]["peak_rss_gb"]
+                print(f"  km2/s {runs[-1]['size']} px / {runs[0]['size']} px: x{ratio:.2f} (goal >= 0.90) -> "
+                      f"{'met' if ratio >= 0.9 else 'NOT met'}; peak RSS x{rss:.2f}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

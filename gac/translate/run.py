@@ -96,7 +96,9 @@ class Options:
 
 def to_uint16(values: np.ndarray) -> np.ndarray:
     """Reflectance x 10^4 as L2A stores it: rounded, NaN -> 0 (nodata); a valid pixel rounding to 0 becomes 1 so it stays valid."""
-    out = np.clip(np.rint(np.nan_to_num(values, nan=0.0)), 1, 65535).astype(np.uint16)
+    out = np.nan_to_num(values, nan=0.0)  # one float copy, rounded and clipped in place: a block's, not three
+    np.clip(np.rint(out, out=out), 1, 65535, out=out)
+    out = out.astype(np.uint16)
     out[np.isnan(values)] = NODATA
     return out
 
@@ -233,9 +235,9 @@ class SceneJob:
                 if bar is not None:
                     bar.update(len(batch))
             with np.errstate(invalid="ignore", divide="ignore"):
-                sample = total / weight
+                sample = np.divide(total, weight, out=total)  # in place: one (12, h, w) float64 block fewer
             if mean is None:
-                mean, m2 = sample, np.zeros_like(sample)
+                mean, m2 = sample, (np.zeros_like(sample) if self.samples > 1 else None)
             else:  # Welford: one pass over the samples, one block of each in memory
                 delta = sample - mean
                 mean = mean + delta / (k + 1)
@@ -417,6 +419,7 @@ def _run(params, planned: list[tuple[S1Scene, TileGrid, dict[str, Any]]], gap_fi
     uncertainty): the others end after the last barrier.
     """
     from gac.device import use_deterministic
+    from gac.refine.backbone import return_freed_memory
     from gac.runner import start_ranks
 
     use_deterministic(params.deterministic)  # here, after the checks: a user's mistake is told before torch is imported
@@ -424,6 +427,7 @@ def _run(params, planned: list[tuple[S1Scene, TileGrid, dict[str, Any]]], gap_fi
     ranks, device = start_ranks(t.infer.device, "translate.infer.device")
     try:
         chain = Chain(params, t.until, artifacts, tile_size, device)
+        return_freed_memory()  # what building freed (the tokenizer encoders) would otherwise stay resident all run
         if any(chain.random_weights.values()):
             log.warning("RANDOM WEIGHTS: %s; the translation shows what the code does, not what the models can do",
                         ", ".join(f"{s} {w}" for s, w in chain.weights.items()))
