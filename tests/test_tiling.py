@@ -83,6 +83,8 @@ def test_real_terramesh_samples_tile_in_place(shared_samples, tmp_path):
 
 
 def test_dataset_reads_splits_and_marks_nodata(tiles_store):
+    import torch
+
     train = TileDataset(tiles_store, split="train")
     full = TileDataset(tiles_store)
     assert 0 < len(train) < len(full)
@@ -90,10 +92,11 @@ def test_dataset_reads_splits_and_marks_nodata(tiles_store):
     assert item["s1"].shape == (2, 64, 64) and item["s2"].shape == (12, 64, 64) and item["valid"].shape == (64, 64)
     assert str(full.tile_ids[int(item["index"])]) == train.tile_ids[0]
     assert 1 <= int(item["month"]) <= 12
-    # a tile from demo_00 next to the nodata strip is kept (<5% nodata) with its few nodata pixels masked out
+    # a tile from demo_00 next to the nodata strip is kept (<5% nodata) with its few nodata pixels masked out and
+    # left NaN, for the model to fill as inference does (gac.nodata)
     with_nodata = [full[i] for i in range(len(full)) if not bool(full[i]["valid"].all())]
     for sample in with_nodata:
-        assert (sample["s2"][:, ~sample["valid"]] == 0).all()
+        assert torch.isnan(sample["s2"][:, ~sample["valid"]]).all() and torch.isfinite(sample["s2"][:, sample["valid"]]).all()
 
 
 def test_real_bigearthnet_pairs_tile_from_per_band_s2_and_separate_vv_vh_files(shared_samples, tmp_path):
