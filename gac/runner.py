@@ -86,7 +86,7 @@ def start_ranks(device_choice: str, key: str) -> tuple[Ranks, Any]:
 class Batch:
     """What any stage may read of a batch of tiles; each predictor takes the fields it needs."""
 
-    s1: np.ndarray  # (B, 2, H, W) float32 backscatter in dB, NaN = nodata
+    s1: np.ndarray  # (B, 2, H, W) float32 backscatter in dB, NaN = nodata (left to the model to fill: gac.nodata)
     month: np.ndarray  # (B,) int64, 1-12, 0 = unknown
     lat: np.ndarray  # (B,) float32 tile centre, degrees
     lon: np.ndarray  # (B,) float32

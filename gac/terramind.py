@@ -109,14 +109,15 @@ def standardize(x: "torch.Tensor", modality: str) -> "torch.Tensor":
 
 
 def standardize_filled(x: "torch.Tensor", modality: str) -> "torch.Tensor":
-    """`standardize`, with no data (NaN) read as the pretraining mean (0): the one NaN fill of TerraMind's inputs.
+    """`standardize`, with no data (NaN) read as the pretraining mean (0): gac.nodata's rule for TerraMind's inputs.
 
     Generation, the differentiable training path and the tokenizer ceiling all
     go through it, so a missing pixel means the same thing everywhere.
     """
-    import torch
+    from gac.nodata import standardised_filled
 
-    return torch.nan_to_num(standardize(x, modality), nan=0.0)
+    mean, std = _stats(modality)
+    return standardised_filled(x, mean.to(x.device, x.dtype), std.to(x.device, x.dtype))
 
 
 def destandardize(x: "torch.Tensor", modality: str = TARGET) -> "torch.Tensor":

@@ -146,16 +146,23 @@ def test_stage3_plots_show_the_sar_term_and_the_validation_gac_score():
 
 
 def test_data_keys_reach_the_stages_that_read_them():
-    """synth checks pairs with every data key but max_tiles (its manifest hash covers the same); tile reads max_tiles and s2_offset."""
+    """synth checks pairs with every data key but max_tiles (its manifest hash covers the same); tile and translate
+    read the keys that say how rasters are read."""
     from gac.data.params import DataParams
 
     synth = {key.split(".", 1)[1] for key in _stage_params("synth") if key.startswith("data.")}
     assert synth == set(DataParams.model_fields) - {"max_tiles"}
-    assert {"data.max_tiles", "data.s2_offset"} <= _stage_params("tile")
+    reading = {"data.s1_units", "data.s1_nodata", "data.s2_offset"}
+    assert {"data.max_tiles"} | reading <= _stage_params("tile")
+    assert reading | {"data.source"} <= _stage_params("translate")
     params = load_params(REPO / "params.yaml")
-    assert params.data.s2_offset == 0
-    with pytest.raises(GacError, match=r"^params\.yaml: data\.s2_offset: Input should be greater than or equal to 0 \(got -1000\)$"):
+    data = params.data
+    assert (data.s1_units, data.s1_nodata, data.s2_offset, params.translate.scenes) == ("db", "auto", "auto", None)
+    assert validate_params({"data": {"s2_offset": 1000, "s1_nodata": -9999}}).data.s1_nodata == -9999
+    with pytest.raises(GacError, match=r"^params\.yaml: data\.s2_offset: Input should be 'auto', 0 or 1000 \(got"):
         validate_params({"data": {"s2_offset": -1000}})
+    with pytest.raises(GacError, match=r"^params\.yaml: data\.s1_units: Input should be 'db', 'linear' or 'amplitude'"):
+        validate_params({"data": {"s1_units": "power"}})
 
 
 def test_every_params_key_the_docs_name_exists():

@@ -151,7 +151,7 @@ def test_refine_writes_opt_v2_on_the_tiles_grid(trained):
     assert np.nanmean(np.abs(b - a)) > 1.0  # the trained residual is not nothing
     refiner, _ = load_refiner(paths["out_dir"])
     with torch.no_grad():
-        direct = refiner(torch.from_numpy(a[:1]), torch.from_numpy(np.nan_to_num(tiles["s1"].values[:1])),
+        direct = refiner(torch.from_numpy(a[:1]), torch.from_numpy(tiles["s1"].values[:1]),
                          torch.tensor(tiles.month.values[:1].astype(np.int64)), torch.tensor(tiles.lat.values[:1].astype(np.float32)),
                          torch.tensor(tiles.lon.values[:1].astype(np.float32)))
     np.testing.assert_allclose(b[:1], direct.numpy(), rtol=1e-5, atol=1e-2)

@@ -18,9 +18,10 @@ def scenes(demo_scenes, tmp_path):
     return root
 
 
-def tile(tmp_path, scenes, size=64, reproject="false", s2_offset=0, out_name="tiles.zarr"):
+def tile(tmp_path, scenes, size=64, reproject="false", out_name="tiles.zarr", **data):
     params = tmp_path / "params.yaml"
-    params.write_text(PARAMS.format(size=size, reproject=reproject) + f"data:\n  s2_offset: {s2_offset}\n")
+    data_section = "data:\n" + "".join(f"  {k}: {v}\n" for k, v in data.items()) if data else ""
+    params.write_text(PARAMS.format(size=size, reproject=reproject) + data_section)
     out = tmp_path / out_name
     result = run_gac("tile", "--params", str(params), "--scenes", str(scenes), "--out", str(out))
     return result, out
@@ -143,7 +144,91 @@ def test_a_failed_run_leaves_the_previous_store_untouched(tmp_path, scenes):
 def test_s1_in_linear_power(tmp_path, scenes):
     rewrite(scenes / "S1RTC" / "demo_01.tif", lambda d: 10.0 ** (d / 10.0))
     result, out = tile(tmp_path, scenes)
-    assert_one_line_error(result, out, "S1RTC/demo_01.tif", "looks like linear power, not dB", "10*log10(value)")
+    assert_one_line_error(result, out, "S1RTC/demo_01.tif", "looks like linear power or amplitude, not dB (median 0.0",
+                          "set data.s1_units: linear")
+
+
+def test_s1_in_db_told_linear_is_refused(tmp_path, scenes):
+    result, out = tile(tmp_path, scenes, s1_units="linear")
+    assert_one_line_error(result, out, "S1RTC/demo_00.tif", "looks like dB, not linear (median -1",
+                          "set data.s1_units: db")
+
+
+def _s1_tiles(out):
+    from gac.data.store import open_store
+
+    ds = open_store(out, need=("s1",))
+    return list(ds.tile.values), ds.s1.values
+
+
+@pytest.mark.parametrize("units", ["linear", "amplitude"])
+def test_s1_delivered_as_separate_vv_vh_files_in_linear_units_tiles_as_the_db_stack(tmp_path, scenes, units):
+    """What Planetary Computer / ASF deliver: one file per polarisation, linear power (or amplitude), 0 = nodata,
+    a few slightly negative powers from thermal-noise removal. The tiles are the dB stack's, up to float rounding."""
+    result, reference = tile(tmp_path, scenes, out_name="db.zarr")
+    assert result.returncode == 0, result.stderr
+    for path in sorted((scenes / "S1RTC").glob("*.tif")):
+        with rasterio.open(path) as src:
+            profile, db = src.profile, src.read()
+        power = 10.0 ** (db / 10.0)
+        values = power if units == "linear" else np.sqrt(power)
+        if path.stem == "demo_00":  # 0: nodata; negative: noise-subtracted below zero, the noise floor
+            values[:, 0, :3] = [[0.0, -1e-4, 0.0], [0.0, -2e-4, 0.0]]
+        profile.update(count=1, nodata=None)
+        for band, pol in enumerate(("VV", "VH")):
+            with rasterio.open(path.with_name(f"{path.stem}_{pol}.tif"), "w", **profile) as dst:
+                dst.write(values[band : band + 1].astype(np.float32))
+        path.unlink()
+    result, out = tile(tmp_path, scenes, out_name=f"{units}.zarr", s1_units=units)
+    assert result.returncode == 0, result.stderr
+    (ids, expected), (ids_now, s1) = _s1_tiles(reference), _s1_tiles(out)
+    assert ids_now == ids
+    first = ids.index("demo_00_r00000_c00000")
+    assert np.isnan(s1[first][:, 0, 0]).all() and np.isnan(s1[first][:, 0, 2]).all()  # 0 is nodata in linear units
+    assert (s1[first][:, 0, 1] == -35.0).all()  # a negative power: the noise floor, not a hole
+    s1[first][:, 0, :3] = expected[first][:, 0, :3]
+    np.testing.assert_allclose(s1, expected, atol=2e-4)
+
+
+def test_s1_nodata_as_delivered_becomes_nan_never_inf(tmp_path, scenes):
+    """A GRD's zero-filled border is -inf in dB; an undeclared fill value is named by data.s1_nodata."""
+    from gac.data.store import open_store
+
+    path = scenes / "S1RTC" / "demo_01.tif"
+    rewrite(path, lambda d: np.where(np.arange(d.shape[2]) < 3, -np.inf, d).astype(np.float32))  # a 3 px -inf border
+    top_rows = lambda d: np.where(np.arange(d.shape[1])[:, None] < 3, -9999.0, d).astype(np.float32)  # noqa: E731
+    rewrite(scenes / "S1RTC" / "demo_02.tif", top_rows)
+    result, out = tile(tmp_path, scenes, s1_nodata=-9999)
+    assert result.returncode == 0, result.stderr
+    ds = open_store(out, need=("s1",))
+    s1, ids = ds.s1.values, list(ds.tile.values)
+    assert not np.isinf(s1).any() and np.nanmin(s1) > -60
+    left = s1[ids.index("demo_01_r00064_c00000")]
+    assert np.isnan(left[:, :, :3]).all() and np.isfinite(left[:, :, 3:]).all()
+    top = s1[ids.index("demo_02_r00000_c00064")]
+    assert np.isnan(top[:, :3]).all() and np.isfinite(top[:, 3:]).all()
+
+
+def test_s2_pixels_zero_in_every_band_are_nodata_without_a_declared_value(tmp_path, scenes):
+    from gac.data.store import open_store
+
+    path = scenes / "S2L2A" / "demo_01.tif"
+    rewrite(path, lambda d: np.where(np.arange(d.shape[2]) < 2, 0, d).astype(d.dtype), nodata=None)  # undeclared 0 fill
+    result, out = tile(tmp_path, scenes)
+    assert result.returncode == 0, result.stderr
+    ds = open_store(out, need=("s2",))
+    left = ds.s2.values[list(ds.tile.values).index("demo_01_r00064_c00000")]
+    assert np.isnan(left[:, :, :2]).all() and np.isfinite(left[:, :, 2:]).all()  # not black ground truth
+
+
+def test_s2_on_web_mercator_is_refused_with_its_ground_pixel_size(tmp_path, scenes):
+    from affine import Affine
+
+    for folder in ("S1RTC", "S2L2A"):  # 10 map units at 60 N: 5 m on the ground
+        rewrite(scenes / folder / "demo_01.tif", crs="EPSG:3857", transform=Affine(10, 0, 1_000_000, 0, -10, 8_399_737))
+    result, out = tile(tmp_path, scenes)
+    assert_one_line_error(result, out, "S2L2A/demo_01.tif", "pixels are 10 x 10 metre (5.01 x 5 m on the ground",
+                          "not a 10 m grid")
 
 
 def test_s1_in_linear_power_is_caught_before_reprojection(tmp_path, scenes):
@@ -153,9 +238,16 @@ def test_s1_in_linear_power_is_caught_before_reprojection(tmp_path, scenes):
     path = scenes / "S1RTC" / "demo_01.tif"
     with rasterio.open(path) as src:
         shifted = src.transform * Affine.translation(-8, 0)
+        original = src.read()
     rewrite(path, lambda d: np.pad(10.0 ** (d / 10.0), ((0, 0), (0, 0), (8, 0)), mode="edge"), transform=shifted, width=136)
     result, out = tile(tmp_path, scenes, reproject="true")
     assert_one_line_error(result, out, "S1RTC/demo_01.tif", "looks like linear power")
+    for name in ("demo_00", "demo_02"):
+        rewrite(scenes / "S1RTC" / f"{name}.tif", lambda d: 10.0 ** (d / 10.0))
+    result, out = tile(tmp_path, scenes, reproject="true", s1_units="linear")  # told: converted to dB, then reprojected
+    assert result.returncode == 0, result.stderr
+    ids, s1 = _s1_tiles(out)
+    np.testing.assert_allclose(s1[ids.index("demo_01_r00000_c00000")], original[:, :64, :64], atol=1e-3)
 
 
 def test_s2_passed_as_s1(tmp_path, scenes):
@@ -170,24 +262,41 @@ def test_s2_as_0_1_floats(tmp_path, scenes):
     assert_one_line_error(result, out, "S2L2A/demo_02.tif", "0-1 floats", "multiply by 10000")
 
 
-def test_s2_offset_removes_the_l2a_offset_exactly(tmp_path, scenes):
+@pytest.mark.parametrize("setting", ["1000", "auto"])
+def test_s2_offset_removes_the_l2a_offset_exactly(tmp_path, scenes, setting):
+    """1000 forces it; auto finds it per scene: demo_00 from its product name, the others from their values."""
     from gac.data.store import open_store
 
     result, plain = tile(tmp_path, scenes, out_name="plain.zarr")
     assert result.returncode == 0, result.stderr
     for path in sorted((scenes / "S2L2A").glob("*.tif")):  # baseline 04.00 products: DN = reflectance x 10^4 + 1000, 0 stays nodata
         rewrite(path, lambda d: np.where(d == 0, 0, d + 1000).astype(d.dtype))
-    result, offset = tile(tmp_path, scenes, s2_offset=1000, out_name="offset.zarr")
+    product = "S2B_MSIL2A_20240415T101559_N0510_R065_T32TQM_20240415T131501"
+    for folder in ("S1RTC", "S2L2A"):
+        (scenes / folder / "demo_00.tif").rename(scenes / folder / f"{product}.tif")
+    result, offset = tile(tmp_path, scenes, s2_offset=setting, out_name="offset.zarr")
     assert result.returncode == 0, result.stderr
     a, b = open_store(plain, need=("s2",)), open_store(offset, need=("s2",))
-    assert list(a.tile.values) == list(b.tile.values) and a.sizes["tile"] > 0
+    assert b.attrs["s2_offsets"] == {product: 1000, "demo_01": 1000, "demo_02": 1000}
+    assert a.sizes["tile"] == b.sizes["tile"] > 0
     np.testing.assert_array_equal(b.s2.values, a.s2.values)
 
 
 def test_s2_offset_on_a_scene_without_one_is_refused(tmp_path, scenes):
     result, out = tile(tmp_path, scenes, s2_offset=1000)
-    assert_one_line_error(result, out, "S2L2A/demo_00.tif", "data.s2_offset is 1000 but", "of valid pixels are below 1000",
-                          "set data.s2_offset: 0")
+    assert_one_line_error(result, out, "S2L2A/demo_00.tif: data.s2_offset is 1000, but 9",
+                          "% of its land pixels' visible values (B02-B04) are below 1000: this scene has no L2A "
+                          "offset; set data.s2_offset: 0")
+
+
+def test_a_product_name_that_claims_the_offset_is_checked_against_the_values(tmp_path, scenes):
+    """A source that harmonised the values but kept the product name (N0509): auto reads the name, the values refuse."""
+    product = "S2A_MSIL2A_20230601T101559_N0509_R065_T32TQM_20230601T131501"
+    for folder in ("S1RTC", "S2L2A"):
+        (scenes / folder / "demo_01.tif").rename(scenes / folder / f"{product}.tif")
+    result, out = tile(tmp_path, scenes)
+    assert_one_line_error(result, out, f"{product}.tif: data.s2_offset is auto and processing baseline N0509 in its "
+                          "name says the L2A offset is 1000, but", "set data.s2_offset: 0")
 
 
 def test_synth_checks_real_pairs_before_copying(tmp_path, scenes):
@@ -197,3 +306,11 @@ def test_synth_checks_real_pairs_before_copying(tmp_path, scenes):
     out = tmp_path / "copied"
     result = run_gac("synth", "--params", str(params), "--out", str(out))
     assert_one_line_error(result, out, "S1RTC/demo_02.tif", "looks like linear power")
+
+
+def test_s1_vv_without_vh_is_named(tmp_path, scenes):
+    path = scenes / "S1RTC" / "demo_01.tif"
+    rewrite(path, lambda d: d[:1])
+    path.rename(path.with_name("demo_01_VV.tif"))
+    result, out = tile(tmp_path, scenes)
+    assert_one_line_error(result, out, "S1RTC/demo_01_VV.tif: VV without its VH partner (expected demo_01_VH.tif")

@@ -240,30 +240,108 @@ def _write_s2(path: Path, values: np.ndarray, like: Path, dtype="uint16") -> Pat
     return path
 
 
-@pytest.mark.parametrize("kind", ["scl", "binary"])
-def test_gap_fill_keeps_clear_pixels_bit_for_bit_and_translates_clouds(arts, tmp_path, kind):
-    scene = write_s1(tmp_path / "g.tif", smooth_s1(64, 80))
+CLOUD = 9000  # DN every band shows under the cloud: any of it left in the output shows
+
+
+def _cloudy_scene(tmp_path, height=64, width=80):
+    """A scene, its S2 (random clear values, CLOUD under the clouds) and the cloud's footprint: one cloud touching the
+    scene's top and right borders, one shadow inside."""
+    scene = write_s1(tmp_path / "g.tif", smooth_s1(height, width))
     rng = np.random.default_rng(0)
-    s2 = rng.integers(200, 4000, (12, 64, 80)).astype(np.uint16)
+    s2 = rng.integers(200, 4000, (12, height, width)).astype(np.uint16)
+    cloud = np.zeros((height, width), bool)
+    cloud[0:20, 50:] = True  # at the border
+    shadow = np.zeros_like(cloud)
+    shadow[40:50, 10:20] = True
+    s2[:, cloud] = CLOUD
+    return scene, s2, cloud, shadow
+
+
+@pytest.mark.parametrize("kind", ["scl", "scl-20m", "binary", "binary-255"])
+def test_gap_fill_leaves_no_cloud_at_the_border_or_the_mask_edge(arts, tmp_path, kind):
+    """Masked pixels take the translation whole (no trace of CLOUD); clear pixels more than `feather` (3) px from it
+    keep the S2 bit for bit, and the ones nearer blend the two."""
+    from rasterio.transform import Affine
+
+    scene, s2, cloud, shadow = _cloudy_scene(tmp_path)
     s2_path = _write_s2(tmp_path / "s2.tif", s2, scene)
     scl = np.full((1, 64, 80), 4, np.uint8)  # vegetation
-    scl[0, 20:44, 30:60] = 9  # cloud, high probability
-    scl[0, 50:60, 5:15] = 3  # cloud shadow
-    scl[0, 0:5, 0:5] = 8 if kind == "scl" else 0  # cloud medium probability (scl only)
-    mask = scl if kind == "scl" else np.isin(scl, (3, 8, 9, 10)).astype(np.uint8)
-    mask_path = _write_s2(tmp_path / "mask.tif", mask, scene, dtype="uint8")
+    scl[0, cloud], scl[0, shadow] = 9, 3  # cloud high probability, cloud shadow
+    if kind == "scl-20m":  # SCL as delivered: 20 m, resampled nearest onto the 10 m grid by GAC
+        with rasterio.open(scene) as src:
+            profile = dict(driver="GTiff", width=40, height=32, count=1, dtype="uint8", crs=src.crs,
+                           transform=src.transform * Affine.scale(2))
+        mask_path = tmp_path / "scl20.tif"
+        with rasterio.open(mask_path, "w", **profile) as dst:
+            dst.write(scl[:, ::2, ::2])
+    elif kind == "scl":
+        mask_path = _write_s2(tmp_path / "scl.tif", scl, scene, dtype="uint8")
+    else:
+        marked = 1 if kind == "binary" else 255
+        mask_path = _write_s2(tmp_path / "mask.tif", np.where(np.isin(scl, (3, 9)), marked, 0), scene, dtype="uint8")
     _translate_lib(arts, scene, tmp_path / "plain")
     _translate_lib(arts, scene, tmp_path / "filled", fill=(s2_path, mask_path))
     plain, filled = _read(tmp_path / "plain" / "g.tif"), _read(tmp_path / "filled" / "g.tif")
-    cloud = np.isin(scl[0], (3, 8, 9, 10)) if kind == "scl" else mask[0] == 1
-    clear = ~cloud
-    assert np.array_equal(filled[:, clear], s2[:, clear])  # bit for bit
-    deep = np.zeros_like(cloud)
-    deep[24:40, 34:56] = True  # more than `feather` (3) px inside the cloud
-    assert np.abs(filled[:, deep].astype(int) - plain[:, deep].astype(int)).max() <= 1
-    edge = (slice(None), 20, slice(31, 59))  # the cloud's first row: a mix of S2 and the translation
-    lo, hi = np.minimum(s2[edge], plain[edge]), np.maximum(s2[edge], plain[edge])
-    assert ((filled[edge] >= lo) & (filled[edge] <= hi)).all() and (filled[edge] != plain[edge]).any()
+    masked = cloud | shadow
+    assert np.array_equal(filled[:, masked], plain[:, masked])  # the translation whole: no masked pixel keeps cloud
+    assert (filled[:, cloud] != CLOUD).all() and (plain[:, cloud] != CLOUD).all()
+    from scipy.ndimage import distance_transform_edt
+
+    distance = distance_transform_edt(~masked)
+    far, near = distance > 3, (distance > 0) & (distance <= 3)
+    assert np.array_equal(filled[:, far], s2[:, far])  # bit for bit
+    lo, hi = np.minimum(s2[:, near], plain[:, near]), np.maximum(s2[:, near], plain[:, near])
+    assert ((filled[:, near] >= lo - 1) & (filled[:, near] <= hi + 1)).all() and (filled[:, near] != s2[:, near]).any()
+    assert CLOUD not in filled
+
+
+def test_gap_fill_from_per_band_s2_files_at_native_resolution(arts, tmp_path):
+    """--fill-s2 given a folder of band files (10 m B02 B03 B04 B08, 20 m and 60 m others): 10 m bands bit for bit where
+    clear; the coarser ones resampled bilinearly onto the grid."""
+    from rasterio.transform import Affine
+
+    from gac.data.store import S2_BANDS
+
+    scene, s2, cloud, shadow = _cloudy_scene(tmp_path, 60, 84)
+    yy, xx = np.mgrid[0:60, 0:84]
+    smooth = (1500 + 800 * np.sin(xx / 13.0) * np.cos(yy / 17.0)).astype(np.uint16)
+    s2[:, ~(cloud | shadow)] = smooth[~(cloud | shadow)]
+    folder = tmp_path / "S2B_MSIL2A_20230601T101559_N0509_R065_T32TQM_20230601T131501"  # baseline 05.09: +1000 offset
+    folder.mkdir()
+    with rasterio.open(scene) as src:
+        crs, transform = src.crs, src.transform
+    for b, band in enumerate(S2_BANDS):
+        factor = 1 if band in ("B02", "B03", "B04", "B08") else 6 if band in ("B01", "B09") else 2
+        coarse = (s2[b].astype(np.float64) + 1000).reshape(60 // factor, factor, 84 // factor, factor).mean(axis=(1, 3))
+        with rasterio.open(folder / f"T32TQM_20230601T101559_{band}_{10 * factor}m.tif", "w", driver="GTiff", count=1,
+                           width=coarse.shape[1], height=coarse.shape[0], dtype="uint16", crs=crs,
+                           transform=transform * Affine.scale(factor)) as dst:
+            dst.write(np.rint(coarse).astype(np.uint16)[None])
+    mask_path = _write_s2(tmp_path / "mask.tif", (cloud | shadow)[None].astype(np.uint8), scene, dtype="uint8")
+    _translate_lib(arts, scene, tmp_path / "filled", fill=(folder, mask_path))
+    filled = _read(tmp_path / "filled" / "g.tif").astype(np.float64)
+    from scipy.ndimage import distance_transform_edt
+
+    distance = distance_transform_edt(~(cloud | shadow))
+    for b, band in enumerate(S2_BANDS):
+        if band in ("B02", "B03", "B04", "B08"):
+            far = distance > 3
+            assert np.array_equal(filled[b][far], s2[b][far].astype(np.float64)), band  # less the offset, no more
+        else:  # a smooth field back from 20 / 60 m (away from where the coarse pixels mixed in the cloud)
+            far = distance > 14
+            assert np.abs(filled[b][far] - s2[b][far]).mean() < 40, band
+
+
+def test_a_mask_that_is_neither_binary_nor_scl_is_refused(arts, tmp_path):
+    scene, s2, cloud, _ = _cloudy_scene(tmp_path)
+    s2_path = _write_s2(tmp_path / "s2.tif", s2, scene)
+    mask_path = _write_s2(tmp_path / "prob.tif", np.where(cloud, 87, 3)[None], scene, dtype="uint8")  # a probability
+    result = run_gac("translate", str(scene), "--out", str(tmp_path / "out"), "--until", "baseline", "--params",
+                     str(arts["params"]), "--fill-s2", str(s2_path), "--cloud-mask", str(mask_path), *_model_args(arts))
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.strip() == (f"gac: error: {mask_path}: values 3, 87 are neither a 0/1 (or 0/255) mask "
+                                     "nor Sentinel-2 SCL classes 0-11; pass the scene's SCL layer or a mask with 1 "
+                                     "(or 255) where clouds are")
 
 
 def test_gap_fill_removes_the_l2a_offset_when_told(arts, tmp_path):
@@ -275,9 +353,11 @@ def test_gap_fill_removes_the_l2a_offset_when_told(arts, tmp_path):
     s2 = np.random.default_rng(1).integers(200, 4000, (12, 32, 32)).astype(np.uint16)
     s2_path = _write_s2(tmp_path / "s2.tif", s2 + 1000, scene)
     mask_path = _write_s2(tmp_path / "m.tif", np.zeros((1, 32, 32)), scene, dtype="uint8")
-    p = validate_params({**_params_dict(until="baseline"), "data": {"s2_offset": 1000}})
-    run(p, [scene], tmp_path / "out", Options(Artifacts(baseline=arts["baseline"]), s2_path, mask_path, progress=False))
-    assert np.array_equal(_read(tmp_path / "out" / "o.tif"), s2)
+    for setting in (1000, "auto"):  # forced, or found from the values (no metadata here)
+        p = validate_params({**_params_dict(until="baseline"), "data": {"s2_offset": setting}})
+        options = Options(Artifacts(baseline=arts["baseline"]), s2_path, mask_path, overwrite=True, progress=False)
+        run(p, [scene], tmp_path / "out", options)
+        assert np.array_equal(_read(tmp_path / "out" / "o.tif"), s2)
 
 
 # ----------------------------------------------------------------------------- reprojection
@@ -481,3 +561,107 @@ def test_real_terramesh_s1_scenes_translate_on_their_own_grid(arts, shared_sampl
             radar = np.isfinite(s1.read()).all(axis=0)
             values = out.read()
         assert ((values > 0).all(axis=0) == radar).all()  # output exactly where the radar has data
+
+
+# ----------------------------------------------------------------------------- inputs as delivered
+
+
+def test_real_terramesh_scene_with_an_inf_border_translates_until_v2(arts, shared_samples, tmp_path):
+    """A GRD's zero-filled border is -inf in dB. Read as nodata it is NaN before any model sees it: no crash in
+    TerraMind's token sampling, and the output is nodata exactly where the radar has none."""
+    source = shared_samples / "S1RTC" / "637U_59R_1_3.tif"
+    with rasterio.open(source) as src:
+        profile, values = src.profile, src.read()
+    border = np.zeros(values.shape[1:], bool)
+    border[:5], border[-5:], border[:, :5], border[:, -5:] = True, True, True, True
+    values[:, border] = -np.inf
+    scene = tmp_path / "637U_59R_1_3_inf.tif"
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(values)
+        dst.update_tags(datetime="2017-10-30T05:32:30")
+    for until in ("v2", "baseline"):  # before: v2 stopped in token sampling, the baseline blanked the border's tiles
+        _translate_lib(arts, scene, tmp_path / until, until=until)
+        out = _read(tmp_path / until / scene.name)
+        assert out.shape == (12, 224, 224)
+        assert (out[:, border] == 0).all() and (out[:, ~border] > 0).all(), until
+
+
+def test_separate_vv_vh_files_in_linear_power_translate_as_the_db_stack(arts, tmp_path):
+    db = smooth_s1(40, 56)
+    power = 10.0 ** (db / 10.0)
+    db[:, :4, :4], power[:, :4, :4] = np.nan, 0.0  # nodata: NaN in dB, 0 in linear power (its log is -inf)
+    stack = write_s1(tmp_path / "db" / "scene.tif", db)
+    vv = write_s1(tmp_path / "lin" / "scene_VV.tif", power[:1])
+    vh = write_s1(tmp_path / "lin" / "scene_VH.tif", power[1:])
+    args = ["--until", "baseline", "--params", str(arts["params"]), *_model_args(arts)]
+    assert run_gac("translate", str(stack), "--out", str(tmp_path / "a"), *args).returncode == 0
+    refused = run_gac("translate", "--vv", str(vv), "--vh", str(vh), "--out", str(tmp_path / "b"), *args)
+    assert refused.returncode == 2 and f"{vv}: looks like linear power or amplitude, not dB" in refused.stderr
+    assert "--s1-units linear" in refused.stderr and not (tmp_path / "b").exists()
+    for how in (["--vv", str(vv), "--vh", str(vh)], [str(vv)]):  # a VV file alone brings its VH partner
+        result = run_gac("translate", *how, "--s1-units", "linear", "--out", str(tmp_path / "b"), "--overwrite", *args)
+        assert result.returncode == 0, result.stderr
+        a, b = _read(tmp_path / "a" / "scene.tif").astype(int), _read(tmp_path / "b" / "scene.tif").astype(int)
+        assert (b[:, :4, :4] == 0).all() and (b[:, 4:, :] > 0).all()
+        assert np.abs(a - b).max() <= 1  # the same dB, up to float rounding
+
+
+def test_reprojected_windows_do_not_depend_on_where_they_are_read(tmp_path):
+    """A 1 m scene resampled to 10 m: GDAL widens the bilinear kernel by the ratio (10 source px), so a window read
+    with a fixed 2 px margin gave its border other values than the same pixels in a larger window (block seams)."""
+    from rasterio.transform import from_origin
+
+    from gac.translate.source import open_s1
+
+    rng = np.random.default_rng(0)
+    fine = (smooth_s1(800, 800) + rng.normal(0, 2, (2, 800, 800))).astype(np.float32)
+    scene = open_s1(write_s1(tmp_path / "fine.tif", fine, transform=from_origin(500000, 5000000, 1, 1)), reproject=True)
+    try:
+        assert scene.reprojected and (scene.height, scene.width) == (80, 80) and scene.crs.to_epsg() == 32633
+        whole = scene.read(0, 0, 80, 80)
+        for row, col in ((16, 16), (40, 8), (53, 51)):
+            part = scene.read(row, col, 20, 24)
+            np.testing.assert_allclose(part, whole[:, row : row + 20, col : col + 24], rtol=0, atol=1e-4)
+    finally:
+        scene.close()
+
+
+def test_web_mercator_is_not_a_10m_grid_and_reprojects_to_utm(arts, tmp_path):
+    from rasterio.transform import from_origin
+
+    y = 6378137.0 * np.log(np.tan(np.pi / 4 + np.radians(60.0) / 2))  # 60 N: 10 map units are 5 m on the ground
+    scene = write_s1(tmp_path / "merc.tif", smooth_s1(64, 64), crs="EPSG:3857",
+                     transform=from_origin(1_113_195, y, 10, 10))
+    refused = run_gac("translate", str(scene), "--out", str(tmp_path / "no"), "--until", "baseline", "--params",
+                      str(arts["params"]), *_model_args(arts))
+    assert refused.returncode == 2 and "pixels are 10 x 10 metre (5" in refused.stderr
+    assert "translate.reproject: true" in refused.stderr
+    _translate_lib(arts, scene, tmp_path / "utm", reproject=True)
+    with rasterio.open(tmp_path / "utm" / "merc.tif") as src:
+        assert src.crs.to_epsg() == 32632 and src.res == (10.0, 10.0)  # 10 E, 60 N
+        assert abs(src.width - 32) <= 2 and abs(src.height - 32) <= 2  # 640 x 5 m on the ground = 32 px of 10 m
+
+
+def test_default_scenes_are_the_test_split_scenes_or_the_demo_scene(demo_scenes, tmp_path):
+    from gac.data.tiling import make_tiles
+    from gac.data.store import open_store
+    from gac.params import validate_params
+    from gac.translate.source import default_scenes
+    from tests.conftest import small_tile_params
+
+    tiles = tmp_path / "tiles.zarr"
+    make_tiles(demo_scenes, tiles, small_tile_params(), seed=0, attrs={})
+    ds = open_store(tiles)
+    held_out = sorted(set(ds.scene.values.astype(str)[ds.split.values.astype(str) == "test"]))
+    assert held_out and held_out != ["demo_00", "demo_01", "demo_02"]
+    real = validate_params({"data": {"source": str(demo_scenes)}})
+    chosen, why = default_scenes(real, demo_scenes, tiles)
+    assert [s.name for s in chosen] == held_out and why.endswith(", ".join(held_out))
+    assert chosen[0].files == (demo_scenes / "S1RTC" / f"{held_out[0]}.tif",)
+    chosen, why = default_scenes(validate_params({}), demo_scenes, tiles)
+    assert [s.name for s in chosen] == ["demo_00"] and "the demo's first scene" in why
+    none = tmp_path / "no-test.zarr"
+    make_tiles(demo_scenes, none, small_tile_params(test_fraction=0), seed=0, attrs={})
+    expected = (f"translate.scenes is null and {none} has no test-split tiles: nothing to translate; list scenes in "
+                "translate.scenes or set tile.test_fraction above 0")
+    assert default_scenes(real, demo_scenes, none) == ([], expected)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from gac.startup import first_model_call
+from gac.nodata import standardised_filled
 
 S1_CHANNELS = 2
 S2_CHANNELS = 12
@@ -66,7 +67,7 @@ class BaselineUNet(nn.Module):
         side = 2**self.depth
         if s1_db.shape[-1] % side or s1_db.shape[-2] % side:
             raise ValueError(f"tile side {tuple(s1_db.shape[-2:])} must divide by 2^depth = {side}")
-        x = torch.nan_to_num((s1_db - self.s1_mean) / self.s1_std, nan=0.0)
+        x = standardised_filled(s1_db, self.s1_mean, self.s1_std)  # nodata reads as the band mean (gac.nodata)
         skips = [self.stem(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from gac.baseline.model import BaselineUNet, PatchDiscriminator
 from gac.baseline.params import BaselineParams
 from gac.losses import fill_missing, psnr
+from gac.nodata import standardised_filled
 from gac.training import adamw_with_schedule
 
 REFLECTANCE_SCALE = 1e4
@@ -38,7 +39,7 @@ class BaselineModule(pl.LightningModule):
         return F.l1_loss(pred, filled), pred, filled
 
     def _gan_terms(self, batch, pred: torch.Tensor, target: torch.Tensor):
-        s1 = torch.nan_to_num((batch["s1"] - self.net.s1_mean) / self.net.s1_std, nan=0.0)
+        s1 = standardised_filled(batch["s1"], self.net.s1_mean, self.net.s1_std)
         fake = self.disc(s1, pred)
         g_loss = F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
         real = self.disc(s1, target)

@@ -63,7 +63,7 @@ class Reader(Protocol):
 
     def scan(self) -> list[Entry]: ...
 
-    def read(self, entry: Entry, s2_offset: int) -> tuple[Scene, np.ndarray | None]: ...
+    def read(self, entry: Entry, s2_offset: int | str) -> tuple[Scene, np.ndarray | None]: ...
 
     def fingerprint(self) -> dict[str, Any]: ...
 
@@ -113,7 +113,7 @@ def read_catalogue(scene_dir: Path) -> dict[str, Any] | None:
 
 
 def make_archive_tiles(catalogue: dict[str, Any], out: Path, tile, seed: int, attrs: dict,
-                       max_tiles: int | None = None, s2_offset: int = 0) -> dict:
+                       max_tiles: int | None = None, s2_offset: int | str = "auto") -> dict:
     """tiles.zarr from a catalogued archive: the same planning, subset and store as gac.data.tiling.make_tiles,
     plus the archive's labels per tile (`labels`, tile x label, with the `label` names) and its split when
     `data.split: official`."""

@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from gac.data.archive import Entry
-from gac.data.scenes import Scene, open_raster, warp_db
-from gac.data.sanity import check_s1_db, check_s2_scaled, read_values, remove_s2_offset
+from gac.data.scenes import Scene, ScenePair, read_pair
+from gac.data.readers import Inputs, S1Files, S2Files, open_raster
 from gac.data.store import S2_BANDS
 from gac.errors import GacError
 
@@ -221,59 +221,24 @@ class BigEarthNet:
 
     # --------------------------------------------------------------- pixels
 
-    def read(self, entry: Entry, s2_offset: int = 0) -> tuple[Scene, np.ndarray | None]:
-        """The pair on the 10 m grid of B02 (S2 bands resampled, S1 checked or warped onto it), and the reference
-        map as 19-class codes (1-19; -1 where the map's class has no 19-class counterpart), or None."""
-        s2, crs, transform = read_s2_bands(self.s2_files(entry))
-        check_s2_scaled(s2, self.s2_files(entry)[1].parent)
-        s2 = remove_s2_offset(s2, s2_offset, self.s2_files(entry)[1].parent)
-        s1 = read_s1_pair(self.s1_files(entry), crs, transform, s2.shape[1:])
-        scene = Scene(entry.name, s1, s2, crs.to_string(), tuple(transform)[:6], entry.month)
+    def read(self, entry: Entry, s2_offset: int | str = "auto") -> tuple[Scene, np.ndarray | None]:
+        """The pair on the 10 m grid of B02, read by the readers every source uses (gac.data.readers: S2 bands at
+        20/60 m resampled bilinearly, 0 and nodata left out; S1 in dB, checked, warped in linear power when off
+        the S2 grid), and the reference map as 19-class codes (1-19; -1 where the map's class has no 19-class
+        counterpart), or None."""
+        for path in (*self.s2_files(entry), *self.s1_files(entry)):
+            if not path.is_file():
+                raise GacError(f"{path}: missing; a BigEarthNet patch needs every band file "
+                               f"({', '.join(S2_BANDS)}, VV, VH)")
+        s2_files = S2Files(entry.name, tuple(self.s2_files(entry)))
+        s1_files = S1Files(entry.s1, tuple(self.s1_files(entry)))
+        pair = ScenePair(entry.name, s1_files, s2_files, "S1GRD")
+        # BigEarthNet's patches were acquired 2017-2018, before L2A processing baseline 04.00 added its offset
+        offset = 0 if s2_offset == "auto" else s2_offset
+        scene = read_pair(pair, reproject=True, inputs=Inputs("db", "auto", offset))
+        scene.month = entry.month  # the archive's acquisition date, not the GeoTIFF tags
         path = self.reference_map(entry)
-        return scene, (None if path is None else read_reference_map(path, s2.shape[1:]))
-
-
-def _band(path: Path):
-    if not path.is_file():
-        raise GacError(f"{path}: missing; a BigEarthNet patch needs every band file ({', '.join(S2_BANDS)}, VV, VH)")
-    return open_raster(path)
-
-
-def read_s2_bands(files: list[Path]) -> tuple[np.ndarray, Any, Any]:
-    """The 12 band files (S2_BANDS order) as (12, H, W) float32 on the grid of B02 (NaN = nodata or the L2A fill
-    value 0), bands at 20 or 60 m resampled bilinearly (see the module docstring for why)."""
-    from rasterio.warp import Resampling, reproject
-
-    with _band(files[S2_BANDS.index("B02")]) as ref:
-        crs, transform, shape = ref.crs, ref.transform, (ref.height, ref.width)
-    if crs is None:
-        raise GacError(f"{files[1]}: has no CRS; BigEarthNet patches are in UTM (download the patch again)")
-    out = np.full((len(files), *shape), np.nan, dtype=np.float32)
-    for i, path in enumerate(files):
-        with _band(path) as src:
-            if src.count != 1:
-                raise GacError(f"{path}: {src.count} bands; a BigEarthNet band file holds one")
-            values = read_values(src)[0]
-            values[values == 0] = np.nan
-            if (src.height, src.width) == shape and src.transform == transform and src.crs == crs:
-                out[i] = values
-            else:
-                reproject(values, out[i], src_transform=src.transform, src_crs=src.crs, dst_transform=transform,
-                          dst_crs=crs, src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
-    return out, crs, transform
-
-
-def read_s1_pair(files: list[Path], crs, transform, shape: tuple[int, int]) -> np.ndarray:
-    """VV and VH (dB) as (2, H, W) float32 on the S2 grid: as they are when on it, else warped in linear power."""
-    bands = []
-    for path in files:
-        with _band(path) as src:
-            values = read_values(src)[:1]
-            check_s1_db(values, path)
-            if (src.height, src.width) != tuple(shape) or src.transform != transform or src.crs != crs:
-                values = warp_db(values, src.transform, src.crs, shape, transform, crs)
-            bands.append(values[0])
-    return np.stack(bands).astype(np.float32)
+        return scene, (None if path is None else read_reference_map(path, scene.s2.shape[1:]))
 
 
 def read_reference_map(path: Path, shape: tuple[int, int]) -> np.ndarray:

@@ -1,8 +1,9 @@
 """A torch Dataset over tile stores: tiles.zarr alone, or aligned with prediction stores (opt_v1, opt_v2, ...).
 
 Stores are opened lazily in each DataLoader worker (Zarr handles are not shared
-across processes). NaN (nodata) becomes 0 in the tensors and `valid` marks the
-pixels where S1 and the ground truth are all finite, so losses can ignore the rest.
+across processes). Nodata stays NaN in the tensors, as in inference's batches, and each model fills it the
+same way in both (gac.nodata); `valid` marks the pixels where S1 and the ground truth are all finite, so losses
+count only those.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class TileDataset:
         index = int(self.indices[item])
         raw = {name: np.asarray(array[index], dtype=np.float32) for name, array in self._arrays.items()}
         valid = np.isfinite(raw["s1"]).all(0) & np.isfinite(raw["s2"]).all(0)
-        sample = {name: torch.from_numpy(np.nan_to_num(value, nan=0.0)) for name, value in raw.items()}
+        sample = {name: torch.from_numpy(value) for name, value in raw.items()}  # NaN stays: gac.nodata
         sample.update(
             valid=torch.from_numpy(valid),
             month=torch.tensor(self.month[index]),

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from gac import __version__
+from gac.data.readers import Inputs, reference_file
 from gac.data.scenes import find_pairs, read_pair
 from gac.data.store import partial_path, replace_dir
 from gac.digest import json_digest
@@ -30,12 +31,13 @@ def prepare_scenes(params, out: Path) -> dict:
     elif parse_source(params.data.source):  # an archive read where it lies: a catalogue, not a copy
         names, source = write_catalogue(params, tmp, *parse_source(params.data.source))
     else:
-        pairs = find_pairs(Path(params.data.source))
+        root = Path(params.data.source)
+        pairs = find_pairs(root)
         for pair in pairs:  # every pair checked (files, units, offset) before anything is copied: no half-written copy
-            read_pair(pair, params.tile.reproject, params.data.s2_offset)
+            read_pair(pair, params.tile.reproject, Inputs.from_params(params.data))
         for pair in pairs:
-            for path in (pair.s1, pair.s2):
-                target = tmp / path.parent.name / path.name
+            for path in pair.files:  # in the source's own layout (stacks, VV/VH files, band folders): read the same
+                target = tmp / path.relative_to(root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
         names = [pair.name for pair in pairs]
@@ -44,7 +46,8 @@ def prepare_scenes(params, out: Path) -> dict:
             from gac.data.landcover import resample_onto, scene_path
 
             for pair in pairs:
-                resample_onto(Path(params.data.landcover), pair.s2, scene_path(tmp, pair.name), params.data.landcover_classes)
+                resample_onto(Path(params.data.landcover), reference_file(pair.s2), scene_path(tmp, pair.name),
+                              params.data.landcover_classes)
     manifest = {"gac_version": __version__, "source": source, "scenes": names,
                 # the keys dvc.yaml gives `synth` (data.max_tiles is the tile stage's)
                 "params_hash": json_digest({"seed": params.seed, "data": params.data.model_dump(mode="json", exclude={"max_tiles"})})}

@@ -8,6 +8,8 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from gac.schema import StrictModel, TileSide
 
+S1_UNITS = ("db", "linear", "amplitude")  # what S1 files may hold; GAC converts each to dB
+
 
 class DataParams(StrictModel):
     source: str = Field("demo", description="'demo' (synthetic scenes), a directory of paired S1*/ S2*/ GeoTIFFs, or "
@@ -31,10 +33,16 @@ class DataParams(StrictModel):
     max_tiles: int | None = Field(
         None, ge=3, description="keep at most this many tiles, a fixed subset drawn per split (quick runs); null = all"
     )
-    s2_offset: int = Field(
-        0, ge=0, description="subtracted from every S2 L2A DN before use: 1000 for products of processing baseline 04.00+ "
-        "(January 2022 on) that still carry BOA_ADD_OFFSET; 0 for TerraMesh / harmonised data and the demo",
-    )
+    s1_units: Literal[S1_UNITS] = Field(
+        "db", description="units of the S1 files: dB, linear power or amplitude; GAC converts to dB "
+        "(10*log10(power) = 20*log10(amplitude)); `gac translate --s1-units` overrides it for one run")
+    s1_nodata: float | Literal["auto"] = Field(
+        "auto", description="an S1 value that means nodata, in the files' units; auto: the file's declared nodata, "
+        "0 in linear/amplitude, 0 dB in both bands (non-finite values are nodata whatever this says)")
+    s2_offset: Literal["auto", 0, 1000] = Field(
+        "auto", description="S2 L2A DN offset removed per scene: auto reads it from the scene's metadata "
+        "(BOA_ADD_OFFSET, processing baseline N0400+ in the product name), else from its values; 0 or 1000 forces "
+        "it (and a scene whose values show no offset is refused with 1000)")
 
 
 class TileParams(StrictModel):

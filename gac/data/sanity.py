@@ -24,12 +24,13 @@ from gac.errors import GacError
 SAMPLE_PIXELS = 1_000_000
 
 # S1 backscatter in dB lies roughly between -30 and +5 (VV median ~ -11, VH ~ -18).
-# The same pixels in linear power are 0.001-3 with a median near 0.05: never negative,
-# and a median far below 1 (= 0 dB). A field with no negative value and a median under
-# this is linear power; dB data always has a median well below 0.
+# The same pixels in linear power are 0.001-3 with a median near 0.05, as amplitude
+# (its square root) near 0.25: a median far below 1 (= 0 dB) and never below 0. A median
+# in [0, this) is linear power or amplitude whatever the minimum (thermal-noise removal
+# leaves a few slightly negative powers); dB data always has a median well below 0.
 S1_LINEAR_MEDIAN_MAX = 0.5
 # No dB backscatter has a median above +5; S2 reflectance x 10^4 has medians in the
-# hundreds to thousands, and so do raw GRD digital numbers. Above this it is not dB.
+# hundreds to thousands, and so do raw GRD digital numbers. Above this it is not backscatter.
 S1_DB_MEDIAN_MAX = 50.0
 S1_BAND_COUNT = 2  # VV, VH
 S2_BAND_COUNTS = (12, 13)  # L2A without B10 (GAC's order), and the L1C/L2A stacks that keep B10
@@ -38,11 +39,28 @@ S2_BAND_COUNTS = (12, 13)  # L2A without B10 (GAC's order), and the L1C/L2A stac
 # ~3000-4000, bright soil/cloud higher); as 0-1 floats the same pixels are at most ~1,
 # up to ~1.6 over snow and specular glints. A 99th percentile at or under 2 is 0-1 floats.
 S2_UNIT_P99_MAX = 2.0
-# With the L2A offset (DN = reflectance x 10^4 + 1000) a value below 1000 is a negative
-# reflectance, which occurs only in a few dark pixels (water, shadow; typically < 1%).
-# Without the offset, water, shadow and visible bands of vegetation sit far below 1000,
-# usually 30-60% of a scene. More than this share below the offset: the scene has none.
-S2_BELOW_OFFSET_MAX = 0.20
+# The L2A offset (processing baseline 04.00 on): DN = reflectance x 10^4 + 1000.
+L2A_OFFSET = 1000
+# Whether a scene carries it is judged where reflectance is never near 0, so that a value
+# below the offset means a scene without it: the visible bands (B02 B03 B04) of land
+# pixels. Land is where SWIR (B11) exceeds green (B03): true of vegetation, soil, rock and
+# towns, false of water and snow (which absorb SWIR). The test is a difference of two
+# bands, so it does not depend on the offset it is judging. With the offset, land's visible
+# values sit above it (vegetation's darkest blue is ~0.01 = 1100 DN); without it, 60-100%
+# of them are below 1000 on the real scenes at hand (TerraMesh, BigEarthNet), and a
+# desert's blue band still puts a share of them there. Water is left out because its
+# near-zero NIR/SWIR legitimately dips below the offset (an 80% ocean scene carrying the
+# offset has ~23% of all its values below 1000).
+S2_LAND_VISIBLE_BELOW_MAX = 0.10
+VISIBLE = (1, 2, 3)  # B02 B03 B04 in S2_BANDS order
+GREEN, SWIR = 2, 10  # B03, B11
+# A scene with little land (snow, water) is judged by how far below the offset its values
+# go: no L2A product stores a reflectance under -0.05 (the offset exists for small negative
+# values over dark water), but snow's SWIR (~0.01-0.03) and water's NIR sit there when the
+# scene has no offset. B01 and B09 (60 m atmospheric bands) are left out.
+S2_FAR_BELOW = 500
+S2_FAR_BELOW_MAX = 0.01
+RELIABLE = (1, 2, 3, 4, 5, 6, 7, 8, 10, 11)  # every band but B01 and B09
 
 
 def _figure(value: float) -> str:
@@ -76,41 +94,56 @@ def read_values(dataset, out_shape: tuple[int, int, int] | None = None, window=N
     return np.ma.filled(data, np.nan)
 
 
+def sample_shape(height: int, width: int, max_pixels: int = SAMPLE_PIXELS) -> tuple[int, int] | None:
+    """The (h, w) a raster is decimated to for checks (at most `max_pixels`), or None when it is small enough whole."""
+    if height * width <= max_pixels:
+        return None
+    scale = math.sqrt(height * width / max_pixels)
+    out_h, out_w = max(1, int(height / scale)), max(1, int(width / scale))
+    while out_h * out_w > max_pixels:  # int() rounding can leave one row too many
+        out_h, out_w = max(1, out_h - 1), max(1, out_w - 1)
+    return out_h, out_w
+
+
 def sample_values(dataset, max_pixels: int = SAMPLE_PIXELS) -> np.ndarray:
     """The open rasterio `dataset` as float32 (bands, h, w), NaN for nodata, decimated to at most `max_pixels` per band.
 
     Reading through `out_shape` lets GDAL skip rows and columns (or use overviews),
     so checking a full 10980 x 10980 px scene costs a fraction of reading it.
     """
-    height, width = dataset.height, dataset.width
-    if height * width <= max_pixels:
-        return read_values(dataset)
-    scale = math.sqrt(height * width / max_pixels)
-    out_h, out_w = max(1, int(height / scale)), max(1, int(width / scale))
-    while out_h * out_w > max_pixels:  # int() rounding can leave one row too many
-        out_h, out_w = max(1, out_h - 1), max(1, out_w - 1)
-    return read_values(dataset, (dataset.count, out_h, out_w))
+    shape = sample_shape(dataset.height, dataset.width, max_pixels)
+    return read_values(dataset, None if shape is None else (dataset.count, *shape))
 
 
 def _nodata_error(path, what: str) -> GacError:
     return GacError(f"{path}: every pixel is nodata (all {what} NaN, nodata or 0); pass a scene with data, or fix the file's nodata value")
 
 
-def check_s1_db(values: np.ndarray, path) -> None:
-    """Refuse S1 values (2, h, w; NaN = nodata) that are not backscatter in dB: empty, linear power, or optical."""
+def _units_fix(units: str) -> str:
+    return f"set data.s1_units: {units} (gac translate: --s1-units {units})"
+
+
+def check_s1_units(values: np.ndarray, path, units: str = "db") -> None:
+    """Refuse S1 values (bands, h, w; NaN = nodata; as the file holds them): empty, optical, or not in `units`."""
     valid = _finite(values)
     if valid.size == 0 or not valid.any():
         raise _nodata_error(path, "values read are")
     median = float(np.median(valid))
-    if valid.min() >= 0 and median < S1_LINEAR_MEDIAN_MAX:
-        raise GacError(
-            f"{path}: looks like linear power, not dB (all values >= 0, median {_figure(median)}; dB backscatter has a median "
-            f"around -11 VV / -18 VH); convert with 10*log10(value) (nodata stays nodata) and pass the converted GeoTIFF"
-        )
     if median > S1_DB_MEDIAN_MAX:
         raise GacError(
-            f"{path}: values look like optical reflectance (median {_figure(median)}), not radar backscatter in dB "
-            f"(-30..+5); pass the Sentinel-1 (VV, VH) GeoTIFF in dB"
+            f"{path}: values look like optical reflectance (median {_figure(median)}), not radar backscatter "
+            f"(dB -30..+5, linear power 0.001-3); pass the Sentinel-1 (VV, VH) GeoTIFF"
+        )
+    linear = 0 <= median < S1_LINEAR_MEDIAN_MAX
+    if units == "db" and linear:
+        raise GacError(
+            f"{path}: looks like linear power or amplitude, not dB (median {_figure(median)}; dB backscatter has a "
+            f"median around -11 VV / -18 VH); {_units_fix('linear')}, or amplitude, and GAC converts to dB"
+        )
+    if units != "db" and median < 0:
+        raise GacError(
+            f"{path}: looks like dB, not {units} (median {_figure(median)}; {units} backscatter is never negative); "
+            f"{_units_fix('db')}"
         )
 
 
@@ -137,29 +170,58 @@ def check_s2_scaled(values: np.ndarray, path) -> None:
         )
 
 
-def remove_s2_offset(values: np.ndarray, offset: int, path) -> np.ndarray:
-    """S2 DN minus the processing-baseline offset (`data.s2_offset`), as float32; NaN stays NaN.
+def no_offset_evidence(values: np.ndarray, offset: int = L2A_OFFSET) -> str | None:
+    """What in S2 DN (12, h, w; NaN = nodata) shows the scene has no L2A offset of `offset`; None when nothing does.
+
+    See S2_LAND_VISIBLE_BELOW_MAX and S2_FAR_BELOW: the visible bands of land pixels first, then
+    values far below the offset in any reliable band. A scene without one dark land pixel and
+    without snow or water (a pure bright-sand desert) shows nothing either way: only its
+    metadata can tell.
+    """
+    sample = _thin(np.asarray(values, dtype=np.float32))
+    valid = np.isfinite(sample).all(axis=0)
+    pixels = sample[:, valid]  # (12, n)
+    if pixels.shape[1] == 0:
+        return None
+    land = pixels[SWIR] > pixels[GREEN]
+    visible = pixels[list(VISIBLE)][:, land]
+    if visible.size:
+        share = float(np.mean(visible < offset))
+        if share > S2_LAND_VISIBLE_BELOW_MAX:
+            return f"{share:.0%} of its land pixels' visible values (B02-B04) are below {offset}"
+    far = float(np.mean(pixels[list(RELIABLE)] < offset - S2_FAR_BELOW))
+    if far > S2_FAR_BELOW_MAX:
+        below = offset - S2_FAR_BELOW
+        return f"{far:.1%} of its values are below {below} (a reflectance under -0.05, which L2A never stores)"
+    return None
+
+
+def remove_s2_offset(values: np.ndarray, offset: int) -> np.ndarray:
+    """S2 DN minus the scene's processing-baseline offset, as float32; NaN stays NaN.
 
     Since processing baseline 04.00 (January 2022) L2A stores DN = reflectance x
     10^4 + 1000, so that slightly negative reflectance (dark water, shadow, after
     atmospheric correction) survives in an unsigned integer. Subtracting 1000 can
     therefore give values below 0, and they are kept: ESA allows negative BOA
     reflectance, and clipping them would bias the darkest pixels up.
-
-    The offset is a param, not a guess, but a wrong one is caught: on a scene that
-    carries it, values below the offset are those rare negative reflectances; when
-    more than S2_BELOW_OFFSET_MAX of the valid pixels (all bands together) are below
-    it, the scene has no offset and subtracting would shift it all.
     """
     values = np.asarray(values, dtype=np.float32)
-    if offset == 0:
-        return values
-    valid = np.isfinite(values)
-    count = int(np.count_nonzero(valid))
-    below = int(np.count_nonzero(values < offset)) / count if count else 0.0  # NaN compares False
-    if below > S2_BELOW_OFFSET_MAX:
-        raise GacError(
-            f"{path}: data.s2_offset is {offset} but {below:.0%} of valid pixels are below {offset}: "
-            f"this scene has no L2A offset; set data.s2_offset: 0"
-        )
-    return values - np.float32(offset)
+    return values - np.float32(offset) if offset else values
+
+
+def mask_kind(values: np.ndarray, path) -> str:
+    """'binary' (0/1, or 0/255: the marked value is replaced) or 'scl' (classes 0-11) for a cloud mask's values;
+    anything else is one line.
+
+    A 0/255 mask read as SCL would match no cloud class and silently fill nothing.
+    """
+    found = np.unique(values[np.isfinite(values)])
+    if found.size == 0:
+        raise _nodata_error(path, "mask values are")
+    if set(found.tolist()) <= {0, 1} or set(found.tolist()) <= {0, 255}:
+        return "binary"
+    if np.all(found == np.round(found)) and found.min() >= 0 and found.max() <= 11:
+        return "scl"
+    shown = ", ".join(_figure(float(v)) for v in found[:6]) + (", ..." if found.size > 6 else "")
+    raise GacError(f"{path}: values {shown} are neither a 0/1 (or 0/255) mask nor Sentinel-2 SCL classes 0-11; "
+                   "pass the scene's SCL layer or a mask with 1 (or 255) where clouds are")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gac.data.readers import Inputs
 from gac.data.scenes import Scene, ScenePair, find_pairs, read_pair
 from gac.data.splits import SPLITS, Footprint, footprint_grids, split_tiles
 from gac.data.store import S1_BANDS, S2_BANDS, tile_coords, write_store
@@ -144,8 +145,8 @@ def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, at
     return ds
 
 
-def read_scenes(pairs: list[ScenePair], reproject: bool, s2_offset: int = 0) -> list[Scene]:
-    return [read_pair(pair, reproject, s2_offset) for pair in pairs]
+def read_scenes(pairs: list[ScenePair], reproject: bool, inputs: Inputs = Inputs()) -> list[Scene]:
+    return [read_pair(pair, reproject, inputs) for pair in pairs]
 
 
 def subset_tiles(records: list[dict], max_tiles: int, seed: int) -> list[dict]:
@@ -184,26 +185,28 @@ def _scene_landcover(scene_dir: Path, scenes: list[Scene]) -> tuple[dict, dict[i
 
 
 def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: dict, max_tiles: int | None = None,
-               s2_offset: int = 0) -> dict:
+               inputs: Inputs = Inputs()) -> dict:
     """Scene pairs -> tiles.zarr (written atomically). Returns a summary for the log.
 
     `max_tiles` (`data.max_tiles`) keeps a fixed subset for quick runs (subset_tiles);
-    `s2_offset` (`data.s2_offset`) is subtracted from S2 (gac.data.sanity.remove_s2_offset).
+    `inputs` (the `data` params) says how the rasters are read: S1 units and nodata, the S2 offset
+    (decided per scene and recorded in the store's `s2_offsets` attribute).
     """
     from gac.data.archive import make_archive_tiles, read_catalogue
 
     catalogue = read_catalogue(scene_dir)
     if catalogue is not None:  # an archive read where it lies (gac.data.archive)
-        return make_archive_tiles(catalogue, out, tile, seed, attrs, max_tiles, s2_offset)
+        return make_archive_tiles(catalogue, out, tile, seed, attrs, max_tiles, inputs.s2_offset)
     pairs = find_pairs(scene_dir)
     products = {pair.s1_product for pair in pairs}
-    scenes = read_scenes(pairs, tile.reproject, s2_offset)
+    scenes = read_scenes(pairs, tile.reproject, inputs)
     records, dropped = plan_tiles(scenes, tile, seed)
     if max_tiles is not None:
         records = subset_tiles(records, max_tiles, seed)
     counts = {split: sum(r["split"] == split for r in records) for split in SPLITS}
     attrs = {**attrs, "s1_product": products.pop(), "tile_size": tile.size, "tile_stride": tile.stride,
-             "scenes": [s.name for s in scenes], "dropped_nodata": dropped["nodata"], "dropped_split_border": dropped["split_border"]}
+             "scenes": [s.name for s in scenes], "s2_offsets": {s.name: s.s2_offset for s in scenes},
+             "dropped_nodata": dropped["nodata"], "dropped_split_border": dropped["split_border"]}
     landcover, classes = _scene_landcover(scene_dir, scenes)
     if classes:
         attrs["landcover_classes"] = {str(k): v for k, v in sorted(classes.items())}
@@ -211,5 +214,5 @@ def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: d
     ds = tiles_dataset(scenes, records, tile, attrs, landcover)
     write_store(ds, out, tile.shard_tiles)
     summary = {"tiles": len(records), **counts, **{f"dropped_{k}": v for k, v in dropped.items()}}
-    log.info("wrote %s: %s", out, summary)
+    log.info("wrote %s: %s; L2A offset removed per scene: %s", out, summary, attrs["s2_offsets"])
     return summary

@@ -37,7 +37,7 @@ class RefinerPredictor:
             return torch.from_numpy(np.ascontiguousarray(values, dtype=dtype)).to(self.device)
 
         with torch.no_grad():
-            pred = self.refiner(tensor(batch.optical, np.float32), torch.nan_to_num(tensor(batch.s1, np.float32), nan=0.0),
+            pred = self.refiner(tensor(batch.optical, np.float32), tensor(batch.s1, np.float32),
                                 tensor(batch.month, np.int64), tensor(batch.lat, np.float32), tensor(batch.lon, np.float32))
         return pred.float().cpu().numpy()
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gac.data.store import S1_BANDS, S2_BANDS
+from gac.nodata import filled_with_mean, standardised_filled
 from gac.refine import backbone as backbone_module
 from gac.refine.conditioning import N_FEATURES, encode_metadata
 from gac.startup import first_model_call
@@ -154,6 +155,7 @@ class Refiner(nn.Module):
         out_mean, out_std = normalisation(list(S2_BANDS))
         self.register_buffer("in_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("in_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("out_mean", torch.tensor(out_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("out_std", torch.tensor(out_std).view(1, -1, 1, 1), persistent=False)
         self.head = DenseHead(embed_dim, len(self.features), len(self.channels), config["head_channels"], len(S2_BANDS), self.metadata)
         self.memory_mode = False
@@ -176,7 +178,7 @@ class Refiner(nn.Module):
             if s1 is None:
                 raise ValueError("this refiner was trained with S1 channels (use_sar); pass s1")
             image = torch.cat([image, s1], dim=1)
-        image = torch.nan_to_num((image - self.in_mean) / self.in_std, nan=0.0)
+        image = standardised_filled(image, self.in_mean, self.in_std)  # nodata reads as the band mean (gac.nodata)
         tokens = self.backbone(image)
         grid = size // PATCH
         maps = [tokens[i][:, -grid * grid :].transpose(1, 2).reshape(image.shape[0], -1, grid, grid) for i in self.features]
@@ -184,7 +186,7 @@ class Refiner(nn.Module):
         if self.metadata and cond is None:
             raise ValueError("this refiner is conditioned on metadata; pass month, lat, lon")
         delta = self.head(maps, image, cond.to(image.dtype) if cond is not None else None)
-        out = opt_v1 + delta * self.out_std
+        out = filled_with_mean(opt_v1, self.out_mean) + delta * self.out_std  # finite everywhere, as losses need
         if trim and out.requires_grad:
             out.register_hook(_trim_before_backward)
         return out

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from gac import __version__
+from gac.data.readers import Inputs
 from gac.data.store import S2_BANDS, chunk_files, mark_done, partial_path
 from gac.errors import GacError
 from gac.export import safe_name
@@ -167,18 +168,22 @@ def _fill_outside(s1: np.ndarray, inside_h: int, inside_w: int) -> np.ndarray:
     return np.pad(s1[:, :inside_h, :inside_w], ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect" if min(inside_h, inside_w) > 1 else "edge")
 
 
-def feather_weights(mask: np.ndarray, feather: int) -> np.ndarray:
-    """Per masked pixel, how much of the translation it takes: 1 deep inside the mask, fading over `feather` px to its edge.
+def feather_weights(replace: np.ndarray, feather: int) -> np.ndarray:
+    """Per pixel, how much of the translation it takes: 1 on every pixel to replace, fading to 0 over `feather` px.
 
-    Clear pixels get 0: they keep the S2 scene bit for bit; the fade happens
-    inside the mask, so no seam shows where the translation meets S2.
+    The fade runs on the clear side of the mask's edge, not inside it: a masked pixel takes the
+    translation whole, so no cloud survives anywhere in the mask, at the scene border included
+    (a fade inside the mask kept up to 75% of the cloud in its first pixel). The clear pixels next
+    to a mask are the least trustworthy ones anyway (SCL under-detects cloud edges, haze and the
+    rims of shadows), so letting the translation into them both hides the seam and covers that
+    fringe. Clear pixels more than `feather` px from every masked pixel keep the S2 values.
     """
     from scipy.ndimage import distance_transform_edt
 
-    if not mask.any():
-        return np.zeros(mask.shape, dtype=np.float64)
-    distance = distance_transform_edt(mask)  # px to the nearest clear pixel
-    return np.where(mask, np.minimum(1.0, distance / (feather + 1)), 0.0)
+    if not replace.any():
+        return np.zeros(replace.shape, dtype=np.float64)
+    distance = distance_transform_edt(~replace)  # px from each clear pixel to the nearest pixel to replace
+    return np.where(replace, 1.0, np.where(distance > feather, 0.0, 1.0 - distance / (feather + 1)))
 
 
 @dataclass
@@ -253,17 +258,16 @@ class SceneJob:
         return mean, spread
 
     def _fill(self, block, translated: np.ndarray, spread: np.ndarray | None):
-        """Clear S2 pixels as they are; masked (cloud, shadow, cirrus) or S2-nodata pixels from the translation."""
+        """Masked pixels (cloud, shadow, cirrus) and S2 nodata from the translation alone; clear pixels from S2, the
+        translation fading into those within `feather` px of a masked one (feather_weights)."""
         r, c, h, w = block
         f = self.gap_fill.feather
-        s2, mask = self.gap_fill.read(r - f, c - f, h + 2 * f, w + 2 * f)
-        alpha = feather_weights(mask, f)[f : f + h, f : f + w]
-        s2 = s2[:, f : f + h, f : f + w]
-        has_s2 = np.isfinite(s2).all(axis=0)
-        alpha = np.where(has_s2, alpha, 1.0)  # no S2 value: the translation alone
+        s2, replace = self.gap_fill.read(r - f, c - f, h + 2 * f, w + 2 * f)  # margin: neighbouring blocks' masks
+        alpha = feather_weights(replace, f)[f : f + h, f : f + w]
+        s2, replace = s2[:, f : f + h, f : f + w], replace[f : f + h, f : f + w]
+        alpha = np.where(replace | np.isfinite(translated).all(axis=0), alpha, 0.0)  # clear, no radar: S2 alone
         blended = alpha * np.nan_to_num(translated) + (1 - alpha) * np.nan_to_num(s2)
-        usable = np.isfinite(translated).all(axis=0) | (alpha == 0)
-        filled = np.where(usable, blended, np.nan)
+        filled = np.where(replace, translated, blended)  # exactly the translation: NaN where the radar has none
         filled = np.where(alpha == 0, s2, filled)  # exactly the S2 values, no arithmetic on them
         if spread is not None:
             spread = np.where(alpha == 0, 0.0, alpha * spread)
@@ -272,12 +276,12 @@ class SceneJob:
 
 def _fingerprint(scene: S1Scene, grid: TileGrid, samples: int, gap_fill: GapFill | None, reads: dict[str, Any]) -> dict[str, Any]:
     """Everything a scene's blocks depend on: a partial directory with another fingerprint is not resumed."""
-    stat = scene.path.stat()
-    fill = None
-    if gap_fill is not None:
-        fill = {str(p.resolve()): [p.stat().st_size, p.stat().st_mtime_ns] for p in (gap_fill.s2_path, gap_fill.mask_path)}
-    return {"input": str(scene.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "reads": reads,
-            "samples": samples, "block_size": grid.block_size, "gap_fill": fill}
+
+    def files(paths) -> dict[str, list[int]]:
+        return {str(p.resolve()): [p.stat().st_size, p.stat().st_mtime_ns] for p in paths}
+
+    return {"input": files(scene.files), "reads": reads, "samples": samples, "block_size": grid.block_size,
+            "gap_fill": None if gap_fill is None else files(gap_fill.files)}
 
 
 def _tags(job: SceneJob, reads: dict[str, Any], records: dict[str, dict]) -> dict[str, Any]:
@@ -365,7 +369,8 @@ def _reads(params, tile_size: int) -> dict[str, Any]:
     p = params
     return {"seed": p.seed, "tile_size": tile_size, "stage1": {k: getattr(p.stage1, k) for k in ("model", "input", "weights", "capped_decoder")},
             "stage1_finetune": p.stage1_finetune.enabled, "stage2": {"backbone": p.stage2.backbone, "bands": list(p.stage2.bands)},
-            "stage3": {"model": p.stage3.model, "weights": p.stage3.weights}, "s2_offset": p.data.s2_offset,
+            "stage3": {"model": p.stage3.model, "weights": p.stage3.weights},
+            **p.data.model_dump(mode="json", include={"s1_units", "s1_nodata", "s2_offset"}),
             "translate": {**p.translate.model_dump(mode="json", exclude={"scenes", "block_size", "infer"}),
                           "precision": p.translate.infer.precision}}
 
@@ -391,7 +396,7 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
     try:
         grids = []
         for path in files:
-            scenes.append(open_s1(path, t.reproject, month))
+            scenes.append(open_s1(path, t.reproject, month, Inputs.from_params(params.data)))
             grids.append(TileGrid(scenes[-1].height, scenes[-1].width, tile_size, t.overlap, t.blend, t.block_size))
         if options.fill_s2 is not None:
             gap_fill = open_gap_fill(options.fill_s2, options.cloud_mask, scenes[0], params.data.s2_offset, t.cloud_classes, t.feather)

@@ -52,11 +52,11 @@ IMAGE_TERMS = tuple(t for t in PIXEL_TERMS if t not in ("sar", "identity"))  # g
 
 
 def model_inputs(batch: Mapping[str, torch.Tensor], s1_name: str, optical_key: str | None) -> dict[str, torch.Tensor]:
-    """Standardised image inputs keyed by modality name; pixels without data sit at the band mean (0)."""
-    valid = batch["valid"][:, None].to(batch["s1"].dtype)
-    inputs = {s1_name: D.standardized(s1_name, batch["s1"]) * valid}
+    """Standardised image inputs keyed by modality name; each input's own nodata at the band mean (gac.nodata), as in
+    generation: a pixel the ground truth lacks keeps its radar, since inference never knows the ground truth."""
+    inputs = {s1_name: D.standardized(s1_name, batch["s1"])}
     if optical_key is not None:
-        inputs[D.S2L2A] = D.standardized(D.S2L2A, batch[optical_key]) * valid
+        inputs[D.S2L2A] = D.standardized(D.S2L2A, batch[optical_key])
     return inputs
 
 
