@@ -1,6 +1,6 @@
 # Two commands for a fresh machine (Python 3.11):
 #   make demo   install everything (pinned) into .venv and run the whole pipeline on the built-in demo data
-#   make test   install if needed, then run the test suite
+#   make test   install if needed, lint (ruff), then run the test suite
 VENV ?= .venv
 PYTHON ?= python3.11
 BIN := $(VENV)/bin
@@ -22,4 +22,6 @@ demo: install
 	HF_HUB_OFFLINE=1 dvc repro
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15

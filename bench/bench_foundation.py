@@ -39,19 +39,40 @@ def main() -> None:
         work = Path(tmp)
         (work / "params.yaml").write_text((REPO / "params.yaml").read_text())
         subprocess.run([str(GAC), "synth", "--out", "scenes"], cwd=work, check=True, capture_output=True)
-        read_only = [sys.executable, "-c", "import rasterio, glob\nfor f in sorted(glob.glob('scenes/*/*.tif')): rasterio.open(f).read()"]
+        read_only = [
+            sys.executable,
+            "-c",
+            "import rasterio, glob\nfor f in sorted(glob.glob('scenes/*/*.tif')): rasterio.open(f).read()",
+        ]
         rows = [
-            ("gac --help", timed([str(GAC), "--help"], work, args.repeats), "python -c pass",
-             timed([sys.executable, "-c", "pass"], work, args.repeats), 2.0),
-            ("gac --help", timed([str(GAC), "--help"], work, args.repeats), "python -c 'import torch'",
-             timed([sys.executable, "-c", "import torch"], work, args.repeats), 2.0),
-            ("gac tile (demo)", timed([str(GAC), "tile", "--scenes", "scenes", "--out", "tiles.zarr"], work, args.repeats),
-             "read scenes (rasterio)", timed(read_only, work, args.repeats), 30.0),
+            (
+                "gac --help",
+                timed([str(GAC), "--help"], work, args.repeats),
+                "python -c pass",
+                timed([sys.executable, "-c", "pass"], work, args.repeats),
+                2.0,
+            ),
+            (
+                "gac --help",
+                timed([str(GAC), "--help"], work, args.repeats),
+                "python -c 'import torch'",
+                timed([sys.executable, "-c", "import torch"], work, args.repeats),
+                2.0,
+            ),
+            (
+                "gac tile (demo)",
+                timed([str(GAC), "tile", "--scenes", "scenes", "--out", "tiles.zarr"], work, args.repeats),
+                "read scenes (rasterio)",
+                timed(read_only, work, args.repeats),
+                30.0,
+            ),
         ]
     print(f"{'measured':<18}{'s':>8}   {'baseline':<26}{'s':>8}{'ratio':>8}   budget")
     for name, seconds, base_name, base, budget in rows:
         verdict = "ok" if seconds < budget else "OVER"
-        print(f"{name:<18}{seconds:>8.2f}   {base_name:<26}{base:>8.2f}{seconds / base:>8.2f}   < {budget:.0f} s {verdict}")
+        print(
+            f"{name:<18}{seconds:>8.2f}   {base_name:<26}{base:>8.2f}{seconds / base:>8.2f}   < {budget:.0f} s {verdict}"
+        )
 
 
 if __name__ == "__main__":

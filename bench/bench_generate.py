@@ -55,7 +55,9 @@ def make_s1(n: int, size: int, seed: int = 0):
             crops.append(scene[:2, offset : offset + size, offset : offset + size])
         return np.stack(crops), "real S1RTC crops"
     rng = np.random.default_rng(seed)
-    return (rng.normal(0, 3, (n, 2, size, size)) + np.array([-10.93, -17.329])[None, :, None, None]).astype(np.float32), "synthetic S1"
+    return (rng.normal(0, 3, (n, 2, size, size)) + np.array([-10.93, -17.329])[None, :, None, None]).astype(
+        np.float32
+    ), "synthetic S1"
 
 
 def tiles_store(s1, path: Path) -> Path:
@@ -65,8 +67,18 @@ def tiles_store(s1, path: Path) -> Path:
     from gac.data.store import S1_BANDS, tile_coords, write_store
 
     records = [
-        {"tile": f"bench_{k:04d}", "scene": "bench", "row_off": 0, "col_off": 0, "crs": "EPSG:32632",
-         "transform": [10.0, 0.0, 500000.0 + k * 1e4, 0.0, -10.0, 5000000.0], "month": 6, "lat": 45.0, "lon": 9.0, "split": "test"}
+        {
+            "tile": f"bench_{k:04d}",
+            "scene": "bench",
+            "row_off": 0,
+            "col_off": 0,
+            "crs": "EPSG:32632",
+            "transform": [10.0, 0.0, 500000.0 + k * 1e4, 0.0, -10.0, 5000000.0],
+            "month": 6,
+            "lat": 45.0,
+            "lon": 9.0,
+            "split": "test",
+        }
         for k in range(s1.shape[0])
     ]
     coords = tile_coords(records) | {"s1_band": np.array(S1_BANDS, dtype=object)}
@@ -84,12 +96,18 @@ def phase_ours(args) -> dict:
     s1, _ = make_s1(args.tiles, args.size)
     with tempfile.TemporaryDirectory() as tmp:
         tiles = tiles_store(s1, Path(tmp) / "tiles.zarr")
-        params = validate_params({
-            "seed": 0,
-            "tile": {"size": args.size, "stride": args.size, "shard_tiles": args.tiles},
-            "stage1": {"model": args.model, "timesteps": args.timesteps, "decoding_steps": 1,
-                       "infer": {"batch_size": args.batch_size, "device": args.device, "precision": args.precision}},
-        })
+        params = validate_params(
+            {
+                "seed": 0,
+                "tile": {"size": args.size, "stride": args.size, "shard_tiles": args.tiles},
+                "stage1": {
+                    "model": args.model,
+                    "timesteps": args.timesteps,
+                    "decoding_steps": 1,
+                    "infer": {"batch_size": args.batch_size, "device": args.device, "precision": args.precision},
+                },
+            }
+        )
         summary = run_generate(params, tiles, Path(tmp) / "opt_v1.zarr", progress=False)
     result = {"tiles_per_s": summary["tiles_per_s"], "seconds": summary["seconds"], "peak_rss_gb": peak_rss_gb()}
     if torch.cuda.is_available() and args.device != "cpu":
@@ -141,8 +159,12 @@ def decoder_gflops(args) -> dict:
         n = 8192 if device.type == "cuda" else 2048
         a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         matmul_s = timed(lambda: a @ b, max(3, args.repeats))
-    return {"unet_gflop_per_call": flops / 1e9, "unet_gflops": flops / unet_s / 1e9, "matmul_gflops": 2 * n**3 / matmul_s / 1e9,
-            "matmul": f"{n}^2 {str(dtype).removeprefix('torch.')} matmul"}
+    return {
+        "unet_gflop_per_call": flops / 1e9,
+        "unet_gflops": flops / unet_s / 1e9,
+        "matmul_gflops": 2 * n**3 / matmul_s / 1e9,
+        "matmul": f"{n}^2 {str(dtype).removeprefix('torch.')} matmul",
+    }
 
 
 def phase_naive(args) -> dict:
@@ -155,9 +177,18 @@ def phase_naive(args) -> dict:
     s1, _ = make_s1(args.tiles, args.size)
     build = terramind().build  # what terratorch's FULL_MODEL_REGISTRY.build does for this name
     torch.manual_seed(0)
-    model = build(
-        args.model, modalities=["S1RTC"], output_modalities=["S2L2A"], pretrained=False, standardize=True, timesteps=args.timesteps
-    ).to(device).eval()
+    model = (
+        build(
+            args.model,
+            modalities=["S1RTC"],
+            output_modalities=["S2L2A"],
+            pretrained=False,
+            standardize=True,
+            timesteps=args.timesteps,
+        )
+        .to(device)
+        .eval()
+    )
     x = torch.from_numpy(s1)
     start = time.perf_counter()
     with torch.no_grad(), autocast(device, args.precision):  # the same autocast as gac generate's (none on CPU)
@@ -188,7 +219,9 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=["32", "bf16", "16"], help="autocast dtype on CUDA")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats for the GFLOP/s figures")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best round of each method is reported")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating rounds; the best round of each method is reported"
+    )
     parser.add_argument("--phase", choices=["ours", "naive"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -205,23 +238,36 @@ def main() -> None:
 
     argv = [a for a in sys.argv[1:]]
     _, source = make_s1(1, args.size)
-    print(f"{args.model}, {args.tiles} tiles of {args.size} px ({source}), {args.timesteps} DDIM steps, batch {args.batch_size}, "
-          f"device {args.device}, {args.threads} threads, torch {torch.__version__}, {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"{args.model}, {args.tiles} tiles of {args.size} px ({source}), {args.timesteps} DDIM steps, batch {args.batch_size}, "
+        f"device {args.device}, {args.threads} threads, torch {torch.__version__}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
     naive, ours = None, None
     for _ in range(args.rounds):  # alternate, keep each method's best round: shared machines are noisy
         runs = (run_phase("naive", argv), run_phase("ours", argv))
         naive = runs[0] if naive is None or runs[0]["seconds"] < naive["seconds"] else naive
         ours = runs[1] if ours is None or runs[1]["seconds"] < ours["seconds"] else ours
-        print(f"round: naive {runs[0]['tiles_per_s']:.3f} tiles/s, gac generate {runs[1]['tiles_per_s']:.3f} tiles/s", flush=True)
+        print(
+            f"round: naive {runs[0]['tiles_per_s']:.3f} tiles/s, gac generate {runs[1]['tiles_per_s']:.3f} tiles/s",
+            flush=True,
+        )
     rows = [("naive: upstream, one call per tile", naive), (f"gac generate (batch {args.batch_size})", ours)]
-    print(f"\n{'run':<40}{'tiles/s':>10}{'seconds':>10}{'peak RSS GB':>13}" + (f"{'peak GPU GB':>13}" if "peak_gpu_gb" in ours else ""))
+    print(
+        f"\n{'run':<40}{'tiles/s':>10}{'seconds':>10}{'peak RSS GB':>13}"
+        + (f"{'peak GPU GB':>13}" if "peak_gpu_gb" in ours else "")
+    )
     for label, r in rows:
         gpu = f"{r['peak_gpu_gb']:>13.2f}" if "peak_gpu_gb" in r else ""
         print(f"{label:<40}{r['tiles_per_s']:>10.3f}{r['seconds']:>10.1f}{r['peak_rss_gb']:>13.2f}{gpu}")
-    print(f"\nspeed-up (tiles/s ratio): {ours['tiles_per_s'] / naive['tiles_per_s']:.2f}x (goal >= 2x at tiny, 224 px, 10 DDIM steps)")
-    print(f"diffusion decoder: {ours['unet_gflop_per_call']:.1f} GFLOP per call (batch {args.batch_size}), "
-          f"{ours['unet_gflops']:.1f} GFLOP/s achieved vs {ours['matmul_gflops']:.1f} GFLOP/s for a {ours['matmul']} "
-          f"({100 * ours['unet_gflops'] / ours['matmul_gflops']:.0f}%)")
+    print(
+        f"\nspeed-up (tiles/s ratio): {ours['tiles_per_s'] / naive['tiles_per_s']:.2f}x (goal >= 2x at tiny, 224 px, 10 DDIM steps)"
+    )
+    print(
+        f"diffusion decoder: {ours['unet_gflop_per_call']:.1f} GFLOP per call (batch {args.batch_size}), "
+        f"{ours['unet_gflops']:.1f} GFLOP/s achieved vs {ours['matmul_gflops']:.1f} GFLOP/s for a {ours['matmul']} "
+        f"({100 * ours['unet_gflops'] / ours['matmul_gflops']:.0f}%)"
+    )
 
 
 if __name__ == "__main__":

@@ -90,14 +90,17 @@ def main() -> None:
     header = "".join(f"   x{s} s/tile  GB" for s in args.scales)
     print(f"\nstage             {header}   time/tile x{high}/x{low}  RSS x{high}/x{low}")
     for name in stages:
-        cells = "".join(f"   {results[s][1][name][0] / results[s][0]:8.3f} {results[s][1][name][1]:5.2f}"
-                        for s in args.scales)
+        cells = "".join(
+            f"   {results[s][1][name][0] / results[s][0]:8.3f} {results[s][1][name][1]:5.2f}" for s in args.scales
+        )
         per_tile = (results[high][1][name][0] / tiles_high) / (results[low][1][name][0] / tiles_low)
         rss = results[high][1][name][1] / results[low][1][name][1]
         print(f"{name:18s}{cells}   {per_tile:14.2f}  {rss:9.2f}")
-    print("(time per tile within 1.2x is the goal for stages whose work grows with the tiles; "
-          f"check-params and the like "
-          f"are fixed costs, so their time per tile falls)\nload average at end: {load()}")
+    print(
+        "(time per tile within 1.2x is the goal for stages whose work grows with the tiles; "
+        f"check-params and the like "
+        f"are fixed costs, so their time per tile falls)\nload average at end: {load()}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,23 +40,23 @@ def worker(backbone: str, mode: str, size: int, steps: int, threads: int) -> dic
     import gc
     import logging
     import statistics
-    from rss import PeakRSS
     import time
 
     import psutil
     import torch
+    from rss import PeakRSS
 
     logging.disable(logging.WARNING)  # the random-weights warning, once per run, is known here
     torch.set_num_threads(threads)
     sys.path.insert(0, str(REPO))
+    # Import everything the build imports first, so the baseline holds the libraries and the deltas hold the model.
+    import bitsandbytes  # noqa: F401
+    import peft  # noqa: F401
+
     from gac.data.store import S2_BANDS
     from gac.losses import WeightedLoss
     from gac.refine.build import build_refiner
     from gac.refine.params import Stage2Params
-
-    # Import everything the build imports first, so the baseline holds the libraries and the deltas hold the model.
-    import bitsandbytes  # noqa: F401
-    import peft  # noqa: F401
     from gac.upstream import prithvi, terramind
 
     terramind(), prithvi()  # terratorch's modules the build uses
@@ -64,17 +64,23 @@ def worker(backbone: str, mode: str, size: int, steps: int, threads: int) -> dic
     proc = psutil.Process()
     gc.collect()
     base = proc.memory_info().rss
-    config = Stage2Params(backbone=backbone, backbone_8bit=mode.startswith("8bit"), activation_checkpointing=mode.endswith("+ckpt")).training_dict()
+    config = Stage2Params(
+        backbone=backbone, backbone_8bit=mode.startswith("8bit"), activation_checkpointing=mode.endswith("+ckpt")
+    ).training_dict()
     refiner, info = build_refiner(config)
     gc.collect()
     model_rss = proc.memory_info().rss - base
-    weight_bytes = sum(p.numel() * p.element_size() for p in refiner.parameters()) + sum(b.numel() * b.element_size() for b in refiner.buffers())
+    weight_bytes = sum(p.numel() * p.element_size() for p in refiner.parameters()) + sum(
+        b.numel() * b.element_size() for b in refiner.buffers()
+    )
     loss = WeightedLoss({"l1": 1.0, "ms_ssim": 0.2, "sam": 0.1}, S2_BANDS)
     optimizer = torch.optim.AdamW([p for p in refiner.parameters() if p.requires_grad], lr=1e-4)
     g = torch.Generator().manual_seed(0)
     batch = dict(
         opt_v1=500 + 2500 * torch.rand(1, 12, size, size, generator=g),
-        month=torch.tensor([6]), lat=torch.tensor([47.0]), lon=torch.tensor([8.0]),
+        month=torch.tensor([6]),
+        lat=torch.tensor([47.0]),
+        lon=torch.tensor([8.0]),
     )
     target = batch["opt_v1"] * 1.05 / 1e4
 
@@ -106,7 +112,19 @@ def worker(backbone: str, mode: str, size: int, steps: int, threads: int) -> dic
 
 
 def run_worker(backbone: str, mode: str, size: int, steps: int, threads: int) -> dict:
-    command = [sys.executable, __file__, "--worker", backbone, mode, "--size", str(size), "--steps", str(steps), "--threads", str(threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        backbone,
+        mode,
+        "--size",
+        str(size),
+        "--steps",
+        str(steps),
+        "--threads",
+        str(threads),
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     if result.returncode:
         raise SystemExit(f"{backbone} {mode} failed:\n{result.stderr[-3000:]}")
@@ -127,7 +145,9 @@ def main() -> None:
         return
     rows = []
     print(f"batch 1, {args.size} px, {args.threads} threads, CPU, random weights; 8-bit / fp32 ratios from this run")
-    print(f"{'backbone':<22}{'mode':<15}{'trainable':>11}{'share':>8}{'weights MB':>12}{'model RSS MB':>14}{'step peak MB':>14}{'step s':>9}")
+    print(
+        f"{'backbone':<22}{'mode':<15}{'trainable':>11}{'share':>8}{'weights MB':>12}{'model RSS MB':>14}{'step peak MB':>14}{'step s':>9}"
+    )
     for backbone in args.backbones:
         pair = {}
         for mode in MODES:
@@ -135,14 +155,22 @@ def main() -> None:
             rows.append(row)
             pair[mode] = row
             counts = row["parameters"]
-            print(f"{backbone:<22}{mode:<15}{counts['trainable']:>11}{100 * counts['trainable_share']:>7.2f}%{row['weight_mb']:>12.1f}"
-                  f"{row['model_rss_mb']:>14.1f}{row['step_peak_rss_mb']:>14.1f}{row['step_s']:>9.2f}")
+            print(
+                f"{backbone:<22}{mode:<15}{counts['trainable']:>11}{100 * counts['trainable_share']:>7.2f}%{row['weight_mb']:>12.1f}"
+                f"{row['model_rss_mb']:>14.1f}{row['step_peak_rss_mb']:>14.1f}{row['step_s']:>9.2f}"
+            )
         for mode in MODES[1:]:
-            ratio = {k: pair[mode][k] / pair["fp32"][k] for k in ("weight_mb", "model_rss_mb", "step_peak_rss_mb", "step_s")}
-            print(f"{backbone:<22}{mode + '/fp32':<15}{'':>10}{ratio['weight_mb']:>12.2f}{ratio['model_rss_mb']:>14.2f}"
-                  f"{ratio['step_peak_rss_mb']:>14.2f}{ratio['step_s']:>9.2f}   (memory saved: weights {100 * (1 - ratio['weight_mb']):.0f}%, "
-                  f"model RSS {100 * (1 - ratio['model_rss_mb']):.0f}%, step peak {100 * (1 - ratio['step_peak_rss_mb']):.0f}%)")
-        print(f"{backbone}: 8bit+ckpt step peak / fp32 step peak = {pair['8bit+ckpt']['step_peak_rss_mb'] / pair['fp32']['step_peak_rss_mb']:.2f} (goal <= 0.50)")
+            ratio = {
+                k: pair[mode][k] / pair["fp32"][k] for k in ("weight_mb", "model_rss_mb", "step_peak_rss_mb", "step_s")
+            }
+            print(
+                f"{backbone:<22}{mode + '/fp32':<15}{'':>10}{ratio['weight_mb']:>12.2f}{ratio['model_rss_mb']:>14.2f}"
+                f"{ratio['step_peak_rss_mb']:>14.2f}{ratio['step_s']:>9.2f}   (memory saved: weights {100 * (1 - ratio['weight_mb']):.0f}%, "
+                f"model RSS {100 * (1 - ratio['model_rss_mb']):.0f}%, step peak {100 * (1 - ratio['step_peak_rss_mb']):.0f}%)"
+            )
+        print(
+            f"{backbone}: 8bit+ckpt step peak / fp32 step peak = {pair['8bit+ckpt']['step_peak_rss_mb'] / pair['fp32']['step_peak_rss_mb']:.2f} (goal <= 0.50)"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

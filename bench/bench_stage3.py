@@ -51,23 +51,24 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
     import gc
     import logging
     import statistics
-    from rss import PeakRSS
     import time
 
     import psutil
     import torch
+    from rss import PeakRSS
 
     logging.disable(logging.WARNING)  # the random-weights warning is known here
     torch.set_num_threads(threads)
     sys.path.insert(0, str(REPO))
     import peft  # noqa: F401  (imports first: the baseline holds the libraries, the deltas the model)
+
     from gac.upstream import terramind
 
     terramind()  # terratorch's modules the build uses
 
+    from gac.params import validate_params
     from gac.tuning.objective import TuningObjective
     from gac.tuning.train import TuningTarget, build_lora_generator
-    from gac.params import validate_params
 
     proc = psutil.Process()
     gc.collect()
@@ -131,8 +132,22 @@ def worker(size_name: str, mode: str, batch: int, size: int, steps: int, threads
 
 
 def run_worker(model: str, mode: str, batch: int, args) -> dict:
-    command = [sys.executable, __file__, "--worker", model, mode, str(batch), "--size", str(args.size),
-               "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        model,
+        mode,
+        str(batch),
+        "--size",
+        str(args.size),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     if result.returncode:
         raise SystemExit(f"{model} {mode} batch {batch} failed:\n{result.stderr[-3000:]}")
@@ -156,7 +171,9 @@ def main() -> None:
         print(json.dumps(worker(model, mode, int(batch), args.size, args.steps, args.threads, args.device)))
         return
     rows = []
-    print(f"stage 3 training step, {args.size} px, {args.device}, {args.threads} CPU threads, random weights, LoRA r=8 on cross-attention")
+    print(
+        f"stage 3 training step, {args.size} px, {args.device}, {args.threads} CPU threads, random weights, LoRA r=8 on cross-attention"
+    )
     print(f"{'model':<8}{'mode':<13}{'batch':>6}{'trainable':>11}{'step s':>9}{'peak RSS MB':>13}{'GPU peak MB':>13}")
     for model in args.models:
         for mode in args.modes:
@@ -164,8 +181,10 @@ def main() -> None:
                 row = run_worker(model, mode, batch, args)
                 rows.append(row)
                 gpu = f"{row['gpu_peak_mb']:>13.0f}" if row["gpu_peak_mb"] is not None else f"{'-':>13}"
-                print(f"{model:<8}{mode:<13}{batch:>6}{row['trainable']:>11}{row['step_s']:>9.2f}{row['step_peak_rss_mb']:>13.0f}{gpu}",
-                      flush=True)
+                print(
+                    f"{model:<8}{mode:<13}{batch:>6}{row['trainable']:>11}{row['step_s']:>9.2f}{row['step_peak_rss_mb']:>13.0f}{gpu}",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

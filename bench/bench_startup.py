@@ -29,14 +29,31 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 GAC = Path(sys.executable).with_name("gac")
 FIRST_CALL = re.compile(r"first model call \((.*?)\) ([0-9.]+) s after process start")
-TORCH = [sys.executable, "-c",
-         "import torch\nfrom gac.startup import seconds_since_process_start\nprint(seconds_since_process_start())"]
+TORCH = [
+    sys.executable,
+    "-c",
+    "import torch\nfrom gac.startup import seconds_since_process_start\nprint(seconds_since_process_start())",
+]
 COMMANDS = {
     "gac generate": ["generate", "--no-progress", "--out", "data/opt_v1_{run}.zarr"],
-    "gac translate --until v2": ["translate", "data/scenes/S1RTC/demo_00.tif", "--until", "v2",
-                                 "--out", "data/translate_{run}", "--no-progress"],
-    "gac train-stage2": ["train-stage2", "--out", "data/stage2_{run}", "--live", "data/live_{run}",
-                         "--checkpoints", "data/ckpt_{run}"],
+    "gac translate --until v2": [
+        "translate",
+        "data/scenes/S1RTC/demo_00.tif",
+        "--until",
+        "v2",
+        "--out",
+        "data/translate_{run}",
+        "--no-progress",
+    ],
+    "gac train-stage2": [
+        "train-stage2",
+        "--out",
+        "data/stage2_{run}",
+        "--live",
+        "data/live_{run}",
+        "--checkpoints",
+        "data/ckpt_{run}",
+    ],
 }
 SWITCH = "GAC_PLAIN_TERRATORCH"
 
@@ -94,20 +111,23 @@ def main() -> None:
         for r in range(args.rounds):
             times.setdefault(("import torch", False), []).append(float(run(TORCH, work).split()[-1]))
             for command in COMMANDS:
-                for plain in ((False, True) if r % 2 == 0 else (True, False)):  # alternate which goes first
+                for plain in (False, True) if r % 2 == 0 else (True, False):  # alternate which goes first
                     seconds = startup(command, work, plain, f"{r}{'p' if plain else 'f'}")
                     times.setdefault((command, plain), []).append(seconds)
             print(f"round {r + 1}/{args.rounds} done, load {load()}", flush=True)
     med = {key: statistics.median(values) for key, values in times.items()}
     torch_s = med[("import torch", False)]
-    print(f"\nstart-up = process start to first model call, median of {args.rounds}; "
-          f"fast = GAC's terratorch import, plain = {SWITCH}=1 (import terratorch)")
+    print(
+        f"\nstart-up = process start to first model call, median of {args.rounds}; "
+        f"fast = GAC's terratorch import, plain = {SWITCH}=1 (import terratorch)"
+    )
     print(f"{'':<28}{'fast s':>8}{'x torch':>9}{'plain s':>9}{'x torch':>9}{'plain/fast':>12}")
     print(f"{'python -c import torch':<28}{torch_s:>8.2f}{1:>9.2f}")
     for command in COMMANDS:
         fast, plain = med[(command, False)], med[(command, True)]
-        print(f"{command:<28}{fast:>8.2f}{fast / torch_s:>9.2f}{plain:>9.2f}{plain / torch_s:>9.2f}"
-              f"{plain / fast:>12.2f}")
+        print(
+            f"{command:<28}{fast:>8.2f}{fast / torch_s:>9.2f}{plain:>9.2f}{plain / torch_s:>9.2f}{plain / fast:>12.2f}"
+        )
     print(f"load average (uptime) at end: {load()}")
 
 

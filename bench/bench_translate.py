@@ -46,8 +46,19 @@ def write_scene(path: Path, size: int, seed: int = 0) -> Path:
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    profile = dict(driver="GTiff", width=size, height=size, count=2, dtype="float32", crs="EPSG:32633",
-                   transform=from_origin(500000, 5000000, 10, 10), nodata=float("nan"), tiled=True, blockxsize=256, blockysize=256)
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=2,
+        dtype="float32",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 5000000, 10, 10),
+        nodata=float("nan"),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    )
     rng = np.random.default_rng(seed)
     with rasterio.open(path, "w", **profile) as dst:
         for row in range(0, size, 256):
@@ -63,10 +74,20 @@ def write_scene(path: Path, size: int, seed: int = 0) -> Path:
 def _params(args, until: str, batch_size: int):
     from gac.params import validate_params
 
-    return validate_params({"seed": 0, "tile": {"size": args.tile},
-                            "baseline": {"channels": 16, "depth": 3},
-                            "translate": {"until": until, "overlap": args.overlap, "timesteps": args.timesteps,
-                                          "infer": {"batch_size": batch_size}, "block_size": args.block_size}})
+    return validate_params(
+        {
+            "seed": 0,
+            "tile": {"size": args.tile},
+            "baseline": {"channels": 16, "depth": 3},
+            "translate": {
+                "until": until,
+                "overlap": args.overlap,
+                "timesteps": args.timesteps,
+                "infer": {"batch_size": batch_size},
+                "block_size": args.block_size,
+            },
+        }
+    )
 
 
 def make_baseline(p, out: Path) -> Path:
@@ -76,7 +97,13 @@ def make_baseline(p, out: Path) -> Path:
     from gac.baseline.saved import build_net, save_baseline
 
     stats = {"s1_mean": [-11.0, -18.0], "s1_std": [3.0, 3.0], "s2_mean": [1000.0] * 12, "s2_std": [500.0] * 12}
-    record = {"stage": "baseline", "enabled": True, "config": p.baseline.training_dict(), "statistics": stats, "random_weights": False}
+    record = {
+        "stage": "baseline",
+        "enabled": True,
+        "config": p.baseline.training_dict(),
+        "statistics": stats,
+        "random_weights": False,
+    }
     torch.manual_seed(0)
     return save_baseline(build_net(record), out, record)
 
@@ -97,9 +124,17 @@ def throughput(args, work: Path) -> dict:
     chain = Chain(p, "v1", Artifacts(), args.tile, torch.device("cpu"))
     scene = open_s1(scene_path, reproject=False)
     grid = TileGrid(scene.height, scene.width, args.tile, args.overlap, block_size=args.block_size)
-    warm = scene.read(0, 0, args.tile, args.tile)[None]  # first call pays one-off kernel set-up: not part of either figure
-    one = lambda s1, seeds: Batch(s1=s1, month=np.array([6]), lat=np.zeros(1, np.float32), lon=np.zeros(1, np.float32),  # noqa: E731
-                                  token_seeds=seeds, noise_seeds=seeds)
+    warm = scene.read(0, 0, args.tile, args.tile)[
+        None
+    ]  # first call pays one-off kernel set-up: not part of either figure
+    one = lambda s1, seeds: Batch(
+        s1=s1,
+        month=np.array([6]),
+        lat=np.zeros(1, np.float32),
+        lon=np.zeros(1, np.float32),  # noqa: E731
+        token_seeds=seeds,
+        noise_seeds=seeds,
+    )
     chain(one(warm, [0]))
     started = time.perf_counter()
     for i, row in enumerate(grid.rows):
@@ -113,9 +148,17 @@ def throughput(args, work: Path) -> dict:
     summary = translate(p, [scene_path], work / "out", Options(overwrite=True, progress=False))[0]
     area = summary["km2"]
     overlap_factor = grid.n_tiles * args.tile**2 / (scene.height * scene.width)
-    return {"tiles": grid.n_tiles, "tile_runs": summary["tile_runs"], "tiles_alone_s": alone, "translate_s": summary["seconds"],
-            "ratio": summary["seconds"] / alone, "overlap_factor": overlap_factor, "km2": area,
-            "km2_per_s_translate": area / summary["seconds"], "km2_per_s_tiles_alone": area / alone}
+    return {
+        "tiles": grid.n_tiles,
+        "tile_runs": summary["tile_runs"],
+        "tiles_alone_s": alone,
+        "translate_s": summary["seconds"],
+        "ratio": summary["seconds"] / alone,
+        "overlap_factor": overlap_factor,
+        "km2": area,
+        "km2_per_s_translate": area / summary["seconds"],
+        "km2_per_s_tiles_alone": area / alone,
+    }
 
 
 def memory(args, work: Path, size: int) -> dict:
@@ -131,9 +174,17 @@ def memory(args, work: Path, size: int) -> dict:
     scene_path = work / f"scene_{size}.tif"
     with PeakRSS() as peak:
         started = time.perf_counter()
-        summary = translate(p, [scene_path], work / f"out_{size}", Options(Artifacts(baseline=baseline), overwrite=True, progress=False))[0]
+        summary = translate(
+            p, [scene_path], work / f"out_{size}", Options(Artifacts(baseline=baseline), overwrite=True, progress=False)
+        )[0]
         seconds = time.perf_counter() - started
-    return {"size": size, "peak_rss_gb": peak.bytes / 1024**3, "seconds": seconds, "km2": summary["km2"], "tile_runs": summary["tile_runs"]}
+    return {
+        "size": size,
+        "peak_rss_gb": peak.bytes / 1024**3,
+        "seconds": seconds,
+        "km2": summary["km2"],
+        "tile_runs": summary["tile_runs"],
+    }
 
 
 def trained(args, work: Path, size: int) -> dict:
@@ -151,29 +202,57 @@ def trained(args, work: Path, size: int) -> dict:
         options = Options(artifacts, overwrite=True, progress=False)
         summary = translate(p, [work / f"scene_{size}.tif"], work / f"trained_{size}", options)[0]
         seconds = time.perf_counter() - started
-    return {"size": size, "peak_rss_gb": peak.bytes / 1024**3, "seconds": seconds, "km2": summary["km2"],
-            "km2_per_s": summary["km2"] / seconds, "tile_runs": summary["tile_runs"]}
+    return {
+        "size": size,
+        "peak_rss_gb": peak.bytes / 1024**3,
+        "seconds": seconds,
+        "km2": summary["km2"],
+        "km2_per_s": summary["km2"] / seconds,
+        "tile_runs": summary["tile_runs"],
+    }
 
 
 def worker(args) -> None:
     work = Path(args.work)
     kind, _, size = args.worker.partition(":")
-    result = {"throughput": lambda: throughput(args, work), "memory": lambda: memory(args, work, int(size)),
-              "trained": lambda: trained(args, work, int(size))}[kind]()
+    result = {
+        "throughput": lambda: throughput(args, work),
+        "memory": lambda: memory(args, work, int(size)),
+        "trained": lambda: trained(args, work, int(size)),
+    }[kind]()
     print("RESULT " + json.dumps(result))
 
 
 def run_worker(args, name: str, work: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--work", str(work), "--size", str(args.size), "--tile", str(args.tile),
-           "--overlap", str(args.overlap), "--timesteps", str(args.timesteps), "--block-size", str(args.block_size),
-           "--threads", str(args.threads), "--until", args.until]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        "--work",
+        str(work),
+        "--size",
+        str(args.size),
+        "--tile",
+        str(args.tile),
+        "--overlap",
+        str(args.overlap),
+        "--timesteps",
+        str(args.timesteps),
+        "--block-size",
+        str(args.block_size),
+        "--threads",
+        str(args.threads),
+        "--until",
+        args.until,
+    ]
     cmd += ["--trained", str(Path(args.trained).resolve())] if args.trained else []
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -203,24 +282,34 @@ def main() -> None:
         work = Path(tmp)
         if not args.skip_throughput:
             t = run_worker(args, "throughput", work)
-            print(f"throughput, {args.size} px scene ({t['km2']:.2f} km2), {t['tiles']} tiles of {args.tile} px, overlap {args.overlap}, "
-                  f"{args.timesteps} DDIM step(s), TerraMind tiny stage 1, batch 1:")
+            print(
+                f"throughput, {args.size} px scene ({t['km2']:.2f} km2), {t['tiles']} tiles of {args.tile} px, overlap {args.overlap}, "
+                f"{args.timesteps} DDIM step(s), TerraMind tiny stage 1, batch 1:"
+            )
             print(f"  tiles alone   {t['tiles_alone_s']:8.1f} s   {t['km2_per_s_tiles_alone']:.4f} km2/s")
-            print(f"  gac translate {t['translate_s']:8.1f} s   {t['km2_per_s_translate']:.4f} km2/s   ({t['tile_runs']} tile runs: "
-                  f"tiles on block borders run once per block)")
-            print(f"  ratio translate / tiles alone: x{t['ratio']:.2f}; overlap factor (tile px per scene px) {t['overlap_factor']:.2f}"
-                  f" -> {'within' if t['ratio'] <= t['overlap_factor'] else 'OVER'} the overlap factor")
+            print(
+                f"  gac translate {t['translate_s']:8.1f} s   {t['km2_per_s_translate']:.4f} km2/s   ({t['tile_runs']} tile runs: "
+                f"tiles on block borders run once per block)"
+            )
+            print(
+                f"  ratio translate / tiles alone: x{t['ratio']:.2f}; overlap factor (tile px per scene px) {t['overlap_factor']:.2f}"
+                f" -> {'within' if t['ratio'] <= t['overlap_factor'] else 'OVER'} the overlap factor"
+            )
         peaks = []
         for size in [] if args.skip_memory else args.memory_sizes:
             write_scene(work / f"scene_{size}.tif", size)
             m = run_worker(args, f"memory:{size}", work)
             peaks.append(m["peak_rss_gb"])
-            print(f"memory, {size} x {size} px ({m['km2']:.1f} km2), baseline U-Net, block {args.block_size} px: "
-                  f"peak RSS {m['peak_rss_gb']:.2f} GB, {m['seconds']:.1f} s, {m['tile_runs']} tile runs")
+            print(
+                f"memory, {size} x {size} px ({m['km2']:.1f} km2), baseline U-Net, block {args.block_size} px: "
+                f"peak RSS {m['peak_rss_gb']:.2f} GB, {m['seconds']:.1f} s, {m['tile_runs']} tile runs"
+            )
         if len(peaks) > 1:
             ratio = peaks[-1] / peaks[0]
-            print(f"  peak RSS {args.memory_sizes[-1]} px / {args.memory_sizes[0]} px: x{ratio:.2f} (goal <= 1.2) "
-                  f"-> {'met' if ratio <= 1.2 else 'NOT met'}")
+            print(
+                f"  peak RSS {args.memory_sizes[-1]} px / {args.memory_sizes[0]} px: x{ratio:.2f} (goal <= 1.2) "
+                f"-> {'met' if ratio <= 1.2 else 'NOT met'}"
+            )
         if args.trained:
             runs = []
             for size in args.trained_sizes:
@@ -228,15 +317,19 @@ def main() -> None:
                     write_scene(work / f"scene_{size}.tif", size)
                 runs.append(run_worker(args, f"trained:{size}", work))
                 m = runs[-1]
-                print(f"trained models in {args.trained}, --until {args.until}, {size} x {size} px ({m['km2']:.1f} km2), "
-                      f"params.yaml settings: {m['seconds']:.1f} s, {m['km2_per_s']:.4f} km2/s, "
-                      f"peak RSS {m['peak_rss_gb']:.2f} GB "
-                      f"({'within' if m['peak_rss_gb'] <= 2 else 'OVER'} 2 GB), {m['tile_runs']} tile runs")
+                print(
+                    f"trained models in {args.trained}, --until {args.until}, {size} x {size} px ({m['km2']:.1f} km2), "
+                    f"params.yaml settings: {m['seconds']:.1f} s, {m['km2_per_s']:.4f} km2/s, "
+                    f"peak RSS {m['peak_rss_gb']:.2f} GB "
+                    f"({'within' if m['peak_rss_gb'] <= 2 else 'OVER'} 2 GB), {m['tile_runs']} tile runs"
+                )
             if len(runs) > 1:
                 ratio = runs[-1]["km2_per_s"] / runs[0]["km2_per_s"]
                 rss = runs[-1]["peak_rss_gb"] / runs[0]["peak_rss_gb"]
-                print(f"  km2/s {runs[-1]['size']} px / {runs[0]['size']} px: x{ratio:.2f} (goal >= 0.90) -> "
-                      f"{'met' if ratio >= 0.9 else 'NOT met'}; peak RSS x{rss:.2f}")
+                print(
+                    f"  km2/s {runs[-1]['size']} px / {runs[0]['size']} px: x{ratio:.2f} (goal >= 0.90) -> "
+                    f"{'met' if ratio >= 0.9 else 'NOT met'}; peak RSS x{rss:.2f}"
+                )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

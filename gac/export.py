@@ -96,9 +96,22 @@ def cog_from_blocks(
 
     path, workdir = Path(path), Path(workdir)
     staging = workdir / f"{path.stem}.staging.tif"
-    profile = dict(driver="GTiff", width=georef["width"], height=georef["height"], count=len(band_names), dtype=dtype,
-                   crs=georef["crs"], transform=georef["transform"], nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
-                   compress="zstd", zstd_level=1, BIGTIFF="IF_SAFER")
+    profile = dict(
+        driver="GTiff",
+        width=georef["width"],
+        height=georef["height"],
+        count=len(band_names),
+        dtype=dtype,
+        crs=georef["crs"],
+        transform=georef["transform"],
+        nodata=nodata,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="zstd",
+        zstd_level=1,
+        BIGTIFF="IF_SAFER",
+    )
     with rasterio.Env(GDAL_CACHEMAX=256):
         with rasterio.open(staging, "w", **profile) as dst:
             for (row, col, height, width), values in blocks:
@@ -107,9 +120,18 @@ def cog_from_blocks(
             dst.update_tags(**{key: str(value) for key, value in tags.items()})
         tmp = path.with_name(path.name + ".partial")
         predictor = 3 if dtype.startswith("float") else 2
-        rasterio.shutil.copy(staging, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor, BLOCKSIZE=512,
-                             OVERVIEWS="AUTO", RESAMPLING="AVERAGE", BIGTIFF="IF_SAFER",
-                             NUM_THREADS="ALL_CPUS")
+        rasterio.shutil.copy(
+            staging,
+            tmp,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            PREDICTOR=predictor,
+            BLOCKSIZE=512,
+            OVERVIEWS="AUTO",
+            RESAMPLING="AVERAGE",
+            BIGTIFF="IF_SAFER",
+            NUM_THREADS="ALL_CPUS",
+        )
     os.replace(tmp, path)
     staging.unlink()
     return path

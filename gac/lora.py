@@ -37,7 +37,9 @@ def lora_target_names(model, pattern: str, key: str, what: str, within: str | No
     candidates = [n for n in linear_names(model) if within is None or n.startswith(within)]
     matched = [(name, module) for name, module in model.named_modules() if name and regex.fullmatch(name)]
     if not matched:
-        raise GacError(f"{key}: {pattern!r} matches no module of {what} (full match on module names); Linear modules: {summarise(candidates)}")
+        raise GacError(
+            f"{key}: {pattern!r} matches no module of {what} (full match on module names); Linear modules: {summarise(candidates)}"
+        )
     if within is not None:
         outside = [name for name, _ in matched if not name.startswith(within)]
         if outside:

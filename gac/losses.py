@@ -106,7 +106,9 @@ def ms_ssim(
 ) -> Tensor:
     """Multi-scale SSIM averaged over images and bands, with as many scales as the tile size allows."""
     if pred.shape != target.shape or pred.ndim != 4:
-        raise ValueError(f"ms_ssim needs two (B, C, H, W) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"ms_ssim needs two (B, C, H, W) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     scales, win_len = ms_ssim_scales(min(pred.shape[-2:]), win_size)
     weights = pred.new_tensor(MS_SSIM_WEIGHTS[:scales])
     weights = weights / weights.sum()
@@ -157,7 +159,9 @@ def spectral_coherence(pred: Tensor, target: Tensor, band_index: dict[str, int])
     total = sam(pred, target)
     for a, b in SPECTRAL_INDICES.values():
         ia, ib = band_index[a], band_index[b]
-        total = total + l1(normalized_difference(pred[:, ia], pred[:, ib]), normalized_difference(target[:, ia], target[:, ib]))
+        total = total + l1(
+            normalized_difference(pred[:, ia], pred[:, ib]), normalized_difference(target[:, ia], target[:, ib])
+        )
     return total
 
 
@@ -294,4 +298,3 @@ __all__ = [
     "spectral_coherence",
     "true_colour",
 ]
-

@@ -139,7 +139,9 @@ def sar_edge(optical: np.ndarray, s1_db: np.ndarray, **options: Any) -> float:
     from gac.sar_edges import sar_edge_agreement
 
     score = sar_edge_agreement(
-        torch.from_numpy(np.asarray(optical, dtype=np.float64))[None], torch.from_numpy(np.asarray(s1_db, dtype=np.float64))[None], **options
+        torch.from_numpy(np.asarray(optical, dtype=np.float64))[None],
+        torch.from_numpy(np.asarray(s1_db, dtype=np.float64))[None],
+        **options,
     )
     return float(score[0])
 
@@ -208,14 +210,20 @@ def validation_scores(pred: np.ndarray, truth: np.ndarray, s1_db: np.ndarray) ->
         rows.append(row)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return {name: float(np.nanmean([r[name] for r in rows])) for name in ("psnr", "sam_deg", "sar_edge", "gac_score")}
+        return {
+            name: float(np.nanmean([r[name] for r in rows])) for name in ("psnr", "sam_deg", "sar_edge", "gac_score")
+        }
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Split-level metrics from per-tile rows: means of the scalars, pooled per-band RMSE."""
     out: dict[str, Any] = {"tiles": len(rows)}
     for name in SCALAR_METRICS:
-        values = [r[name] for r in rows if r.get(name) is not None and not (isinstance(r[name], float) and math.isnan(r[name]))]
+        values = [
+            r[name]
+            for r in rows
+            if r.get(name) is not None and not (isinstance(r[name], float) and math.isnan(r[name]))
+        ]
         out[name] = float(np.mean(values)) if values else None
     if rows and "mse" in rows[0]:
         bands = list(rows[0]["mse"])

@@ -15,6 +15,11 @@ backscatter, 0 reflectance is darker than water), which a transformer's attentio
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
 
 def standardised_filled(x: "torch.Tensor", mean: "torch.Tensor", std: "torch.Tensor") -> "torch.Tensor":
     """(x - mean) / std, with every non-finite result (a NaN pixel) at 0: the band mean."""

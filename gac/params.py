@@ -28,15 +28,22 @@ from gac.finetune.params import Stage1FinetuneParams
 from gac.generate.params import Stage1Params
 from gac.ground.params import Stage3Params
 from gac.refine.params import Stage2Params
-from gac.translate.params import TranslateParams
 from gac.schema import StrictModel
+from gac.translate.params import TranslateParams
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 
 def _stage_schemas() -> dict[str, type[StrictModel]]:
-    return {"stage1": Stage1Params, "stage1_finetune": Stage1FinetuneParams, "stage2": Stage2Params, "stage3": Stage3Params,
-            "baseline": BaselineParams, "evaluate": EvaluateParams, "translate": TranslateParams}
+    return {
+        "stage1": Stage1Params,
+        "stage1_finetune": Stage1FinetuneParams,
+        "stage2": Stage2Params,
+        "stage3": Stage3Params,
+        "baseline": BaselineParams,
+        "evaluate": EvaluateParams,
+        "translate": TranslateParams,
+    }
 
 
 def _build_root() -> type[StrictModel]:
@@ -115,7 +122,9 @@ def _refuse_renamed(raw: dict[str, Any], source: Path) -> None:
     for (key, old), new in RENAMED_VALUES.items():
         found, value = _at(raw, key)
         if found and value == old:
-            raise GacError(f"{source}: {key}: '{old}' is now '{new}' (degrees, as every stage and gac evaluate log it); set {key}: {new}")
+            raise GacError(
+                f"{source}: {key}: '{old}' is now '{new}' (degrees, as every stage and gac evaluate log it); set {key}: {new}"
+            )
 
 
 def validate_params(raw: dict[str, Any], source: Path = DEFAULT_PARAMS):

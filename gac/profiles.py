@@ -56,7 +56,9 @@ def apply_profile(params_path: Path, profile_path: Path):
     profile = read_profile(profile_path)
     missing = [key for key in flatten(profile) if not _has(base, key)]
     if missing:  # DVC's -S refuses a key params.yaml lacks; say so before DVC does, naming the key
-        raise GacError(f"{profile_path}: '{missing[0]}' is not in {params_path}; add it there or drop it from the profile")
+        raise GacError(
+            f"{profile_path}: '{missing[0]}' is not in {params_path}; add it there or drop it from the profile"
+        )
     return validate_params(merged(base, profile), Path(profile_path))
 
 

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 # the work one rank may still have when another finishes (a share of a scene's blocks with uncertainty samples on
 # CPU). A rank that dies does not leave the others waiting: torchrun ends the whole group when one process fails.
 RANK_WAIT = timedelta(hours=24)
-PROGRESS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining} ETA, {rate_noinv_fmt}]"
+PROGRESS_FORMAT = (
+    "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining} ETA, {rate_noinv_fmt}]"
+)
 
 
 @dataclass
@@ -48,7 +50,11 @@ class Ranks:
 
     @classmethod
     def from_env(cls) -> "Ranks":
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(
+            int(os.environ.get("RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")),
+        )
 
     def connect(self, device) -> None:
         """Join torchrun's process group (NCCL between GPUs, gloo between CPU processes); after the device is set."""
@@ -143,8 +149,20 @@ class StoreInputs:
         return tiles_ds, optical_ds
 
 
-def predict_store(predict: Predictor, inputs: StoreInputs, out: Path, attrs: dict[str, Any], *, ranks: Ranks, batch_size: int,
-                  shard_tiles: int, seed: int = 0, progress: bool = False, name: str = "predict", opened=None) -> dict[str, Any]:
+def predict_store(
+    predict: Predictor,
+    inputs: StoreInputs,
+    out: Path,
+    attrs: dict[str, Any],
+    *,
+    ranks: Ranks,
+    batch_size: int,
+    shard_tiles: int,
+    seed: int = 0,
+    progress: bool = False,
+    name: str = "predict",
+    opened=None,
+) -> dict[str, Any]:
     """Write `out` from `inputs` with `predict`, this rank's pending shards; rank 0 renames it into place.
 
     `seed` makes each tile's seeds (gac.terramind.tile_seed), which only sampling predictors use. Returns a summary
@@ -171,19 +189,35 @@ def predict_store(predict: Predictor, inputs: StoreInputs, out: Path, attrs: dic
     lat, lon = tiles_ds["lat"].values.astype(np.float32), tiles_ds["lon"].values.astype(np.float32)
     size_y, size_x = tiles_ds.sizes["y"], tiles_ds.sizes["x"]
     started = time.perf_counter()
-    bar = tqdm(total=n_mine, unit="tile", desc=f"{name}[{ranks.rank}]", disable=not progress, position=ranks.rank,
-               dynamic_ncols=True, bar_format=PROGRESS_FORMAT)
+    bar = tqdm(
+        total=n_mine,
+        unit="tile",
+        desc=f"{name}[{ranks.rank}]",
+        disable=not progress,
+        position=ranks.rank,
+        dynamic_ncols=True,
+        bar_format=PROGRESS_FORMAT,
+    )
     with bar:
         for shard in mine:
             window = store.shard_slice(shard)
             s1 = np.asarray(tiles_ds["s1"].isel(tile=window).values, dtype=np.float32)
-            optical = None if optical_ds is None else np.asarray(optical_ds["s2"].isel(tile=window).values, dtype=np.float32)
+            optical = (
+                None if optical_ds is None else np.asarray(optical_ds["s2"].isel(tile=window).values, dtype=np.float32)
+            )
             values = np.empty((len(s1), len(store.bands), size_y, size_x), dtype=np.float32)
             for batch in iter_batches(range(len(s1)), batch_size):
                 where = [window.start + i for i in batch]
                 seeds = [tile_seed(seed, ids[i]) for i in where]
-                tiles = Batch(s1=s1[batch], month=month[where], lat=lat[where], lon=lon[where], token_seeds=seeds,
-                              noise_seeds=seeds, optical=None if optical is None else optical[batch])
+                tiles = Batch(
+                    s1=s1[batch],
+                    month=month[where],
+                    lat=lat[where],
+                    lon=lon[where],
+                    token_seeds=seeds,
+                    noise_seeds=seeds,
+                    optical=None if optical is None else optical[batch],
+                )
                 values[batch] = no_radar_no_prediction(predict(tiles), tiles)
                 bar.update(len(batch))
             store.write_shard(shard, values)
@@ -192,5 +226,11 @@ def predict_store(predict: Predictor, inputs: StoreInputs, out: Path, attrs: dic
     if ranks.rank == 0:
         store.finalize()
         log.info("wrote %s (%d tiles)", out, store.n_tiles)
-    return {"tiles": n_mine, "shards": len(mine), "resumed_shards": done, "seconds": seconds,
-            "tiles_per_s": n_mine / seconds if seconds else 0.0, "out": str(out)}
+    return {
+        "tiles": n_mine,
+        "shards": len(mine),
+        "resumed_shards": done,
+        "seconds": seconds,
+        "tiles_per_s": n_mine / seconds if seconds else 0.0,
+        "out": str(out),
+    }

@@ -114,13 +114,17 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def sar_edge_map(s1_db: torch.Tensor, window: int = DEFAULT_WINDOW, looks: float = DEFAULT_LOOKS, sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
+def sar_edge_map(
+    s1_db: torch.Tensor, window: int = DEFAULT_WINDOW, looks: float = DEFAULT_LOOKS, sigma: float = DEFAULT_SIGMA
+) -> torch.Tensor:
     """Smoothed edge map of speckle-filtered S1 (B, 2, H, W) in dB -> (B, 1, H, W)."""
     filled, _ = _fill_invalid(s1_db)
     return gaussian_blur(gradient_magnitude(lee_filter(filled, window, looks)), sigma)
 
 
-def optical_edge_map(optical: torch.Tensor, bands: Sequence[int] | None = S2_TEN_M_BANDS, sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
+def optical_edge_map(
+    optical: torch.Tensor, bands: Sequence[int] | None = S2_TEN_M_BANDS, sigma: float = DEFAULT_SIGMA
+) -> torch.Tensor:
     """Smoothed edge map of an optical image in reflectance x 10^4 (B, C, H, W) -> (B, 1, H, W); `bands=None` uses all."""
     x = optical if bands is None else optical[:, list(bands)]
     filled, _ = _fill_invalid(x / 1e4)
@@ -161,15 +165,21 @@ def edge_agreement(edges_a: torch.Tensor, edges_b: torch.Tensor, weights: torch.
     return cov / (torch.sqrt(var_a + _EPS) * torch.sqrt(var_b + _EPS))
 
 
-def _checked(optical: torch.Tensor, s1_db: torch.Tensor, window: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _checked(
+    optical: torch.Tensor, s1_db: torch.Tensor, window: int, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     if optical.shape[0] != s1_db.shape[0] or optical.shape[-2:] != s1_db.shape[-2:]:
-        raise ValueError(f"optical {tuple(optical.shape)} and S1 {tuple(s1_db.shape)} must share batch and spatial size")
+        raise ValueError(
+            f"optical {tuple(optical.shape)} and S1 {tuple(s1_db.shape)} must share batch and spatial size"
+        )
     # Half precision cannot hold 10^(dB/10) and squared gradients accurately; compute in at least float32.
     optical = optical.float() if optical.dtype in (torch.float16, torch.bfloat16) else optical
     s1_db = s1_db.to(optical.dtype)
     reach = margin(window, sigma)
     if min(optical.shape[-2:]) <= 2 * reach:
-        raise ValueError(f"tiles of {tuple(optical.shape[-2:])} px leave no pixel {reach} px from the border; use larger tiles")
+        raise ValueError(
+            f"tiles of {tuple(optical.shape[-2:])} px leave no pixel {reach} px from the border; use larger tiles"
+        )
     return optical, s1_db, reach
 
 
@@ -185,7 +195,9 @@ def sar_edge_agreement(
     optical, s1_db, reach = _checked(optical, s1_db, window, sigma)
     selected = optical if optical_bands is None else optical[:, list(optical_bands)]
     weights = valid_mask(selected, s1_db, reach=reach)
-    return edge_agreement(optical_edge_map(optical, optical_bands, sigma), sar_edge_map(s1_db, window, looks, sigma), weights)
+    return edge_agreement(
+        optical_edge_map(optical, optical_bands, sigma), sar_edge_map(s1_db, window, looks, sigma), weights
+    )
 
 
 def local_std(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -218,11 +230,19 @@ def sar_texture_agreement(
     weights = valid_mask(selected, s1_db, reach=reach)
     sar_filled, _ = _fill_invalid(s1_db)
     optical_filled, _ = _fill_invalid(selected / 1e4)
-    return edge_agreement(local_std(optical_filled, window), local_std(lee_filter(sar_filled, window, looks), window), weights)
+    return edge_agreement(
+        local_std(optical_filled, window), local_std(lee_filter(sar_filled, window, looks), window), weights
+    )
 
 
-def agreement_map(optical: torch.Tensor, s1_db: torch.Tensor, window: int = DEFAULT_WINDOW, looks: float = DEFAULT_LOOKS,
-                  sigma: float = DEFAULT_SIGMA, optical_bands: Sequence[int] | None = S2_TEN_M_BANDS) -> torch.Tensor:
+def agreement_map(
+    optical: torch.Tensor,
+    s1_db: torch.Tensor,
+    window: int = DEFAULT_WINDOW,
+    looks: float = DEFAULT_LOOKS,
+    sigma: float = DEFAULT_SIGMA,
+    optical_bands: Sequence[int] | None = S2_TEN_M_BANDS,
+) -> torch.Tensor:
     """Where an optical image already agrees with the radar, per pixel: (B, 1, H, W) in [0, 1], no gradient.
 
     The local version of the agreement score: the Pearson correlation of the
@@ -263,7 +283,9 @@ def identity_loss(optical: torch.Tensor, reference: torch.Tensor, weights: torch
     return (weights * gap.mean(dim=1, keepdim=True)).mean()
 
 
-def sar_consistency_loss(optical: torch.Tensor, s1_db: torch.Tensor, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def sar_consistency_loss(
+    optical: torch.Tensor, s1_db: torch.Tensor, **kwargs
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stage 3's SAR term: mean of (1 - edge agreement) and (1 - texture agreement) over the batch, and both scores.
 
     0 when the optical image's edges and local texture both follow the

@@ -41,7 +41,9 @@ def check_regex(value: str) -> str:
 def check_tile_side(value: int) -> int:
     """A tile side the models take: TerraMind and Prithvi cut images into 16 px patches."""
     if value % 16:
-        raise ValueError(f"{value} is not a multiple of 16 (TerraMind and Prithvi use 16 px patches); try {max(16, value // 16 * 16)}")
+        raise ValueError(
+            f"{value} is not a multiple of 16 (TerraMind and Prithvi use 16 px patches); try {max(16, value // 16 * 16)}"
+        )
     return value
 
 
@@ -94,7 +96,9 @@ class InferParams(StrictModel):
     their own default batch size."""
 
     batch_size: int = Field(4, ge=1, description="tiles per forward pass")
-    device: DeviceChoice = Field("auto", description="auto: this rank's CUDA GPU when present, else Apple MPS, else CPU (gac.device)")
+    device: DeviceChoice = Field(
+        "auto", description="auto: this rank's CUDA GPU when present, else Apple MPS, else CPU (gac.device)"
+    )
     precision: Precision = Field("bf16", description="autocast dtype on CUDA (bf16, 16 or 32); CPU and MPS run float32")
 
 

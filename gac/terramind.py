@@ -47,7 +47,11 @@ GENERATE_MODELS = tuple(f"terramind_v1_{size}_generate" for size in ("tiny", "sm
 S1_MODALITIES = ("S1GRD", "S1RTC")
 TARGET = "S2L2A"
 # Bands each input modality takes, in order; S2L2A as an input is stage 3's conditioning.
-INPUT_BANDS = {"S1GRD": ("VV", "VH"), "S1RTC": ("VV", "VH"), "S2L2A": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")}
+INPUT_BANDS = {
+    "S1GRD": ("VV", "VH"),
+    "S1RTC": ("VV", "VH"),
+    "S2L2A": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+}
 # Keys of TerraMind's modality registry (MODALITY_INFO and the pretraining statistics).
 _RAW_KEY = {"S1GRD": "untok_sen1grd@224", "S1RTC": "untok_sen1rtc@224", "S2L2A": "untok_sen2l2a@224"}
 TOKENS_KEY = "tok_sen2l2a@224"
@@ -90,7 +94,9 @@ def pretraining_stats(modality: str) -> tuple[list[float], list[float]]:
     means, stds = terramind_statistics()
     key = _RAW_KEY.get(modality, modality)
     if key not in means:
-        raise GacError(f"no TerraMind pretraining statistics for modality '{modality}'; use one of {', '.join(_RAW_KEY)}")
+        raise GacError(
+            f"no TerraMind pretraining statistics for modality '{modality}'; use one of {', '.join(_RAW_KEY)}"
+        )
     return list(means[key]), list(stds[key])
 
 
@@ -219,8 +225,11 @@ def _load_terramind(model, hub_state: Mapping, source: Path | str) -> None:
         # A file without the S2L2A token embedding still generates, in one decoding step; the embedding
         # keeps its seeded initialisation and sample_tokens never feeds tokens back through it.
         own = {k: v for k, v in own.items() if not k.startswith(feedback)}
-        log.warning("%s: no S2L2A token embedding (%s*) to feed decoded tokens back; generating in one decoding step",
-                    source, feedback)
+        log.warning(
+            "%s: no S2L2A token embedding (%s*) to feed decoded tokens back; generating in one decoding step",
+            source,
+            feedback,
+        )
     picked = {k: v for k, v in hub_state.items() if k in own}
     load_strict(_WithoutDerived(mae, own), picked, source, getattr(model, "gac_name", "TerraMind"))
     model.gac_token_feedback = has_feedback
@@ -255,7 +264,9 @@ def local_files(name: str, directory: Path) -> tuple[Path, Path]:
     for file in (tm_file, tok_file):
         if not (directory / file).is_file():
             present = sorted(p.name for p in directory.iterdir())[:4]
-            raise GacError(f"{directory}: {file} not found (holds {present or 'nothing'}); put the hub files for {name} there")
+            raise GacError(
+                f"{directory}: {file} not found (holds {present or 'nothing'}); put the hub files for {name} there"
+            )
     return directory / tm_file, directory / tok_file
 
 
@@ -359,9 +370,13 @@ def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
             raise GacError(f"the model takes {', '.join(model.gac_inputs)}, not '{modality}'")
         bands = len(INPUT_BANDS[modality])
         if x.ndim != 4 or x.shape[1] != bands:
-            raise GacError(f"{modality} input has shape {tuple(x.shape)}; TerraMind takes (batch, {bands}, H, W) for {modality}")
+            raise GacError(
+                f"{modality} input has shape {tuple(x.shape)}; TerraMind takes (batch, {bands}, H, W) for {modality}"
+            )
         if x.shape[-1] != x.shape[-2] or x.shape[-1] % PATCH:
-            raise GacError(f"{modality} tiles are {x.shape[-2]}x{x.shape[-1]} px; TerraMind takes square tiles, a multiple of {PATCH} px")
+            raise GacError(
+                f"{modality} tiles are {x.shape[-2]}x{x.shape[-1]} px; TerraMind takes square tiles, a multiple of {PATCH} px"
+            )
         if size is not None and (x.shape[-1] != size or x.shape[0] != batch):
             raise GacError(f"inputs disagree in batch or tile size ({modality}: {tuple(x.shape)})")
         size, batch = x.shape[-1], x.shape[0]
@@ -416,7 +431,13 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
-def sample_tokens(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[int], decoding: Decoding = Decoding(), precision: str = "32"):
+def sample_tokens(
+    model,
+    inputs: Mapping[str, "torch.Tensor"],
+    seeds: Sequence[int],
+    decoding: Decoding = Decoding(),
+    precision: str = "32",
+):
     """MaskGIT decoding of the S2L2A token grid: (B, h, w) token ids, h = w = tile size / 16.
 
     Each of `decoding_steps` steps runs the encoder on the inputs plus the
@@ -431,7 +452,9 @@ def sample_tokens(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[i
     if len(seeds) != batch:
         raise ValueError(f"{len(seeds)} seeds for a batch of {batch}")
     if decoding.decoding_steps > 1 and not getattr(model, "gac_token_feedback", True):
-        _warn_once(f"{model.gac_name}: its weights have no S2L2A token embedding; decoding_steps {decoding.decoding_steps} -> 1")
+        _warn_once(
+            f"{model.gac_name}: its weights have no S2L2A token embedding; decoding_steps {decoding.decoding_steps} -> 1"
+        )
         decoding = dataclasses.replace(decoding, decoding_steps=1)
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     sampler = model.sampler
@@ -452,7 +475,9 @@ def sample_tokens(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[i
     return target["tensor"].reshape(batch, side, side)
 
 
-def decode_tokens(model, tokens: "torch.Tensor", seeds: Sequence[int], timesteps: int = 2, capped: bool = False, precision: str = "32"):
+def decode_tokens(
+    model, tokens: "torch.Tensor", seeds: Sequence[int], timesteps: int = 2, capped: bool = False, precision: str = "32"
+):
     """Token grid (B, h, w) -> reflectance x1e4 (B, 12, 16h, 16w) through the tokenizer's diffusion UNet (DDIM).
 
     Starting noise is drawn per tile from `seeds` (on the CPU, so it does not
@@ -472,7 +497,10 @@ def decode_tokens(model, tokens: "torch.Tensor", seeds: Sequence[int], timesteps
         if pad_h or pad_w:
             quant = F.pad(quant, (0, pad_w, 0, pad_h), mode="replicate")
         size_h, size_w = (h + pad_h) * PATCH, (w + pad_w) * PATCH
-        noise = [torch.randn((tokenizer.n_channels, size_h, size_w), generator=torch.Generator().manual_seed(int(s) + 1)) for s in seeds]
+        noise = [
+            torch.randn((tokenizer.n_channels, size_h, size_w), generator=torch.Generator().manual_seed(int(s) + 1))
+            for s in seeds
+        ]
         image = torch.stack(noise).to(device)
         scheduler = diffusion_scheduler(model, capped=capped)
         scheduler.set_timesteps(timesteps, mode="trailing")
@@ -484,7 +512,13 @@ def decode_tokens(model, tokens: "torch.Tensor", seeds: Sequence[int], timesteps
         return destandardize(image.float(), TARGET)
 
 
-def generate(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[int], decoding: Decoding = Decoding(), precision: str = "32"):
+def generate(
+    model,
+    inputs: Mapping[str, "torch.Tensor"],
+    seeds: Sequence[int],
+    decoding: Decoding = Decoding(),
+    precision: str = "32",
+):
     """Inputs in physical units -> generated S2L2A reflectance x1e4, (B, 12, H, W) float32.
 
     `model` is any generator from `build_generator` (stage 3 passes one with
@@ -496,7 +530,14 @@ def generate(model, inputs: Mapping[str, "torch.Tensor"], seeds: Sequence[int], 
     return decode_tokens(model, tokens, seeds, decoding.timesteps, decoding.capped, precision)
 
 
-def tokenizer_roundtrip(model, s2: "torch.Tensor", seeds: Sequence[int] | None = None, timesteps: int = 2, capped: bool = False, precision: str = "32"):
+def tokenizer_roundtrip(
+    model,
+    s2: "torch.Tensor",
+    seeds: Sequence[int] | None = None,
+    timesteps: int = 2,
+    capped: bool = False,
+    precision: str = "32",
+):
     """Ground truth encoded and decoded by the S2L2A tokenizer: the best any token-based generator can do.
 
     The evaluation's "tokenizer ceiling": (B, 12, H, W) reflectance x1e4 in,
@@ -532,4 +573,9 @@ class TerraMindPredictor:
             inputs[TARGET] = torch.from_numpy(np.ascontiguousarray(batch.optical, dtype=np.float32))
         tokens = sample_tokens(self.model, inputs, batch.token_seeds, self.decoding, self.precision)
         d = self.decoding
-        return decode_tokens(self.model, tokens, batch.noise_seeds, d.timesteps, d.capped, self.precision).float().cpu().numpy()
+        return (
+            decode_tokens(self.model, tokens, batch.noise_seeds, d.timesteps, d.capped, self.precision)
+            .float()
+            .cpu()
+            .numpy()
+        )

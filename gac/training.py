@@ -26,6 +26,7 @@ from gac.schema import TrainingParams
 
 log = logging.getLogger(__name__)
 
+
 def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
     """Linear warm-up to the base LR, then cosine decay to zero at `total_steps` (optimizer steps)."""
     from torch.optim.lr_scheduler import LambdaLR
@@ -115,10 +116,16 @@ def restore_best(trainer, module, load: Callable[[dict], None], monitor: str, mo
     score = callback.best_model_score if callback is not None else None
     score = float(score) if score is not None and math.isfinite(float(score)) else None
     if path is not None and path.is_file() and score is not None:
-        load(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])  # our own checkpoint: Lightning's metadata too
+        load(
+            torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        )  # our own checkpoint: Lightning's metadata too
         return {"monitor": monitor, "mode": mode, "best": score}
     reason = "validation never ran" if path is None else f"validation never gave {monitor} a finite value"
-    log.warning("no best checkpoint (%s): exporting the weights of the last step (%d); the record says so", reason, trainer.global_step)
+    log.warning(
+        "no best checkpoint (%s): exporting the weights of the last step (%d); the record says so",
+        reason,
+        trainer.global_step,
+    )
     return {"monitor": monitor, "mode": mode, "best": None, "checkpoint": "last", "why": reason}
 
 
@@ -158,13 +165,28 @@ class TrainingJob:
         """What a checkpoint must match to be resumed: the model/training keys, the seed and the data."""
         from gac.digest import json_digest
 
-        return json_digest({"stage": self.stage, "config": self.config, "seed": self.seed,
-                            "data": data_fingerprint(*self.stores.values())})
+        return json_digest(
+            {
+                "stage": self.stage,
+                "config": self.config,
+                "seed": self.seed,
+                "data": data_fingerprint(*self.stores.values()),
+            }
+        )
 
 
-def fit_and_export(job: TrainingJob, build: Callable[[], tuple[Any, dict[str, Any]]], datasets, export: Callable[[Any, Path, dict], Any],
-                   out_dir: Path, live_dir: Path, checkpoint_root: Path, load_best: Callable[[Any, dict], None] | None = None,
-                   hyperparams: dict[str, Any] | None = None, extra_callbacks=()) -> dict[str, Any]:
+def fit_and_export(
+    job: TrainingJob,
+    build: Callable[[], tuple[Any, dict[str, Any]]],
+    datasets,
+    export: Callable[[Any, Path, dict], Any],
+    out_dir: Path,
+    live_dir: Path,
+    checkpoint_root: Path,
+    load_best: Callable[[Any, dict], None] | None = None,
+    hyperparams: dict[str, Any] | None = None,
+    extra_callbacks=(),
+) -> dict[str, Any]:
     """Seed, build, fit (resuming an interrupted identical run), reload the best weights, export; returns the record.
 
     `build()` returns (LightningModule, record fields of the stage's own); it runs after seeding, so the model's
@@ -186,26 +208,50 @@ def fit_and_export(job: TrainingJob, build: Callable[[], tuple[Any, dict[str, An
     t = job.train
     drop_last = job.drop_last and len(train_ds) > t.batch_size
     per_epoch = len(train_ds) // t.batch_size if drop_last else math.ceil(len(train_ds) / t.batch_size)
-    trainer = build_trainer(t, resume.dir, Path(live_dir), monitor=f"val/{job.monitor}", mode=job.mode,
-                            extra_callbacks=list(extra_callbacks), batches_per_epoch=max(1, per_epoch))
+    trainer = build_trainer(
+        t,
+        resume.dir,
+        Path(live_dir),
+        monitor=f"val/{job.monitor}",
+        mode=job.mode,
+        extra_callbacks=list(extra_callbacks),
+        batches_per_epoch=max(1, per_epoch),
+    )
     counts = own.get("parameters", {})
-    trainer.logger.log_hyperparams({"trainable_parameters": counts.get("trainable"), "total_parameters": counts.get("total"),
-                                    "trainable_share": counts.get("trainable_share"), **(hyperparams or {})})
+    trainer.logger.log_hyperparams(
+        {
+            "trainable_parameters": counts.get("trainable"),
+            "total_parameters": counts.get("total"),
+            "trainable_share": counts.get("trainable_share"),
+            **(hyperparams or {}),
+        }
+    )
     loader = dict(batch_size=t.batch_size, num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
     with warnings.catch_warnings():  # frozen parts (TerraMind's tokenizer) are kept in eval mode on purpose
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-        trainer.fit(module, DataLoader(train_ds, shuffle=True, drop_last=drop_last, **loader),
-                    DataLoader(val_ds, shuffle=False, **loader), ckpt_path=str(ckpt) if ckpt else None)
-    load = (lambda state: load_best(module, state)) if load_best else (lambda state: module.load_state_dict(state, strict=True))
+        trainer.fit(
+            module,
+            DataLoader(train_ds, shuffle=True, drop_last=drop_last, **loader),
+            DataLoader(val_ds, shuffle=False, **loader),
+            ckpt_path=str(ckpt) if ckpt else None,
+        )
+    load = (
+        (lambda state: load_best(module, state))
+        if load_best
+        else (lambda state: module.load_state_dict(state, strict=True))
+    )
     selected = restore_best(trainer, module, load, f"val/{job.monitor}", job.mode)
     record = {
         "stage": job.stage,
         "config": job.config,
         "seed": job.seed,
         "params_hash": run_hash,
-        "data": {"stores": {name: str(path) for name, path in job.stores.items() if path is not None},
-                 "fingerprint": data_fingerprint(*job.stores.values()),
-                 "train_tiles": len(train_ds), "val_tiles": len(val_ds)},
+        "data": {
+            "stores": {name: str(path) for name, path in job.stores.items() if path is not None},
+            "fingerprint": data_fingerprint(*job.stores.values()),
+            "train_tiles": len(train_ds),
+            "val_tiles": len(val_ds),
+        },
         **own,
         "selected_by": selected,
         "best_val_loss": selected["best"] if job.monitor == "loss" else None,
@@ -242,8 +288,15 @@ def step_logger(live_dir: Path):
     return StepLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None)
 
 
-def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, monitor: str = "val/loss", extra_callbacks=(),
-                  batches_per_epoch: int | None = None, mode: str = "min"):
+def build_trainer(
+    train: TrainingParams,
+    checkpoint_dir: Path,
+    live_dir: Path,
+    monitor: str = "val/loss",
+    extra_callbacks=(),
+    batches_per_epoch: int | None = None,
+    mode: str = "min",
+):
     """A Lightning Trainer for `train`: best + last checkpoints, early stopping, DVCLive metrics and plots.
 
     The best checkpoint and early stopping follow the logged `monitor`,
@@ -256,11 +309,15 @@ def build_trainer(train: TrainingParams, checkpoint_dir: Path, live_dir: Path, m
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True)
+    best = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True
+    )
     stop = EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience, strict=False)
     last_batch = train.max_steps * train.accumulate_grad_batches
     single = train.devices == 1  # per-rank batch counts under DDP are not known here
-    validate_at = last_batch if single and train.max_steps > 0 and batches_per_epoch and last_batch < batches_per_epoch else None
+    validate_at = (
+        last_batch if single and train.max_steps > 0 and batches_per_epoch and last_batch < batches_per_epoch else None
+    )
     logger = step_logger(live_dir)
     return pl.Trainer(
         max_epochs=train.max_epochs,

@@ -57,8 +57,10 @@ TERRAMIND_MODULES = {
 PRITHVI_MODULES = {"vit": "terratorch.models.backbones.prithvi_vit"}
 # Names those modules import from a package whose `__init__` is deferred, and the submodule that defines them.
 HANDED_OVER = {
-    "terratorch.registry": ("terratorch.registry.registry",
-                            ("TERRATORCH_BACKBONE_REGISTRY", "TERRATORCH_FULL_MODEL_REGISTRY")),
+    "terratorch.registry": (
+        "terratorch.registry.registry",
+        ("TERRATORCH_BACKBONE_REGISTRY", "TERRATORCH_FULL_MODEL_REGISTRY"),
+    ),
     "terratorch.datasets": ("terratorch.datasets.utils", ("HLSBands", "OpticalBands", "SARBands")),
 }
 # Packages outside terratorch whose `__init__` is deferred too: pure re-exports of every model of their kind.
@@ -90,10 +92,16 @@ class Prithvi:
 @functools.cache
 def terramind() -> TerraMind:
     """TerraMind's builders and tables, imported once per process."""
+
     def parts(how, modules, registries):
-        return TerraMind(how, modules["register"], modules["modality_info"].MODALITY_INFO,
-                         modules["generate"].init_full_input_modality, modules["scheduling"].DDIMScheduler,
-                         registries["full"].build)
+        return TerraMind(
+            how,
+            modules["register"],
+            modules["modality_info"].MODALITY_INFO,
+            modules["generate"].init_full_input_modality,
+            modules["scheduling"].DDIMScheduler,
+            registries["full"].build,
+        )
 
     return _load(TERRAMIND_MODULES, ("terratorch.registry",), DEFERRED_ELSEWHERE, parts)
 
@@ -101,6 +109,7 @@ def terramind() -> TerraMind:
 @functools.cache
 def prithvi() -> Prithvi:
     """Prithvi-EO-2.0's builders and tables, imported once per process."""
+
     def parts(how, modules, registries):
         return Prithvi(how, modules["vit"], registries["HLSBands"], registries["backbone"].build)
 
@@ -185,8 +194,11 @@ def _load(modules: dict[str, str], handed_over: tuple[str, ...], elsewhere: tupl
             return parts("fast", *_fast(modules, handed_over, elsewhere))
         except (ImportError, AttributeError) as exc:
             _fell_back.append(f"{type(exc).__name__}: {exc}")
-            log.warning("terratorch: the fast import does not fit this version (%s); importing terratorch whole "
-                        "(slower start-up, same models)", _fell_back[0])
+            log.warning(
+                "terratorch: the fast import does not fit this version (%s); importing terratorch whole "
+                "(slower start-up, same models)",
+                _fell_back[0],
+            )
     return parts("plain", *_plain(modules))
 
 

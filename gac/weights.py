@@ -52,7 +52,9 @@ def resolve_weights(value: str, model_name: str, key: str) -> WeightsSource:
         return WeightsSource("hf")
     path = Path(value).expanduser()
     if not path.exists():
-        raise GacError(f"{path}: weights for {model_name} not found ({key}); give an existing file or directory, 'hf' or 'random'")
+        raise GacError(
+            f"{path}: weights for {model_name} not found ({key}); give an existing file or directory, 'hf' or 'random'"
+        )
     return WeightsSource("local", path)
 
 
@@ -82,7 +84,9 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise GacError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); is the file complete?") from None
+        raise GacError(
+            f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); is the file complete?"
+        ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
             state = state[wrapper]
@@ -101,7 +105,9 @@ def load_strict(module, state: Mapping[str, Any], source: Path | str, what: str)
         parts = []
         if mismatched:
             k = mismatched[0]
-            parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+            parts.append(
+                f"{len(mismatched)} shape mismatch(es), e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            )
         if missing:
             parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
         if unexpected:

@@ -8,8 +8,20 @@ from __future__ import annotations
 import typer
 
 from stages import (
-    evaluate, finetune_stage1, generate, ground, params_check, predict_baseline, profile, refine, synth, tile, train_baseline,
-    train_stage2, train_stage3, translate,
+    evaluate,
+    finetune_stage1,
+    generate,
+    ground,
+    params_check,
+    predict_baseline,
+    profile,
+    refine,
+    synth,
+    tile,
+    train_baseline,
+    train_stage2,
+    train_stage3,
+    translate,
 )
 
 app = typer.Typer(

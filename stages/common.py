@@ -47,4 +47,3 @@ def user_errors_as_one_line(func: F) -> F:
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
-

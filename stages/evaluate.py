@@ -16,7 +16,9 @@ def main(
     params: ParamsOption = DEFAULT_PARAMS,
     tiles: Annotated[Path, typer.Option(help="tile store with ground truth (s1, s2, split)")] = Path("data/tiles.zarr"),
     data_dir: Annotated[Path, typer.Option(help="directory holding the variant stores <name>.zarr")] = Path("data"),
-    out: Annotated[Path, typer.Option(help="directory for metrics.json, per_tile.csv, quicklooks/, cogs/")] = Path("data/eval"),
+    out: Annotated[Path, typer.Option(help="directory for metrics.json, per_tile.csv, quicklooks/, cogs/")] = Path(
+        "data/eval"
+    ),
 ) -> None:
     """Compare opt_v1, opt_v2, opt_v3, stage 3 on v1 and the tokenizer ceiling with the ground truth (evaluate params)."""
     p = load_torch_params(params)
@@ -26,4 +28,7 @@ def main(
     metrics = evaluate(p, EvalPaths(tiles=tiles, data_dir=data_dir, out_dir=out))
     typer.echo(results_table(metrics))
     if metrics.get("random_weights"):
-        typer.echo(f"WARNING: random weights in {', '.join(metrics['random_weight_variants'])}: these numbers show the pipeline working, not the models' skill", err=True)
+        typer.echo(
+            f"WARNING: random weights in {', '.join(metrics['random_weight_variants'])}: these numbers show the pipeline working, not the models' skill",
+            err=True,
+        )

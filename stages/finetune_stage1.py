@@ -21,9 +21,15 @@ from stages.common import ParamsOption, load_torch_params, user_errors_as_one_li
 def main(
     params: ParamsOption = DEFAULT_PARAMS,
     tiles: Annotated[Path, typer.Option(help="tiles store (S1, ground truth, splits)")] = Path("data/tiles.zarr"),
-    out: Annotated[Path, typer.Option(help="adapter directory `gac generate --finetune` reads")] = Path("data/stage1_finetune"),
-    live: Annotated[Path, typer.Option(help="DVCLive directory (metrics, step plots)")] = Path("data/live/stage1_finetune"),
-    checkpoints: Annotated[Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")] = Path("data/checkpoints"),
+    out: Annotated[Path, typer.Option(help="adapter directory `gac generate --finetune` reads")] = Path(
+        "data/stage1_finetune"
+    ),
+    live: Annotated[Path, typer.Option(help="DVCLive directory (metrics, step plots)")] = Path(
+        "data/live/stage1_finetune"
+    ),
+    checkpoints: Annotated[
+        Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")
+    ] = Path("data/checkpoints"),
 ) -> None:
     """Train stage 1's LoRA adapter (or record that stage 1 stays frozen)."""
     from gac.finetune.handover import stage1_finetune_target, write_disabled
@@ -37,4 +43,6 @@ def main(
 
     record = train_adapter(stage1_finetune_target(p), p, tiles, out, live, checkpoints)
     counts = record["parameters"]
-    typer.echo(f"{out}: stage-1 adapter, {counts['trainable']} trainable parameters, best {record['selected_by']['monitor']} {record['selected_by']['best']}")
+    typer.echo(
+        f"{out}: stage-1 adapter, {counts['trainable']} trainable parameters, best {record['selected_by']['monitor']} {record['selected_by']['best']}"
+    )

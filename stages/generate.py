@@ -21,7 +21,9 @@ def main(
     params: ParamsOption = DEFAULT_PARAMS,
     tiles: Annotated[Path, typer.Option(help="tile store to read (variable s1)")] = Path("data/tiles.zarr"),
     out: Annotated[Path, typer.Option(help="prediction store to write")] = Path("data/opt_v1.zarr"),
-    finetune: Annotated[Path, typer.Option(help="fine-tuned adapter, used when stage1_finetune.enabled is true")] = Path("data/stage1_finetune"),
+    finetune: Annotated[
+        Path, typer.Option(help="fine-tuned adapter, used when stage1_finetune.enabled is true")
+    ] = Path("data/stage1_finetune"),
     progress: Annotated[bool, typer.Option(help="show a progress bar (tiles/s, ETA)")] = True,
 ) -> None:
     """Generate S2L2A reflectance from S1 with a frozen TerraMind generator (stage1 params)."""
@@ -29,4 +31,7 @@ def main(
     from gac.generate.run import run_generate
 
     summary = run_generate(p, tiles, out, progress=progress, finetune_dir=finetune)
-    typer.echo(f"{out}: {summary['tiles']} tile(s) generated in {summary['seconds']:.1f} s ({summary['tiles_per_s']:.2f} tiles/s)", err=True)
+    typer.echo(
+        f"{out}: {summary['tiles']} tile(s) generated in {summary['seconds']:.1f} s ({summary['tiles_per_s']:.2f} tiles/s)",
+        err=True,
+    )

@@ -18,7 +18,9 @@ from stages.common import ParamsOption, load_torch_params, user_errors_as_one_li
 @user_errors_as_one_line
 def main(
     params: ParamsOption = DEFAULT_PARAMS,
-    model: Annotated[Path, typer.Option(help="trained baseline directory (train-baseline's output)")] = Path("data/baseline"),
+    model: Annotated[Path, typer.Option(help="trained baseline directory (train-baseline's output)")] = Path(
+        "data/baseline"
+    ),
     tiles: Annotated[Path, typer.Option(help="tile store (s1, georeference)")] = Path("data/tiles.zarr"),
     out: Annotated[Path, typer.Option(help="prediction store to write")] = Path("data/baseline.zarr"),
 ) -> None:

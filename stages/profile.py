@@ -1,7 +1,7 @@
 """`gac profile NAME`: the `-S key=value` arguments of a ready-made profile (profiles/NAME.yaml), checked first.
 
-    dvc exp run $(gac profile low-vram)     # batch 1 x 8 accumulation, bf16-mixed, 8-bit backbone, 10 steps
-    dvc exp run $(gac profile gpu)          # TerraMind base, 224 px tiles, 10 diffusion steps, CUDA
+dvc exp run $(gac profile low-vram)     # batch 1 x 8 accumulation, bf16-mixed, 8-bit backbone, 10 steps
+dvc exp run $(gac profile gpu)          # TerraMind base, 224 px tiles, 10 diffusion steps, CUDA
 """
 
 from __future__ import annotations

@@ -19,8 +19,12 @@ from stages.common import ParamsOption, load_torch_params, user_errors_as_one_li
 @user_errors_as_one_line
 def main(
     params: ParamsOption = DEFAULT_PARAMS,
-    model: Annotated[Path, typer.Option(help="trained stage-2 directory (train-stage2's output)")] = Path("data/stage2"),
-    tiles: Annotated[Path, typer.Option(help="tile store (s1, month, lat/lon, georeference)")] = Path("data/tiles.zarr"),
+    model: Annotated[Path, typer.Option(help="trained stage-2 directory (train-stage2's output)")] = Path(
+        "data/stage2"
+    ),
+    tiles: Annotated[Path, typer.Option(help="tile store (s1, month, lat/lon, georeference)")] = Path(
+        "data/tiles.zarr"
+    ),
     opt_v1: Annotated[Path, typer.Option(help="stage-1 prediction store to refine")] = Path("data/opt_v1.zarr"),
     out: Annotated[Path, typer.Option(help="prediction store to write")] = Path("data/opt_v2.zarr"),
 ) -> None:

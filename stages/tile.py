@@ -24,9 +24,14 @@ def main(
     from gac.digest import json_digest
 
     p = load_params(params)
-    reads = {"seed": p.seed, "tile": p.tile.model_dump(mode="json"), "max_tiles": p.data.max_tiles,
-             **p.data.model_dump(mode="json", include={"s1_units", "s1_nodata", "s2_offset"})}
+    reads = {
+        "seed": p.seed,
+        "tile": p.tile.model_dump(mode="json"),
+        "max_tiles": p.data.max_tiles,
+        **p.data.model_dump(mode="json", include={"s1_units", "s1_nodata", "s2_offset"}),
+    }
     attrs = {"gac_version": __version__, "stage": "tile", "params_hash": json_digest(reads), "source": str(scenes)}
-    summary = make_tiles(scenes, out, p.tile, p.seed, attrs, max_tiles=p.data.max_tiles,
-                         inputs=Inputs.from_params(p.data))
+    summary = make_tiles(
+        scenes, out, p.tile, p.seed, attrs, max_tiles=p.data.max_tiles, inputs=Inputs.from_params(p.data)
+    )
     typer.echo(f"{out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))

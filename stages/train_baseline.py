@@ -21,9 +21,13 @@ from stages.common import ParamsOption, load_torch_params, user_errors_as_one_li
 def main(
     params: ParamsOption = DEFAULT_PARAMS,
     tiles: Annotated[Path, typer.Option(help="tile store (s1, ground-truth s2, split)")] = Path("data/tiles.zarr"),
-    out: Annotated[Path, typer.Option(help="directory for model.safetensors and baseline.json")] = Path("data/baseline"),
+    out: Annotated[Path, typer.Option(help="directory for model.safetensors and baseline.json")] = Path(
+        "data/baseline"
+    ),
     live: Annotated[Path, typer.Option(help="DVCLive directory (metrics, step plots)")] = Path("data/live/baseline"),
-    checkpoints: Annotated[Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")] = Path("data/checkpoints"),
+    checkpoints: Annotated[
+        Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")
+    ] = Path("data/checkpoints"),
 ) -> None:
     """Train the baseline U-Net (L1, optional PatchGAN) on S1 -> ground truth (baseline params)."""
     p = load_torch_params(params)
@@ -37,4 +41,7 @@ def main(
 
     record = train_baseline(p.baseline, p.seed, tiles, out, live, checkpoints)
     if record["exported"]:
-        typer.echo(f"{out}: best val L1 {record['best_val_loss']}, {record['global_step']} step(s), {record['parameters']['total']} parameters", err=True)
+        typer.echo(
+            f"{out}: best val L1 {record['best_val_loss']}, {record['global_step']} step(s), {record['parameters']['total']} parameters",
+            err=True,
+        )

@@ -21,11 +21,17 @@ from stages.common import ParamsOption, load_torch_params, user_errors_as_one_li
 @user_errors_as_one_line
 def main(
     params: ParamsOption = DEFAULT_PARAMS,
-    tiles: Annotated[Path, typer.Option(help="tile store (s1, ground-truth s2, split, month, lat/lon)")] = Path("data/tiles.zarr"),
+    tiles: Annotated[Path, typer.Option(help="tile store (s1, ground-truth s2, split, month, lat/lon)")] = Path(
+        "data/tiles.zarr"
+    ),
     opt_v1: Annotated[Path, typer.Option(help="stage-1 prediction store (s2)")] = Path("data/opt_v1.zarr"),
-    out: Annotated[Path, typer.Option(help="directory for the adapter, head weights and JSON record")] = Path("data/stage2"),
+    out: Annotated[Path, typer.Option(help="directory for the adapter, head weights and JSON record")] = Path(
+        "data/stage2"
+    ),
     live: Annotated[Path, typer.Option(help="DVCLive directory (metrics, step plots)")] = Path("data/live/stage2"),
-    checkpoints: Annotated[Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")] = Path("data/checkpoints"),
+    checkpoints: Annotated[
+        Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")
+    ] = Path("data/checkpoints"),
 ) -> None:
     """Train stage 2 (LoRA on a frozen, optionally 8-bit Prithvi backbone + a FiLM-conditioned dense head)."""
     p = load_torch_params(params)

@@ -18,10 +18,14 @@ from stages.common import ParamsOption, load_torch_params, user_errors_as_one_li
 def main(
     params: ParamsOption = DEFAULT_PARAMS,
     tiles: Annotated[Path, typer.Option(help="tiles store (S1, ground truth, splits)")] = Path("data/tiles.zarr"),
-    optical: Annotated[Path, typer.Option(help="optical store conditioning stage 3 (opt_v2)")] = Path("data/opt_v2.zarr"),
+    optical: Annotated[Path, typer.Option(help="optical store conditioning stage 3 (opt_v2)")] = Path(
+        "data/opt_v2.zarr"
+    ),
     out: Annotated[Path, typer.Option(help="adapter directory")] = Path("data/stage3"),
     live: Annotated[Path, typer.Option(help="DVCLive directory (metrics, step plots)")] = Path("data/live/stage3"),
-    checkpoints: Annotated[Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")] = Path("data/checkpoints"),
+    checkpoints: Annotated[
+        Path, typer.Option(help="checkpoint root, outside DVC's outs so an interrupted run resumes")
+    ] = Path("data/checkpoints"),
 ) -> None:
     """Train the LoRA adapter; writes peft's adapter files and adapter.json (weights, trainable counts)."""
     from gac.ground.job import stage3_target

@@ -21,7 +21,9 @@ os.environ["PATH"] = f"{GAC.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 @pytest.fixture(scope="session")
 def shared_samples() -> Path:
     if not (SHARED_SAMPLES / "S1RTC").is_dir():
-        pytest.skip(f"real TerraMesh samples not found at {SHARED_SAMPLES} (../shared is absent outside the team's machines)")
+        pytest.skip(
+            f"real TerraMesh samples not found at {SHARED_SAMPLES} (../shared is absent outside the team's machines)"
+        )
     return SHARED_SAMPLES
 
 
@@ -53,16 +55,23 @@ def tiles_store(demo_scenes, tmp_path_factory) -> Path:
     return out
 
 
-def run_gac(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_gac(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run the installed `gac` console script as a user would."""
-    return subprocess.run([str(GAC), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(GAC), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def pytest_terminal_summary(terminalreporter):
     """Print the float spreads measured between kernel paths (tests/test_kernel_paths.py): the figures behind the bounds."""
-    lines = [f"{name}: {value}" for report in terminalreporter.stats.get("passed", [])
-             for name, value in report.user_properties if name.startswith("kernel_spread")]
+    lines = [
+        f"{name}: {value}"
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in report.user_properties
+        if name.startswith("kernel_spread")
+    ]
     if lines:
         terminalreporter.write_sep("-", "float spread between kernel paths on this machine")
         for line in lines:

@@ -69,9 +69,18 @@ def build_reben(root: Path) -> list[dict]:
                 dst.write(codes, 1)
         v1_labels = json.loads((s2_dir / f"{s2_name}_labels_metadata.json").read_text())["labels"]
         labels = sorted({V1_TO_19[name] for name in v1_labels if V1_TO_19[name] is not None})
-        rows.append({"patch_id": patch_id, "labels": labels, "split": SPLITS[i],
-                     "country": COUNTRIES[s1_name.split("_")[-3]], "s1_name": s1_name, "s2v1_name": s2_name,
-                     "contains_seasonal_snow": False, "contains_cloud_or_shadow": False})
+        rows.append(
+            {
+                "patch_id": patch_id,
+                "labels": labels,
+                "split": SPLITS[i],
+                "country": COUNTRIES[s1_name.split("_")[-3]],
+                "s1_name": s1_name,
+                "s2v1_name": s2_name,
+                "contains_seasonal_snow": False,
+                "contains_cloud_or_shadow": False,
+            }
+        )
     columns = [k for k in rows[0]]
     pq.write_table(pa.table({k: [r[k] for r in rows] for k in columns}), root / "metadata.parquet")
     return [{**r, "v1_s2": r["s2v1_name"]} for r in rows]

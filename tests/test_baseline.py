@@ -21,7 +21,16 @@ EPOCHS = 6
 
 
 def _params(**overrides) -> BaselineParams:
-    values = dict(channels=8, depth=2, max_epochs=EPOCHS, batch_size=2, lr=5e-3, warmup_steps=1, accelerator="cpu", early_stopping_patience=EPOCHS)
+    values = dict(
+        channels=8,
+        depth=2,
+        max_epochs=EPOCHS,
+        batch_size=2,
+        lr=5e-3,
+        warmup_steps=1,
+        accelerator="cpu",
+        early_stopping_patience=EPOCHS,
+    )
     values.update(overrides)
     return BaselineParams(**values)
 
@@ -92,7 +101,9 @@ def test_store_keeps_the_grid_and_load_baseline_reproduces_it(trained, tiles_sto
     from gac.baseline.saved import load_baseline
 
     tiles, out = open_store(tiles_store, need=("s1",)), open_store(trained["store"])
-    assert list(out.tile.values) == list(tiles.tile.values) and np.array_equal(out.transform.values, tiles.transform.values)
+    assert list(out.tile.values) == list(tiles.tile.values) and np.array_equal(
+        out.transform.values, tiles.transform.values
+    )
     assert list(out.band.values) == list(tiles.band.values)
     assert out.attrs["random_weights"] is False and out.attrs["enabled"] is True and len(out.attrs["params_hash"]) == 16
     assert np.array_equal(np.isnan(out.s2.values).any(1), np.isnan(tiles.s1.values).any(1))  # S1 nodata stays nodata
@@ -126,7 +137,9 @@ def test_disabled_baseline_writes_records_that_evaluate_skips(tiles_store, tmp_p
     summary = predict_store(tmp_path / "model", tiles_store, tmp_path / "baseline.zarr", _params().infer, 4, {})
     assert summary["enabled"] is False and open_store(tmp_path / "baseline.zarr", need=()).attrs["enabled"] is False
     params = validate_params({"evaluate": {"variants": ["baseline"]}})
-    stores, missing = load_variants(params, open_store(tiles_store, need=("s1",)), EvalPaths(tiles_store, tmp_path, tmp_path / "eval"))
+    stores, missing = load_variants(
+        params, open_store(tiles_store, need=("s1",)), EvalPaths(tiles_store, tmp_path, tmp_path / "eval")
+    )
     assert stores == {} and missing == ["baseline"]
     with pytest.raises(GacError, match="baseline.enabled is false"):
         load_baseline(tmp_path / "model")
@@ -139,7 +152,11 @@ def test_bad_inputs_are_one_line(tiles_store, tmp_path):
     result = run_gac("predict-baseline", "--tiles", str(tiles_store), cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gac: error: data/baseline: no trained baseline here") and "gac train-baseline" in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("gac: error: data/baseline: no trained baseline here")
+        and "gac train-baseline" in lines[0]
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing half-written
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "baseline.json").write_text(json.dumps({"enabled": True, "config": {}, "statistics": {}}))
@@ -170,10 +187,27 @@ def test_two_torchrun_ranks_split_the_shards_and_agree_with_one_process(trained,
     params.write_text(yaml.safe_dump({"tile": {"shard_tiles": 4}, "baseline": {"infer": infer}}))
     two = tmp_path / "two.zarr"
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2", "--no-python",
-         str(GAC), "predict-baseline", "--params", str(params), "--model", str(trained["paths"]["out_dir"]),
-         "--tiles", str(tiles_store), "--out", str(two)],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+        [
+            str(Path(sys.executable).with_name("torchrun")),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--no-python",
+            str(GAC),
+            "predict-baseline",
+            "--params",
+            str(params),
+            "--model",
+            str(trained["paths"]["out_dir"]),
+            "--tiles",
+            str(tiles_store),
+            "--out",
+            str(two),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = sorted(re.findall(r"rank (\d)/2: (\d+) tile\(s\)", result.stderr))

@@ -18,8 +18,9 @@ from tests.reben_fixture import V1_SAMPLES, build_reben
 @pytest.fixture(scope="session")
 def v1_root():
     if not (V1_SAMPLES / "BigEarthNet-S1").is_dir():
-        pytest.skip(f"BigEarthNet v1 samples not found at {V1_SAMPLES} "
-                    "(../shared is absent outside the team's machines)")
+        pytest.skip(
+            f"BigEarthNet v1 samples not found at {V1_SAMPLES} (../shared is absent outside the team's machines)"
+        )
     return V1_SAMPLES
 
 
@@ -44,7 +45,12 @@ def test_the_v1_samples_read_with_their_labels_and_dates(v1_root):
     mosaic = "Land principally occupied by agriculture, with significant areas of natural vegetation"
     assert names(first.labels) == ["Arable land", mosaic]
     assert names(entries["S2B_MSIL2A_20170924T93020_69_24"].labels) == [
-        "Coniferous forest", "Mixed forest", "Transitional woodland, shrub", "Inland wetlands", "Inland waters"]
+        "Coniferous forest",
+        "Mixed forest",
+        "Transitional woodland, shrub",
+        "Inland wetlands",
+        "Inland waters",
+    ]
     # months from the S2 acquisition dates (2017-06-13, 06-17, 06-17, 12-21, 09-24, 2018-02-04)
     assert sorted(e.month for e in entries.values()) == [2, 6, 6, 6, 9, 12]
     assert month_of("S2A_MSIL2A_20170924T093020_N9999_R136_T35VPK_69_24") == 9
@@ -134,8 +140,9 @@ def test_map_blocks_on_an_archive_and_the_errors_that_say_what_to_do(v1_root, tm
     assert ds.attrs["split_rule"] == "map blocks" and set(ds.split.values.astype(str)) == {"train", "val", "test"}
     assert ds.sizes["tile"] == 24 and all(str(b).startswith("EPSG:326") for b in ds.block.values)  # 1 block a patch
     with pytest.raises(GacError, match="v1 gives no split for 6 patch"):
-        prepare_scenes(validate_params({"data": {"source": f"bigearthnet:{v1_root}", "split": "official"}}),
-                       tmp_path / "again")
+        prepare_scenes(
+            validate_params({"data": {"source": f"bigearthnet:{v1_root}", "split": "official"}}), tmp_path / "again"
+        )
     with pytest.raises(GacError, match="split: official needs an archive|official needs an archive"):
         validate_params({"data": {"source": "demo", "split": "official"}})
     with pytest.raises(GacError, match="not a BigEarthNet archive"):

@@ -15,7 +15,9 @@ def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
 
 
-@pytest.mark.parametrize(("choice", "key"), [("cuda", "stage1.infer.device"), ("gpu", "stage3.infer.device"), ("mps", "stage2.infer.device")])
+@pytest.mark.parametrize(
+    ("choice", "key"), [("cuda", "stage1.infer.device"), ("gpu", "stage3.infer.device"), ("mps", "stage2.infer.device")]
+)
 def test_an_explicit_device_this_machine_lacks_is_one_line_naming_the_key(no_gpu, choice, key):
     with pytest.raises(GacError) as err:
         resolve_device(choice, key=key)
@@ -34,7 +36,9 @@ def test_auto_is_the_cpu_without_a_gpu_and_this_ranks_gpu_with_one(no_gpu, monke
 
 
 def test_unknown_device_names_the_choices():
-    with pytest.raises(GacError, match=r"stage3\.infer\.device: 'tpu' is not a device; use one of auto, cpu, cuda, gpu, mps"):
+    with pytest.raises(
+        GacError, match=r"stage3\.infer\.device: 'tpu' is not a device; use one of auto, cpu, cuda, gpu, mps"
+    ):
         resolve_device("tpu", key="stage3.infer.device")
 
 

@@ -192,8 +192,9 @@ def deps_problems(code: list[str], closure: dict[str, str]) -> list[str]:
         if unused == code_files(dep):
             found.append(f"{dep} is never imported by the stage")
         elif unused:
-            found.append(f"{dep} covers {', '.join(sorted(unused))}, which the stage never imports "
-                         "(list the files it uses)")
+            found.append(
+                f"{dep} covers {', '.join(sorted(unused))}, which the stage never imports (list the files it uses)"
+            )
     return found
 
 
@@ -223,8 +224,13 @@ def test_the_closure_follows_imports_inside_functions_and_counts_the_cli_plumbin
     # hand-checked: stages/tile.py imports gac.data.tiling inside main(); tiling imports gac.data.sanity, which
     # imports gac.data.landcover; stages/common.py imports gac.device inside load_torch_params
     closure = stage_closure({"stages/tile.py": "gac tile"}, whole_file_schemas())
-    hand_checked = {"gac/data/tiling.py", "gac/data/sanity.py", "gac/data/landcover.py", "gac/device.py",
-                    "stages/common.py"}
+    hand_checked = {
+        "gac/data/tiling.py",
+        "gac/data/sanity.py",
+        "gac/data/landcover.py",
+        "gac/device.py",
+        "stages/common.py",
+    }
     assert hand_checked <= set(closure)
     assert closure["gac/data/tiling.py"] == "stages/tile.py"
     assert "gac/__init__.py" in closure and "stages/__init__.py" not in closure  # a docstring alone runs nothing
@@ -236,14 +242,24 @@ def test_deps_use_a_directory_for_a_subpackage_used_whole_and_list_the_shared_pl
     closure = next(c for s, _, c in stage_code_deps() if s == "translate")
     deps = suggested_deps(set(closure))
     assert deps[0] == "stages/translate.py" and set(deps[-6:]) == plumbing()
-    assert plumbing() == {"stages/common.py", "gac/__init__.py", "gac/device.py", "gac/errors.py", "gac/params.py",
-                          "gac/schema.py"}
+    assert plumbing() == {
+        "stages/common.py",
+        "gac/__init__.py",
+        "gac/device.py",
+        "gac/errors.py",
+        "gac/params.py",
+        "gac/schema.py",
+    }
     assert "gac/translate" in deps and "gac/tuning" in deps  # used whole: a directory
     assert "gac/refine" not in deps and "gac/refine/build.py" in deps  # translate never trains stage 2: files
 
 
 def test_gac_and_stages_hold_only_python():
     # The closure sees Python imports only; a data file under gac/ or stages/ would be read without being a dep.
-    other = [p.relative_to(REPO).as_posix() for package in PACKAGES for p in (REPO / package).rglob("*")
-             if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts]
+    other = [
+        p.relative_to(REPO).as_posix()
+        for package in PACKAGES
+        for p in (REPO / package).rglob("*")
+        if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts
+    ]
     assert not other, f"{', '.join(other)}: not Python, so no import names it; make it a dep of the stages reading it"

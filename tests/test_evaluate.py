@@ -27,7 +27,13 @@ NOISE = {"opt_v3": 100.0, "opt_v3_on_v1": 400.0, "baseline": 250.0}
 def _write_variant(tiles, path: Path, values: np.ndarray, random: bool, name: str) -> None:
     ds = tiles.drop_vars("s1").copy()
     ds["s2"] = (("tile", "band", "y", "x"), values.astype(np.float32))
-    ds.attrs = {"stage": name, "model": f"test-{name}", "weights": "random" if random else "/models/x", "random_weights": random, "params_hash": f"hash-{name}"}
+    ds.attrs = {
+        "stage": name,
+        "model": f"test-{name}",
+        "weights": "random" if random else "/models/x",
+        "random_weights": random,
+        "params_hash": f"hash-{name}",
+    }
     write_store(ds, path, shard_tiles=4)
 
 
@@ -36,9 +42,21 @@ def make_variants(tiles_path: Path, data_dir: Path) -> None:
     truth = tiles.s2.values
     means = np.nanmean(truth, axis=(0, 2, 3))[None, :, None, None]
     _write_variant(tiles, data_dir / "opt_v1.zarr", np.broadcast_to(means, truth.shape), True, "opt_v1")
-    _write_variant(tiles, data_dir / "opt_v2.zarr", gaussian_filter(np.nan_to_num(truth, nan=1000.0), sigma=(0, 0, 2, 2)), False, "opt_v2")
+    _write_variant(
+        tiles,
+        data_dir / "opt_v2.zarr",
+        gaussian_filter(np.nan_to_num(truth, nan=1000.0), sigma=(0, 0, 2, 2)),
+        False,
+        "opt_v2",
+    )
     for seed, (name, noise) in enumerate(NOISE.items()):
-        _write_variant(tiles, data_dir / f"{name}.zarr", truth + np.random.default_rng(seed).normal(0, noise, truth.shape), False, name)
+        _write_variant(
+            tiles,
+            data_dir / f"{name}.zarr",
+            truth + np.random.default_rng(seed).normal(0, noise, truth.shape),
+            False,
+            name,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +113,10 @@ def test_metrics_json_is_the_headline_and_details_json_every_number(evaluated):
     clusters = details["bootstrap_clusters"]
     assert info["bootstrap_unit"] == "block" and clusters == details["tiles"] == 2  # blocks of one tile (64 px) here
     assert details["paired"]["v2_vs_v1"]["ssim"]["clusters"] == clusters
-    assert f"{clusters} map blocks resampled whole (the tiles of a map block drawn together)" in (out / "report.md").read_text()
+    assert (
+        f"{clusters} map blocks resampled whole (the tiles of a map block drawn together)"
+        in (out / "report.md").read_text()
+    )
     for name in variants:
         headline = {"psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "gac_score"}
         intervals = {f"{m}_{end}" for m in headline for end in ("lo", "hi") if metrics[name][m] is not None}
@@ -126,7 +147,10 @@ def test_metrics_record_provenance_and_shout_about_random_weights(evaluated):
     prov = metrics["provenance"]
     assert prov["opt_v2"]["weights"] == "/models/x" and prov["opt_v2"]["random_weights"] is False
     assert prov["opt_v3"]["params_hash"] == "hash-opt_v3" and prov["opt_v3"]["model"] == "test-opt_v3"
-    assert prov["tokenizer_ceiling"]["weights"] == "random" and "terramind_v1_tiny_generate" in prov["tokenizer_ceiling"]["model"]
+    assert (
+        prov["tokenizer_ceiling"]["weights"] == "random"
+        and "terramind_v1_tiny_generate" in prov["tokenizer_ceiling"]["model"]
+    )
     assert metrics["random_weights"] is True
     assert metrics["random_weight_variants"] == ["opt_v1", "tokenizer_ceiling"]
     from gac.digest import params_hash
@@ -140,7 +164,9 @@ def test_metrics_record_provenance_and_shout_about_random_weights(evaluated):
     if cached:
         assert all(0.0 <= metrics[v]["lpips"] <= 1.5 for v in ("opt_v1", "opt_v2", "opt_v3"))
     else:
-        assert all(metrics[v]["lpips"] is None for v in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling"))
+        assert all(
+            metrics[v]["lpips"] is None for v in ("opt_v1", "opt_v2", "opt_v3", "opt_v3_on_v1", "tokenizer_ceiling")
+        )
     assert metrics["ms_ssim_scales"] == 3  # 64 px tiles
 
 
@@ -158,10 +184,16 @@ def test_per_tile_csv_matches_the_aggregates(evaluated):
         rows = list(csv.DictReader(handle))
     assert len(rows) == metrics["tiles"]
     assert [int(r["tile_index"]) for r in rows] == list(range(len(rows)))
-    for column, (name, metric) in {"opt_v2_psnr": ("opt_v2", "psnr"), "opt_v3_sam_deg": ("opt_v3", "sam_deg"), "opt_v1_ssim": ("opt_v1", "ssim")}.items():
+    for column, (name, metric) in {
+        "opt_v2_psnr": ("opt_v2", "psnr"),
+        "opt_v3_sam_deg": ("opt_v3", "sam_deg"),
+        "opt_v1_ssim": ("opt_v1", "ssim"),
+    }.items():
         values = [float(r[column]) for r in rows]
         assert np.mean(values) == pytest.approx(metrics[name][metric], abs=1e-5)
-    assert np.mean([float(r["ground_truth_sar_edge"]) for r in rows]) == pytest.approx(metrics["ground_truth"]["sar_edge"], abs=1e-5)
+    assert np.mean([float(r["ground_truth_sar_edge"]) for r in rows]) == pytest.approx(
+        metrics["ground_truth"]["sar_edge"], abs=1e-5
+    )
     lpips_column = [r["opt_v3_lpips"] for r in rows]
     if metrics["opt_v3"]["lpips"] is None:  # not cached: an empty cell per tile, not a number
         assert lpips_column == [""] * len(rows)
@@ -215,7 +247,10 @@ def test_report_table_is_markdown_with_the_caveat(evaluated, capsys):
     metrics, out, _ = evaluated
     report = (out / "report.md").read_text()
     assert results_table(metrics) in report and "## How each number is computed" in report
-    assert "## Paired comparisons" in report and "| opt_v3 − baseline (pipeline against a plain supervised network) |" in report
+    assert (
+        "## Paired comparisons" in report
+        and "| opt_v3 − baseline (pipeline against a plain supervised network) |" in report
+    )
     # The demo tiles carry the procedural land cover: one table per metric, a column per class present in the split.
     landcover = json.loads((out / "landcover.json").read_text())
     assert set(landcover) <= {"water", "forest", "cropland", "grassland", "bare_soil", "urban"} and len(landcover) >= 2
@@ -230,7 +265,9 @@ def test_report_table_is_markdown_with_the_caveat(evaluated, capsys):
     table = results_table(metrics)
     lines = table.splitlines()
     assert lines[0].startswith("| variant | PSNR dB")
-    assert any(line.startswith("| opt_v3: full pipeline") and f"{metrics['opt_v3']['psnr']:.2f}" in line for line in lines)
+    assert any(
+        line.startswith("| opt_v3: full pipeline") and f"{metrics['opt_v3']['psnr']:.2f}" in line for line in lines
+    )
     assert "ground truth (reference)" in table and "RANDOM WEIGHTS (opt_v1, tokenizer_ceiling)" in table
     assert "∞" in results_table({"opt_v3": {**metrics["opt_v3"], "psnr": None}})
 
@@ -298,7 +335,17 @@ def test_cli_reports_a_missing_store_in_one_line(project, tmp_path):
     data.mkdir()
     shutil.copytree(project / "tiles.zarr", data / "tiles.zarr")
     (tmp_path / "params.yaml").write_text("evaluate:\n  tokenizer_ceiling: false\n")
-    result = run_gac("evaluate", "--params", str(tmp_path / "params.yaml"), "--tiles", str(data / "tiles.zarr"), "--data-dir", str(data), "--out", str(data / "eval"))
+    result = run_gac(
+        "evaluate",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--tiles",
+        str(data / "tiles.zarr"),
+        "--data-dir",
+        str(data),
+        "--out",
+        str(data / "eval"),
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("gac: error:")]
     assert len(errors) == 1 and "opt_v1.zarr" in errors[0] and "not found" in errors[0]

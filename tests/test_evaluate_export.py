@@ -17,7 +17,9 @@ TRANSFORM = (10.0, 0.0, 549892.7, 0.0, -10.0, 6344077.6)
 def test_write_cog_round_trip(tmp_path):
     values = np.random.default_rng(0).uniform(0, 8000, (12, 32, 32)).astype(np.float32)
     values[:, 0, 0] = np.nan
-    path = write_cog(tmp_path / "a" / "t.tif", values, UTM, TRANSFORM, S2_BANDS, {"weights": "random", "random_weights": True})
+    path = write_cog(
+        tmp_path / "a" / "t.tif", values, UTM, TRANSFORM, S2_BANDS, {"weights": "random", "random_weights": True}
+    )
     assert not list(tmp_path.rglob("*.partial"))
     with rasterio.open(path) as cog:
         assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"

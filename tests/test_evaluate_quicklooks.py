@@ -26,7 +26,9 @@ def test_same_stretch_for_every_panel_and_nan_is_black(tmp_path):
     assert pixels.shape[1] == GAP + 5 * (64 + GAP)
     assert pixels.shape[0] == GAP + 2 * (2 * LABEL_HEIGHT + 64 + GAP)
     for row in (0, 1):
-        np.testing.assert_array_equal(_panel(pixels, row, 1), _panel(pixels, row, 4))  # a copy looks exactly like the truth
+        np.testing.assert_array_equal(
+            _panel(pixels, row, 1), _panel(pixels, row, 4)
+        )  # a copy looks exactly like the truth
         assert _panel(pixels, row, 2).max() == 0  # no data: black
         assert _panel(pixels, row, 3)[8:, 8:].min() == 255  # 5000 brighter than the truth's 98th percentile: saturated
         assert _panel(pixels, row, 4)[:8, :8].max() == 0  # the truth's NaN corner
@@ -40,7 +42,10 @@ def test_contact_sheet_has_a_colour_row_and_an_error_row_per_tile(tmp_path):
 
     rng = np.random.default_rng(1)
     truth = rng.uniform(0, 3000, (3, 12, 32, 32))
-    tiles = [(f"t{i}", rng.normal(-12, 3, (2, 32, 32)), {"copy": truth[i].copy(), "off": truth[i] + 500.0}, truth[i]) for i in range(3)]
+    tiles = [
+        (f"t{i}", rng.normal(-12, 3, (2, 32, 32)), {"copy": truth[i].copy(), "off": truth[i] + 500.0}, truth[i])
+        for i in range(3)
+    ]
     tiles[0][2]["off"][:, :4, :4] = np.nan
     image = Image.open(contact_sheet(tmp_path / "sheet.png", tiles, scale=1))
     assert image.size == (GAP + 4 * (32 + GAP), GAP + 6 * (2 * LABEL_HEIGHT + 32 + GAP))
@@ -50,7 +55,9 @@ def test_contact_sheet_has_a_colour_row_and_an_error_row_per_tile(tmp_path):
         error_row = 2 * tile + 1
         assert (_panel(pixels, error_row, 1, 32) == colour(0.0)).all()  # a perfect copy: zero error everywhere
         off = _panel(pixels, error_row, 2, 32)
-        assert np.abs(off[4:, 4:] - colour(0.05 / ERROR_RANGE)).max() <= 3  # 500 x 10^-4 = 0.05 reflectance, half the fixed scale
+        assert (
+            np.abs(off[4:, 4:] - colour(0.05 / ERROR_RANGE)).max() <= 3
+        )  # 500 x 10^-4 = 0.05 reflectance, half the fixed scale
     assert (_panel(pixels, 1, 2, 32)[:4, :4] == 255).all()  # no data: white
 
 
@@ -66,8 +73,17 @@ def test_scene_quicklook_shows_a_flat_translation_in_its_colour_not_black(tmp_pa
     ramp = flat.copy()
     ramp[3] = np.linspace(500, 2500, 50, dtype=np.uint16)[None, :]  # contrast in red only
     for name, values in (("flat", flat), ("ramp", ramp)):
-        with rasterio.open(tmp_path / f"{name}.tif", "w", driver="GTiff", width=50, height=40, count=12, dtype="uint16",
-                           crs="EPSG:32633", transform=from_origin(0, 0, 10, 10)) as dst:
+        with rasterio.open(
+            tmp_path / f"{name}.tif",
+            "w",
+            driver="GTiff",
+            width=50,
+            height=40,
+            count=12,
+            dtype="uint16",
+            crs="EPSG:32633",
+            transform=from_origin(0, 0, 10, 10),
+        ) as dst:
             dst.write(values)
         scene_quicklook(tmp_path / f"{name}.tif", tmp_path / f"{name}.png")
     rgb = np.asarray(Image.open(tmp_path / "flat.png"))

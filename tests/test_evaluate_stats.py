@@ -52,8 +52,12 @@ def test_significance_sentence_is_generated_from_the_numbers():
     gain = {"diff": 1.5, "lo": 0.8, "hi": 2.1, "p": 0.004, "n": 8}
     noise = {"diff": 0.2, "lo": -0.5, "hi": 0.9, "p": 0.46, "n": 8}
     worse_sam = {"diff": 2.0, "lo": 1.0, "hi": 3.0, "p": 0.008, "n": 8}
-    metrics = {"tiles": 8, "split": "test", "confidence": 0.95,
-               "paired": {"v2_vs_v1": {"psnr": gain, "sam_deg": worse_sam}, "v3_vs_v2": {"psnr": noise}}}
+    metrics = {
+        "tiles": 8,
+        "split": "test",
+        "confidence": 0.95,
+        "paired": {"v2_vs_v1": {"psnr": gain, "sam_deg": worse_sam}, "v3_vs_v2": {"psnr": noise}},
+    }
     sentence = significance_sentence(metrics)
     assert sentence.startswith("On these 8 test tiles, the differences that are significant")
     assert "v2 vs v1: psnr +1.50 (better, p=0.004), sam +2.00 (worse, p=0.008)" in sentence
@@ -83,7 +87,12 @@ def test_per_class_metrics_of_a_two_class_tile_equal_hand_computed_ones():
     cos = (p * t).sum(0) / np.linalg.norm(p, axis=0) / np.linalg.norm(t, axis=0)
     assert seven["sam_deg"] == pytest.approx(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean())
     water = result["water"]["v"]
-    assert water["pixels"] == 16 * 8 - 1 and water["rmse"] == 0.0 and water["psnr"] is math.inf and water["sam_deg"] == pytest.approx(0, abs=1e-6)
+    assert (
+        water["pixels"] == 16 * 8 - 1
+        and water["rmse"] == 0.0
+        and water["psnr"] is math.inf
+        and water["sam_deg"] == pytest.approx(0, abs=1e-6)
+    )
 
 
 def test_demo_tiles_carry_the_procedural_land_cover(tiles_store, demo_scenes):
@@ -100,7 +109,7 @@ def test_demo_tiles_carry_the_procedural_land_cover(tiles_store, demo_scenes):
 
 def test_a_user_raster_in_another_crs_is_resampled_nearest_onto_the_s2_grid(demo_scenes, tmp_path):
     import rasterio
-    from rasterio.warp import calculate_default_transform, reproject, Resampling
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     from gac.data.landcover import read_scene_landcover, resample_onto
     from gac.errors import GacError
@@ -112,9 +121,28 @@ def test_a_user_raster_in_another_crs_is_resampled_nearest_onto_the_s2_grid(demo
     with rasterio.open(s2) as ref:
         transform, width, height = calculate_default_transform(ref.crs, "EPSG:4326", ref.width, ref.height, *ref.bounds)
         wgs = np.zeros((height, width), dtype=np.uint8)
-        reproject(codes, wgs, src_transform=ref.transform, src_crs=ref.crs, dst_transform=transform, dst_crs="EPSG:4326", resampling=Resampling.nearest)
+        reproject(
+            codes,
+            wgs,
+            src_transform=ref.transform,
+            src_crs=ref.crs,
+            dst_transform=transform,
+            dst_crs="EPSG:4326",
+            resampling=Resampling.nearest,
+        )
     raster = tmp_path / "worldcover.tif"
-    with rasterio.open(raster, "w", driver="GTiff", height=height, width=width, count=1, dtype="uint8", crs="EPSG:4326", transform=transform, nodata=0) as dst:
+    with rasterio.open(
+        raster,
+        "w",
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:4326",
+        transform=transform,
+        nodata=0,
+    ) as dst:
         dst.write(wgs, 1)
     resample_onto(raster, s2, tmp_path / "LANDCOVER" / "demo_01.tif", {10: "tree cover", 80: "water"})
     layer, names = read_scene_landcover(tmp_path, "demo_01", (128, 128))
@@ -122,7 +150,9 @@ def test_a_user_raster_in_another_crs_is_resampled_nearest_onto_the_s2_grid(demo
     assert set(np.unique(layer)) <= {10, 80, -1}  # nearest: no averaged, invented classes
     inner = layer[8:-8, 8:-8]  # away from the reprojected edges
     assert (inner[:, :50] == 10).all() and (inner[:, 60:] == 80).all()
-    with pytest.raises(GacError, match=r"missing.tif: data.landcover raster not found; fix the path or remove data.landcover"):
+    with pytest.raises(
+        GacError, match=r"missing.tif: data.landcover raster not found; fix the path or remove data.landcover"
+    ):
         resample_onto(tmp_path / "missing.tif", s2, tmp_path / "x.tif", {})
     with pytest.raises(GacError, match=r"land cover is 128x128 px but its S2 scene is 64x64"):
         read_scene_landcover(tmp_path, "demo_01", (64, 64))

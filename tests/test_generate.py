@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from gac.data.store import S2_BANDS, open_store, write_store
-from gac.errors import GacError
 from gac.digest import params_hash
+from gac.errors import GacError
 from gac.params import validate_params
 from tests.conftest import GAC, run_gac
 from tests.numerics import assert_within_kernel_spread, within_kernel_spread
@@ -106,14 +106,25 @@ def test_bad_inputs_are_one_line_and_write_nothing(small_tiles, tiles_store, liv
     write_store(open_store(small_tiles).drop_vars("s1"), s2_only, shard_tiles=4)
     three = tmp_path / "three.zarr"
     ds = open_store(small_tiles, need=("s1",)).load()
-    ds3 = ds.drop_vars(["s1", "s1_band"]).assign(s1=(("tile", "s1_band", "y", "x"), np.concatenate([ds.s1.values, ds.s1.values[:, :1]], axis=1)))
+    ds3 = ds.drop_vars(["s1", "s1_band"]).assign(
+        s1=(("tile", "s1_band", "y", "x"), np.concatenate([ds.s1.values, ds.s1.values[:, :1]], axis=1))
+    )
     write_store(ds3, three, shard_tiles=4)
     cases = [
         (tmp_path / "missing.zarr", params, "tiles store not found"),
         (s2_only, params, "lacks variable(s) s1"),
         (three, params, "s1 has 3 band(s)"),
     ]
-    small_params = validate_params({**params.model_dump(), "stage1": {**params.stage1.model_dump(), "model": "terramind_v1_small_generate", "weights": str(lively_weights)}})
+    small_params = validate_params(
+        {
+            **params.model_dump(),
+            "stage1": {
+                **params.stage1.model_dump(),
+                "model": "terramind_v1_small_generate",
+                "weights": str(lively_weights),
+            },
+        }
+    )
     cases.append((small_tiles, small_params, "TerraMind_v1_small.pt not found"))  # tiny's files for a small model
     finetune_params = validate_params({**params.model_dump(), "stage1_finetune": {"enabled": True}})
     cases.append((small_tiles, finetune_params, "no fine-tuned adapter there"))
@@ -125,9 +136,20 @@ def test_bad_inputs_are_one_line_and_write_nothing(small_tiles, tiles_store, liv
 
 
 def test_cli_error_is_one_line(tmp_path):
-    result = run_gac("generate", "--params", str(write_params(tmp_path / "p.yaml")), "--tiles", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "o.zarr"))
+    result = run_gac(
+        "generate",
+        "--params",
+        str(write_params(tmp_path / "p.yaml")),
+        "--tiles",
+        str(tmp_path / "none.zarr"),
+        "--out",
+        str(tmp_path / "o.zarr"),
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("gac: error: ") and "none.zarr: tiles store not found" in result.stderr
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("gac: error: ")
+        and "none.zarr: tiles store not found" in result.stderr
+    )
 
 
 def _generate_cmd(params: Path, tiles: Path, out: Path) -> list[str]:
@@ -141,8 +163,19 @@ def test_sigkill_resume_and_two_processes_give_the_same_store(small_tiles, livel
     # Two CPU processes under torchrun, each rank writing its own shards.
     two = tmp_path / "two.zarr"
     result = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "--no-python", str(GAC), *_generate_cmd(params, small_tiles, two)],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            str(TORCHRUN),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--no-python",
+            str(GAC),
+            *_generate_cmd(params, small_tiles, two),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = sorted(re.findall(r"rank (\d)/2: (\d+) tile\(s\)", result.stderr))
@@ -151,7 +184,9 @@ def test_sigkill_resume_and_two_processes_give_the_same_store(small_tiles, livel
     # One process, SIGKILLed once a shard is on disk, then resumed.
     one = tmp_path / "one.zarr"
     progress = one.with_name(one.name + ".progress")  # the shard markers beside the partial store
-    proc = subprocess.Popen([str(GAC), *_generate_cmd(params, small_tiles, one)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [str(GAC), *_generate_cmd(params, small_tiles, one)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not (progress.is_dir() and any(progress.iterdir())):
         time.sleep(0.05)

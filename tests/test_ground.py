@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -58,12 +58,21 @@ def stores(tiles_store, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def params():
-    return validate_params({
-        "seed": 3,
-        "tile": {"size": TILE, "shard_tiles": 4},
-        "stage3": {"max_epochs": 4, "batch_size": 2, "lr": 1e-2, "warmup_steps": 0, "accelerator": "cpu",
-                   "early_stopping_patience": 10, "infer": {"timesteps": 1}},
-    })
+    return validate_params(
+        {
+            "seed": 3,
+            "tile": {"size": TILE, "shard_tiles": 4},
+            "stage3": {
+                "max_epochs": 4,
+                "batch_size": 2,
+                "lr": 1e-2,
+                "warmup_steps": 0,
+                "accelerator": "cpu",
+                "early_stopping_patience": 10,
+                "infer": {"timesteps": 1},
+            },
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +102,9 @@ def trained(params, stores):
     from gac.tuning.train import train_adapter
 
     root = stores["root"]
-    record = train_adapter(stage3_target(params, stores["opt_v2"]), params, stores["tiles"], root / "stage3", root / "live", root / "ckpt")
+    record = train_adapter(
+        stage3_target(params, stores["opt_v2"]), params, stores["tiles"], root / "stage3", root / "live", root / "ckpt"
+    )
     return {"record": record, "out": root / "stage3", "live": root / "live", "ckpt": root / "ckpt" / "stage3"}
 
 
@@ -123,9 +134,9 @@ def test_one_pass_logits_equal_the_samplers_masked_forward(net, batch):
     from terratorch.models.backbones.terramind.model.generate import init_full_input_modality
     from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO
 
+    from gac.terramind import TOKENS_KEY
     from gac.tuning import differentiable as D
     from gac.tuning.objective import model_inputs
-    from gac.terramind import TOKENS_KEY
 
     model = net.get_base_model()
     inputs = model_inputs(batch, "S1RTC", "opt")
@@ -133,11 +144,18 @@ def test_one_pass_logits_equal_the_samplers_masked_forward(net, batch):
     mod_dict = {}
     for name, x in inputs.items():
         key = model.mod_name_mapping[name]
-        masks = {"input_mask": torch.zeros(b, n, dtype=torch.bool), "target_mask": torch.ones(b, n, dtype=torch.bool),
-                 "decoder_attention_mask": torch.zeros(b, n, dtype=torch.bool)}
+        masks = {
+            "input_mask": torch.zeros(b, n, dtype=torch.bool),
+            "target_mask": torch.ones(b, n, dtype=torch.bool),
+            "decoder_attention_mask": torch.zeros(b, n, dtype=torch.bool),
+        }
         mod_dict[key] = init_full_input_modality({"tensor": x, **masks}, MODALITY_INFO, key, "cpu")
-    mod_dict[TOKENS_KEY] = {"tensor": torch.zeros(b, n, dtype=torch.long), "input_mask": torch.ones(b, n, dtype=torch.bool),
-                            "target_mask": torch.zeros(b, n, dtype=torch.bool), "decoder_attention_mask": torch.zeros(b, n, dtype=torch.bool)}
+    mod_dict[TOKENS_KEY] = {
+        "tensor": torch.zeros(b, n, dtype=torch.long),
+        "input_mask": torch.ones(b, n, dtype=torch.bool),
+        "target_mask": torch.zeros(b, n, dtype=torch.bool),
+        "decoder_attention_mask": torch.zeros(b, n, dtype=torch.bool),
+    }
     with torch.no_grad():
         ours = D.token_logits(model, inputs)
         theirs, positions = model.sampler.forward_enc_dec_maskgit_batched(mod_dict, TOKENS_KEY)
@@ -209,7 +227,14 @@ def test_pixel_path_sends_gradient_once_the_unet_output_layer_is_nonzero(net, ba
     assert objective.uses_pixels
     assert float(out_conv.weight.abs().sum()) == 0.0  # zero-initialised upstream
     zero, logs = _lora_grad(net, batch, objective)
-    assert float(zero.norm()) == 0.0 and {"pixel_l1", "pixel_ms_ssim", "sar", "sar_edge", "sar_texture", "identity"} <= set(logs)
+    assert float(zero.norm()) == 0.0 and {
+        "pixel_l1",
+        "pixel_ms_ssim",
+        "sar",
+        "sar_edge",
+        "sar_texture",
+        "identity",
+    } <= set(logs)
     # a flat image agrees with no radar edge: the SAR term is at its maximum, 1
     assert float(logs["sar"]) == pytest.approx(1.0, abs=1e-6)
     saved = out_conv.weight.detach().clone()
@@ -293,8 +318,8 @@ def _mean_ce(model, stores, split="train") -> float:
 
 
 def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, stores):
-    from gac.tuning.lora import STAGE3_ADAPTER, load_adapter
     from gac.terramind import build_generator
+    from gac.tuning.lora import STAGE3_ADAPTER, load_adapter
 
     record, out = trained["record"], trained["out"]
     before = _mean_ce(net.get_base_model(), stores)  # the fixture's LoRA is untrained: B = 0, the base model
@@ -311,10 +336,14 @@ def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, sto
     ce = np.loadtxt(trained["live"] / "plots" / "metrics" / "train" / "ce_epoch.tsv", skiprows=1, ndmin=2)[:, 1]
     assert ce[-1] < ce[0]
     # selection follows stage3.monitor (gac_score by default), evaluate's definition: 0.5 SAR-edge + 0.5 clip(PSNR / 40 dB)
-    val = {name: np.loadtxt(trained["live"] / "plots" / "metrics" / "val" / f"{name}.tsv", skiprows=1, ndmin=2)[:, 1]
-           for name in ("gac_score", "psnr", "sar_edge", "sam_deg", "ce", "loss", "sar")}
+    val = {
+        name: np.loadtxt(trained["live"] / "plots" / "metrics" / "val" / f"{name}.tsv", skiprows=1, ndmin=2)[:, 1]
+        for name in ("gac_score", "psnr", "sar_edge", "sam_deg", "ce", "loss", "sar")
+    }
     assert len(val["gac_score"]) == 4 and record["selected_by"]["monitor"] == "val/gac_score"
-    assert record["selected_by"]["mode"] == "max" and record["selected_by"]["best"] == pytest.approx(val["gac_score"].max())
+    assert record["selected_by"]["mode"] == "max" and record["selected_by"]["best"] == pytest.approx(
+        val["gac_score"].max()
+    )
     assert record["best_val_loss"] is None  # the monitor is not the loss
     # random weights: every decode is the flat per-band mean, which agrees with no radar edge (score 0, SAR term 1)
     np.testing.assert_allclose(val["sar_edge"], 0.0, atol=1e-6)
@@ -324,16 +353,25 @@ def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, sto
     # the SAR term is logged on the pixel-path batches (every stage3.loss.pixel_every-th), for the step plot
     sar_steps = np.loadtxt(trained["live"] / "plots" / "metrics" / "train" / "sar_step.tsv", skiprows=1, ndmin=2)
     assert record["global_step"] == 12 and record["loss"]["sar"] == 1.0 and record["loss"]["pixel_every"] == 2
-    assert sar_steps[:, 0].tolist() == [0, 2, 3, 5, 6, 8, 9, 11]  # batches 0 and 2 of each 3-batch epoch, at their own steps
+    assert sar_steps[:, 0].tolist() == [
+        0,
+        2,
+        3,
+        5,
+        6,
+        8,
+        9,
+        11,
+    ]  # batches 0 and 2 of each 3-batch epoch, at their own steps
     # checkpoints carry the LoRA and optimizer only, not the frozen 300M parameters
     assert (trained["ckpt"] / "last.ckpt").stat().st_size < 5e6
 
 
 def test_saved_adapter_reproduces_the_trained_weights_and_outputs(trained, net, batch):
+    from gac.terramind import build_generator
     from gac.tuning import differentiable as D
     from gac.tuning.lora import STAGE3_ADAPTER, load_adapter
     from gac.tuning.objective import model_inputs
-    from gac.terramind import build_generator
 
     ckpt = torch.load(trained["ckpt"] / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     lora = _lora_params(net)
@@ -348,8 +386,12 @@ def test_saved_adapter_reproduces_the_trained_weights_and_outputs(trained, net, 
         with torch.no_grad():
             for n, p in lora.items():
                 p.copy_(saved[n])
-    loaded = load_adapter(build_generator("terramind_v1_tiny_generate", inputs=["S1RTC", "S2L2A"], tile_size=TILE, seed=3),
-                          trained["out"], STAGE3_ADAPTER, ["S1RTC", "S2L2A"])
+    loaded = load_adapter(
+        build_generator("terramind_v1_tiny_generate", inputs=["S1RTC", "S2L2A"], tile_size=TILE, seed=3),
+        trained["out"],
+        STAGE3_ADAPTER,
+        ["S1RTC", "S2L2A"],
+    )
     with torch.no_grad():
         loaded_logits = D.token_logits(loaded.get_base_model(), inputs)
         base_logits = D.token_logits(net.get_base_model(), inputs)
@@ -372,10 +414,28 @@ def test_ground_ablation_on_opt_v1_writes_opt_v3_aligned_with_tiles(trained, sto
         stage = next(s for s in stages.values() if s["cmd"] == f"gac ground --input {label}")
         assert optical in stage["deps"] and stage["outs"] == [written]
     root = stores["root"]
-    (root / "params.yaml").write_text("seed: 3\ntile: {size: 32, shard_tiles: 4}\nstage3: {infer: {timesteps: 1, batch_size: 4, device: cpu}}\n")
+    (root / "params.yaml").write_text(
+        "seed: 3\ntile: {size: 32, shard_tiles: 4}\nstage3: {infer: {timesteps: 1, batch_size: 4, device: cpu}}\n"
+    )
     opt_v1 = _blurred_copy(stores["tiles"], root / "opt_v1.zarr")
-    result = CliRunner().invoke(app, ["ground", "--params", str(root / "params.yaml"), "--input", "v1", "--tiles", str(stores["tiles"]),
-                                      "--adapter", str(trained["out"]), "--optical", str(opt_v1), "--out", str(root / "opt_v3_on_v1.zarr")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "ground",
+            "--params",
+            str(root / "params.yaml"),
+            "--input",
+            "v1",
+            "--tiles",
+            str(stores["tiles"]),
+            "--adapter",
+            str(trained["out"]),
+            "--optical",
+            str(opt_v1),
+            "--out",
+            str(root / "opt_v3_on_v1.zarr"),
+        ],
+    )
     assert result.exit_code == 0, result.output[-2000:]
     assert "stage 3 on opt_v1, weights random (RANDOM)" in result.output
     tiles = open_store(stores["tiles"], need=("s1", "s2"))
@@ -402,7 +462,14 @@ def test_opt_v2_out_of_step_with_tiles_is_one_line_and_writes_nothing(params, st
     root = stores["root"]
     shuffled = _blurred_copy(stores["tiles"], root / "opt_v2_reversed.zarr", reverse=True)
     with pytest.raises(GacError) as err:
-        train_adapter(stage3_target(params, shuffled), params, stores["tiles"], root / "bad_stage3", root / "bad_live", root / "bad_ckpt")
+        train_adapter(
+            stage3_target(params, shuffled),
+            params,
+            stores["tiles"],
+            root / "bad_stage3",
+            root / "bad_live",
+            root / "bad_ckpt",
+        )
     assert str(shuffled) in str(err.value) and "\n" not in str(err.value) and "re-run" in str(err.value)
     assert not (root / "bad_stage3").exists() and not (root / "bad_live").exists() and not (root / "bad_ckpt").exists()
     with pytest.raises(GacError, match="tile ids disagree"):
@@ -419,11 +486,13 @@ def test_opt_v2_out_of_step_with_tiles_is_one_line_and_writes_nothing(params, st
     ],
 )
 def test_bad_lora_regex_is_one_line(net, pattern, message):
-    from gac.tuning.lora import TERRAMIND_PREFIX
     from gac.lora import lora_target_names
+    from gac.tuning.lora import TERRAMIND_PREFIX
 
     with pytest.raises(GacError, match=message) as err:
-        lora_target_names(net.get_base_model(), pattern, "stage3.lora_targets", "terramind_v1_tiny_generate", within=TERRAMIND_PREFIX)
+        lora_target_names(
+            net.get_base_model(), pattern, "stage3.lora_targets", "terramind_v1_tiny_generate", within=TERRAMIND_PREFIX
+        )
     assert "stage3.lora_targets" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -431,9 +500,15 @@ def test_adapter_of_another_size_or_inputs_is_refused(trained, tmp_path):
     from gac.tuning.lora import STAGE3_ADAPTER, checked_adapter_record
 
     both = ["S1RTC", "S2L2A"]
-    assert checked_adapter_record(trained["out"], STAGE3_ADAPTER, "terramind_v1_tiny_generate", both)["model"] == "terramind_v1_tiny_generate"
-    with pytest.raises(GacError, match=r"trained for terramind_v1_tiny_generate but stage3\.model is terramind_v1_small_generate; "
-                                       r"set stage3\.model: terramind_v1_tiny_generate or re-train it \(dvc repro train-stage3\)$"):
+    assert (
+        checked_adapter_record(trained["out"], STAGE3_ADAPTER, "terramind_v1_tiny_generate", both)["model"]
+        == "terramind_v1_tiny_generate"
+    )
+    with pytest.raises(
+        GacError,
+        match=r"trained for terramind_v1_tiny_generate but stage3\.model is terramind_v1_small_generate; "
+        r"set stage3\.model: terramind_v1_tiny_generate or re-train it \(dvc repro train-stage3\)$",
+    ):
         checked_adapter_record(trained["out"], STAGE3_ADAPTER, "terramind_v1_small_generate", both)
     with pytest.raises(GacError, match=r"trained on inputs \['S1RTC', 'S2L2A'\] but takes \['S1GRD', 'S2L2A'\] now"):
         checked_adapter_record(trained["out"], STAGE3_ADAPTER, "terramind_v1_tiny_generate", ["S1GRD", "S2L2A"])
@@ -470,8 +545,12 @@ def finetuned(params, stores):
 
     root = stores["root"]
     # stage 1's fine-tuning has its own section: the same knobs as the stage-3 fixture, two epochs
-    knobs = {k: v for k, v in params.stage3.training_dict().items() if k in Stage1FinetuneParams.model_fields and k != "loss"}
-    quick = params.model_copy(update={"stage1_finetune": Stage1FinetuneParams(**{**knobs, "enabled": True, "max_epochs": 2})})
+    knobs = {
+        k: v for k, v in params.stage3.training_dict().items() if k in Stage1FinetuneParams.model_fields and k != "loss"
+    }
+    quick = params.model_copy(
+        update={"stage1_finetune": Stage1FinetuneParams(**{**knobs, "enabled": True, "max_epochs": 2})}
+    )
     job = stage1_finetune_target(quick)
     assert job.optical is None and job.stage == "stage1_finetune"
     record = train_adapter(job, quick, stores["tiles"], root / "stage1_finetune", root / "live_s1", root / "ckpt")
@@ -497,14 +576,36 @@ def test_cli_errors_are_one_line_before_any_model_is_built(stores, tmp_path):
     bad = run_gac("ground", "--input", "v3", cwd=root)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--input 'v3'" in bad.stderr
     shuffled = _blurred_copy(stores["tiles"], root / "opt_v2_cli_reversed.zarr", reverse=True)
-    bad = run_gac("train-stage3", "--tiles", str(stores["tiles"]), "--optical", str(shuffled), "--out", str(root / "cli_stage3"),
-                  "--live", str(root / "cli_live"), cwd=root)
+    bad = run_gac(
+        "train-stage3",
+        "--tiles",
+        str(stores["tiles"]),
+        "--optical",
+        str(shuffled),
+        "--out",
+        str(root / "cli_stage3"),
+        "--live",
+        str(root / "cli_live"),
+        cwd=root,
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr[-2000:]
     assert str(shuffled) in bad.stderr and "tile ids disagree" in bad.stderr
     assert not (root / "cli_stage3").exists() and not (root / "cli_live").exists()
-    bad = run_gac("ground", "--tiles", str(stores["tiles"]), "--optical", str(stores["opt_v2"]), "--adapter", str(root / "none"),
-                  "--out", str(root / "v3.zarr"), cwd=root)
-    assert bad.returncode == 2 and "no trained stage-3 adapter" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    bad = run_gac(
+        "ground",
+        "--tiles",
+        str(stores["tiles"]),
+        "--optical",
+        str(stores["opt_v2"]),
+        "--adapter",
+        str(root / "none"),
+        "--out",
+        str(root / "v3.zarr"),
+        cwd=root,
+    )
+    assert (
+        bad.returncode == 2 and "no trained stage-3 adapter" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    )
     assert not (root / "v3.zarr").exists() and not (root / "v3.zarr.partial").exists()
 
 
@@ -518,11 +619,21 @@ def test_weights_of_another_terramind_size_are_one_line_and_nothing_is_written(p
     weights.mkdir()
     torch.save(net.get_base_model().sampler.model.state_dict(), weights / hub_files("terramind_v1_small_generate")[1])
     (weights / TOKENIZER_FILE).write_bytes(b"")  # never read: TerraMind's own file is refused first
-    wrong = params.model_copy(update={"stage3": params.stage3.model_copy(update={"model": "terramind_v1_small_generate",
-                                                                                  "weights": str(weights)})})
+    wrong = params.model_copy(
+        update={
+            "stage3": params.stage3.model_copy(update={"model": "terramind_v1_small_generate", "weights": str(weights)})
+        }
+    )
     root = tmp_path / "run"
     with pytest.raises(GacError) as err:
-        train_adapter(stage3_target(wrong, stores["opt_v2"]), wrong, stores["tiles"], root / "stage3", root / "live", root / "ckpt")
+        train_adapter(
+            stage3_target(wrong, stores["opt_v2"]),
+            wrong,
+            stores["tiles"],
+            root / "stage3",
+            root / "live",
+            root / "ckpt",
+        )
     message = str(err.value)
     assert "\n" not in message and "TerraMind_v1_small.pt" in message and "shape mismatch" in message
     assert "check the model size" in message
@@ -574,4 +685,11 @@ def test_tiles_of_another_s1_product_are_refused(params, stores):
 
     grd = params.model_copy(update={"stage1": params.stage1.model_copy(update={"input": "S1GRD"})})
     with pytest.raises(GacError, match="tiles hold S1RTC but stage1.input is S1GRD; set stage1.input: S1RTC"):
-        train_adapter(stage3_target(grd, stores["opt_v2"]), grd, stores["tiles"], stores["root"] / "x", stores["root"] / "y", stores["root"] / "z")
+        train_adapter(
+            stage3_target(grd, stores["opt_v2"]),
+            grd,
+            stores["tiles"],
+            stores["root"] / "x",
+            stores["root"] / "y",
+            stores["root"] / "z",
+        )

@@ -25,7 +25,9 @@ from tests.numerics import KERNEL_MAX, KERNEL_RMS, kernel_spread
 REPO = Path(__file__).resolve().parents[1]
 ON_SECOND_PATH = "GAC_TEST_SECOND_KERNEL_PATH"
 
-pytestmark = pytest.mark.skipif(bool(os.environ.get(ON_SECOND_PATH)), reason="already running on the second kernel path")
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get(ON_SECOND_PATH)), reason="already running on the second kernel path"
+)
 
 
 def second_kernel_path() -> dict[str, str]:
@@ -53,8 +55,14 @@ np.save(sys.argv[1], torch.cat([batch, alone]).numpy())
 
 
 def _generate(out: Path, env: dict[str, str]) -> np.ndarray:
-    result = subprocess.run([sys.executable, "-c", _GENERATE, str(out)], cwd=REPO, env={**os.environ, **env},
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _GENERATE, str(out)],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return np.load(out)
 
@@ -64,7 +72,9 @@ def test_generation_agrees_across_kernel_paths(tmp_path, record_property):
     native = _generate(tmp_path / "native.npy", {})
     other = _generate(tmp_path / "second.npy", second)
     peak, rms = kernel_spread(other, native)
-    record_property("kernel_spread", f"native vs {second[ON_SECOND_PATH]}: {peak:.2e} of the std at most, {rms:.2e} RMS")
+    record_property(
+        "kernel_spread", f"native vs {second[ON_SECOND_PATH]}: {peak:.2e} of the std at most, {rms:.2e} RMS"
+    )
     assert peak <= KERNEL_MAX and rms <= KERNEL_RMS, (peak, rms)
     alone_peak, alone_rms = kernel_spread(native[3], native[1])
     record_property("kernel_spread_batch", f"a tile alone vs in a batch: {alone_peak:.2e} at most, {alone_rms:.2e} RMS")
@@ -76,7 +86,11 @@ def test_kernel_sensitive_tests_pass_on_a_second_kernel_path():
     second = second_kernel_path()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-m", "kernels", "-p", "no:cacheprovider", "tests"],
-        cwd=REPO, env={**os.environ, **second}, capture_output=True, text=True, timeout=1200,
+        cwd=REPO,
+        env={**os.environ, **second},
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-2000:]
     assert result.returncode == 0, f"on {second[ON_SECOND_PATH]} kernels: {summary}\n{result.stdout[-4000:]}"

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from gac.data.store import S2_BANDS
 from gac.losses import (
     MS_SSIM_WEIGHTS,
     TrueColourLPIPS,
@@ -20,7 +21,6 @@ from gac.losses import (
     psnr,
     sam,
 )
-from gac.data.store import S2_BANDS
 
 
 def _pixel(*values: float) -> torch.Tensor:
@@ -85,7 +85,9 @@ def test_sam_hand_values():
     assert sam(_pixel(1, 1), _pixel(1, 0)).item() == pytest.approx(math.pi / 4, abs=1e-6)
     assert sam(_pixel(1, 2, 3), _pixel(1, 2, 3)).item() < 2e-3  # clamped inside acos's domain
     # The angle ignores brightness: a scaled spectrum has the same angle.
-    assert sam(_pixel(2, 0, 2), _pixel(0.1, 0.2, 0.0)).item() == pytest.approx(sam(_pixel(1, 0, 1), _pixel(1, 2, 0)).item(), abs=1e-6)
+    assert sam(_pixel(2, 0, 2), _pixel(0.1, 0.2, 0.0)).item() == pytest.approx(
+        sam(_pixel(1, 0, 1), _pixel(1, 2, 0)).item(), abs=1e-6
+    )
     # Mean over pixels: one pixel at pi/2, one at 0-ish.
     pred = torch.tensor([[[[1.0, 1.0]], [[0.0, 1.0]]]])
     target = torch.tensor([[[[0.0, 1.0]], [[1.0, 1.0]]]])
@@ -171,9 +173,13 @@ def test_spectral_coherence_hand_value():
     target = torch.full((1, 12, 2, 2), 0.1)
     target[:, index["B08"]] = 0.3  # NDVI (0.3 - 0.1) / 0.4 = 0.5, NDWI -0.5
     pred = target.clone()
-    assert spectral_coherence(pred, target, index).item() == pytest.approx(0.0, abs=2e-3)  # SAM's clamp leaves ~1e-3 rad
+    assert spectral_coherence(pred, target, index).item() == pytest.approx(
+        0.0, abs=2e-3
+    )  # SAM's clamp leaves ~1e-3 rad
     pred[:, index["B04"]] = 0.3  # NDVI 0, NDWI still -0.5: index error 0.5 on top of the spectral angle
-    angle = math.acos(float((pred[0, :, 0, 0] @ target[0, :, 0, 0]) / (pred[0, :, 0, 0].norm() * target[0, :, 0, 0].norm())))
+    angle = math.acos(
+        float((pred[0, :, 0, 0] @ target[0, :, 0, 0]) / (pred[0, :, 0, 0].norm() * target[0, :, 0, 0].norm()))
+    )
     assert spectral_coherence(pred, target, index).item() == pytest.approx(angle + 0.5, abs=2e-3)
 
 

@@ -113,8 +113,24 @@ def test_nodata_pixels_do_not_count():
 
 def test_aggregate_means_and_pooled_rmse():
     rows = [
-        {"psnr": 20.0, "ssim": 0.5, "ms_ssim": 0.6, "sam_deg": 10.0, "sar_edge": 0.1, "lpips": None, "mse": {"B02": 0.01}},
-        {"psnr": 30.0, "ssim": 0.7, "ms_ssim": 0.8, "sam_deg": 20.0, "sar_edge": 0.3, "lpips": None, "mse": {"B02": 0.03}},
+        {
+            "psnr": 20.0,
+            "ssim": 0.5,
+            "ms_ssim": 0.6,
+            "sam_deg": 10.0,
+            "sar_edge": 0.1,
+            "lpips": None,
+            "mse": {"B02": 0.01},
+        },
+        {
+            "psnr": 30.0,
+            "ssim": 0.7,
+            "ms_ssim": 0.8,
+            "sam_deg": 20.0,
+            "sar_edge": 0.3,
+            "lpips": None,
+            "mse": {"B02": 0.03},
+        },
     ]
     agg = aggregate(rows)
     assert agg["tiles"] == 2

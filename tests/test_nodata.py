@@ -52,8 +52,9 @@ def trained(corner_scenes):
 
     torch.set_num_threads(2)
     root = corner_scenes["root"]
-    p = BaselineParams(channels=8, depth=2, max_epochs=1, max_steps=3, batch_size=2, lr=5e-3, warmup_steps=1,
-                       accelerator="cpu")
+    p = BaselineParams(
+        channels=8, depth=2, max_epochs=1, max_steps=3, batch_size=2, lr=5e-3, warmup_steps=1, accelerator="cpu"
+    )
     record = train_baseline(p, 0, corner_scenes["tiles"], root / "model", root / "live", root / "ckpt")
     store = root / "baseline.zarr"
     predict_store(root / "model", corner_scenes["tiles"], store, p.infer, 4, {"gac_version": "test"})
@@ -110,8 +111,14 @@ def test_training_store_and_translate_give_a_nodata_corner_tile_the_same_numbers
         zero_filled = net(torch.nan_to_num(item["s1"][None], nan=0.0))[0].numpy()
     assert np.abs(zero_filled[:, radar] - store[:, radar]).max() > 10
 
-    p = validate_params({"seed": 3, "tile": {"size": TILE}, "baseline": {"channels": 8, "depth": 2},
-                         "translate": {"until": "baseline", "overlap": 0, "block_size": 64, "infer": {"batch_size": 4}}})
+    p = validate_params(
+        {
+            "seed": 3,
+            "tile": {"size": TILE},
+            "baseline": {"channels": 8, "depth": 2},
+            "translate": {"until": "baseline", "overlap": 0, "block_size": 64, "infer": {"batch_size": 4}},
+        }
+    )
     scene = corner_scenes["scenes"] / "S1RTC" / "demo_01.tif"
     translate(p, [scene], tmp_path / "out", Options(Artifacts(baseline=trained["model"]), progress=False))
     with rasterio.open(tmp_path / "out" / "demo_01.tif") as src:
@@ -145,10 +152,15 @@ def test_refiner_and_terramind_read_a_nodata_corner_the_same_in_training_and_inf
 
     optical = open_store(trained["store"]).s2.values[index : index + 1]
     s1 = tiles.s1.values[index : index + 1]
-    batch = Batch(s1=s1, month=tiles.month.values[index : index + 1].astype(np.int64),
-                  lat=tiles.lat.values[index : index + 1].astype(np.float32),
-                  lon=tiles.lon.values[index : index + 1].astype(np.float32), token_seeds=[0], noise_seeds=[0],
-                  optical=optical)
+    batch = Batch(
+        s1=s1,
+        month=tiles.month.values[index : index + 1].astype(np.int64),
+        lat=tiles.lat.values[index : index + 1].astype(np.float32),
+        lon=tiles.lon.values[index : index + 1].astype(np.float32),
+        token_seeds=[0],
+        noise_seeds=[0],
+        optical=optical,
+    )
     radar = np.isfinite(s1[0]).all(axis=0)
 
     config = validate_params({"stage2": {"use_sar": True}}).stage2.training_dict()
@@ -161,15 +173,23 @@ def test_refiner_and_terramind_read_a_nodata_corner_the_same_in_training_and_inf
     assert np.isfinite(trained_view).all()  # finite everywhere, so the losses can mask instead of propagate NaN
     np.testing.assert_allclose(trained_view[:, radar], inference[:, radar], rtol=1e-4, atol=0.5)
     with torch.no_grad():  # the old training fill (0 dB, 0 reflectance) moves valid pixels: the check above can fail
-        old = refiner(torch.nan_to_num(training["opt_v1"]), torch.nan_to_num(training["s1"]), training["month"],
-                      training["lat"], training["lon"])[0].numpy()
+        old = refiner(
+            torch.nan_to_num(training["opt_v1"]),
+            torch.nan_to_num(training["s1"]),
+            training["month"],
+            training["lat"],
+            training["lon"],
+        )[0].numpy()
     assert np.abs(old[:, radar] - inference[:, radar]).max() > 1
 
     s2_gap = radar & ~item["valid"].numpy()  # radar present, ground truth absent (demo_00's S2 gap)
     assert s2_gap.any()
     stage_inputs = model_inputs(training, "S1RTC", "opt_v1")
-    np.testing.assert_array_equal(stage_inputs["S1RTC"].numpy(), standardize_filled(torch.from_numpy(s1), "S1RTC").numpy())
-    np.testing.assert_array_equal(stage_inputs["S2L2A"].numpy(),
-                                  standardize_filled(torch.from_numpy(optical), "S2L2A").numpy())
+    np.testing.assert_array_equal(
+        stage_inputs["S1RTC"].numpy(), standardize_filled(torch.from_numpy(s1), "S1RTC").numpy()
+    )
+    np.testing.assert_array_equal(
+        stage_inputs["S2L2A"].numpy(), standardize_filled(torch.from_numpy(optical), "S2L2A").numpy()
+    )
     assert (stage_inputs["S1RTC"][0][:, torch.from_numpy(s2_gap)] != 0).all()  # the radar stays where S2 has no data
     assert (stage_inputs["S1RTC"][0][:, :CORNER, :CORNER] == 0).all()  # the corner at the band mean

@@ -1,9 +1,10 @@
 import re
-import yaml
-import pytest
 
-from gac.errors import GacError
+import pytest
+import yaml
+
 from gac.digest import params_hash
+from gac.errors import GacError
 from gac.params import load_params, validate_params
 from tests.conftest import REPO, run_gac
 
@@ -11,7 +12,19 @@ from tests.conftest import REPO, run_gac
 def test_project_params_file_is_valid_and_complete():
     params = load_params(REPO / "params.yaml")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert set(raw) <= {"seed", "deterministic", "data", "tile", "stage1", "stage1_finetune", "stage2", "stage3", "baseline", "evaluate", "translate"}
+    assert set(raw) <= {
+        "seed",
+        "deterministic",
+        "data",
+        "tile",
+        "stage1",
+        "stage1_finetune",
+        "stage2",
+        "stage3",
+        "baseline",
+        "evaluate",
+        "translate",
+    }
     assert params.tile.size % 16 == 0
 
 
@@ -99,25 +112,33 @@ def test_stage2_monitor_is_checked_with_one_line():
     assert validate_params({"stage2": {"monitor": "psnr"}}).stage2.monitor == "psnr"
     assert validate_params({}).stage2.monitor == "loss"
     assert validate_params({"stage2": {"monitor": "gac_score"}}).stage2.monitor == "gac_score"  # every stage's names
-    with pytest.raises(GacError, match=r"^params\.yaml: stage2\.monitor: Input should be 'loss', 'gac_score', 'psnr', 'sar_edge', "
-                                       r"'sam_deg', 'l1' or 'ms_ssim' \(got 'ce'\)$"):
+    with pytest.raises(
+        GacError,
+        match=r"^params\.yaml: stage2\.monitor: Input should be 'loss', 'gac_score', 'psnr', 'sar_edge', "
+        r"'sam_deg', 'l1' or 'ms_ssim' \(got 'ce'\)$",
+    ):
         validate_params({"stage2": {"monitor": "ce"}})
     with pytest.raises(GacError, match=r"monitor 'ms_ssim' is a loss term with weight 0"):
         validate_params({"stage2": {"monitor": "ms_ssim", "loss": {"ms_ssim": 0}}})
 
 
-@pytest.mark.parametrize("raw, old, new", [
-    ({"stage1": {"batch_size": 2}}, "stage1.batch_size", "stage1.infer.batch_size"),
-    ({"stage2": {"infer": {"accelerator": "cpu"}}}, "stage2.infer.accelerator", "stage2.infer.device"),
-    ({"baseline": {"infer": {"accelerator": "cpu"}}}, "baseline.infer.accelerator", "baseline.infer.device"),
-    ({"stage2": {"loss_sam": 0.2}}, "stage2.loss_sam", "stage2.loss.sam"),
-    ({"translate": {"device": "cpu"}}, "translate.device", "translate.infer.device"),
-])
+@pytest.mark.parametrize(
+    "raw, old, new",
+    [
+        ({"stage1": {"batch_size": 2}}, "stage1.batch_size", "stage1.infer.batch_size"),
+        ({"stage2": {"infer": {"accelerator": "cpu"}}}, "stage2.infer.accelerator", "stage2.infer.device"),
+        ({"baseline": {"infer": {"accelerator": "cpu"}}}, "baseline.infer.accelerator", "baseline.infer.device"),
+        ({"stage2": {"loss_sam": 0.2}}, "stage2.loss_sam", "stage2.loss.sam"),
+        ({"translate": {"device": "cpu"}}, "translate.device", "translate.infer.device"),
+    ],
+)
 def test_old_keys_are_refused_naming_the_new_one(raw, old, new):
     from gac.errors import GacError
     from gac.params import validate_params
 
-    with pytest.raises(GacError, match=rf"^params\.yaml: '{re.escape(old)}' is now '{re.escape(new)}'; move its value there$"):
+    with pytest.raises(
+        GacError, match=rf"^params\.yaml: '{re.escape(old)}' is now '{re.escape(new)}'; move its value there$"
+    ):
         validate_params(raw)
     with pytest.raises(GacError, match=r"stage2\.monitor: 'sam' is now 'sam_deg'"):
         validate_params({"stage2": {"monitor": "sam"}})
@@ -130,7 +151,10 @@ def test_tuning_monitors_are_checked_with_one_line():
     p = validate_params({})
     assert (p.stage3.monitor, p.stage1_finetune.monitor) == ("gac_score", "loss")
     assert validate_params({"stage3": {"monitor": "sar_edge"}}).stage3.monitor == "sar_edge"
-    with pytest.raises(GacError, match=r"^params\.yaml: stage3\.monitor: Input should be 'loss', 'gac_score', 'psnr', 'sar_edge', 'sam_deg' or 'ce' \(got 'l1'\)$"):
+    with pytest.raises(
+        GacError,
+        match=r"^params\.yaml: stage3\.monitor: Input should be 'loss', 'gac_score', 'psnr', 'sar_edge', 'sam_deg' or 'ce' \(got 'l1'\)$",
+    ):
         validate_params({"stage3": {"monitor": "l1"}})
 
 
@@ -139,10 +163,20 @@ def test_stage3_plots_show_the_sar_term_and_the_validation_gac_score():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     live = dvc["stages"]["train-stage3"]["plots"][0]
     root = next(iter(live))
-    named = {path: column for plot in dvc["plots"] if isinstance(plot, dict) for spec in plot.values()
-             for path, column in (spec.get("y") or {}).items() if path.startswith(root)}
-    assert named == {f"{root}/train/sar_step.tsv": "sar_step", f"{root}/val/gac_score.tsv": "gac_score",
-                     f"{root}/val/sar_edge.tsv": "sar_edge", f"{root}/val/psnr.tsv": "psnr"}
+    named = {
+        path: column
+        for plot in dvc["plots"]
+        if isinstance(plot, dict)
+        for spec in plot.values()
+        for path, column in (spec.get("y") or {}).items()
+        if path.startswith(root)
+    }
+    assert named == {
+        f"{root}/train/sar_step.tsv": "sar_step",
+        f"{root}/val/gac_score.tsv": "gac_score",
+        f"{root}/val/sar_edge.tsv": "sar_edge",
+        f"{root}/val/psnr.tsv": "psnr",
+    }
 
 
 def test_data_keys_reach_the_stages_that_read_them():

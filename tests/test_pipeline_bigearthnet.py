@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     if not (V1_SAMPLES / "BigEarthNet-S1").is_dir():
-        pytest.skip(f"BigEarthNet v1 samples not found at {V1_SAMPLES} "
-                    "(../shared is absent outside the team's machines)")
+        pytest.skip(
+            f"BigEarthNet v1 samples not found at {V1_SAMPLES} (../shared is absent outside the team's machines)"
+        )
     archive = tmp_path_factory.mktemp("reben")
     rows = build_reben(archive)
     # translate takes one S1 patch as a 2-band GeoTIFF (VV, VH), as a user would pass a scene

@@ -33,10 +33,33 @@ TINY = {
     "evaluate": {"quicklooks": 1},
     "translate": {"timesteps": 1, "overlap": 8, "infer": {"batch_size": 8}},
 }
-ALL_STAGES = {"check-params", "synth", "tile", "finetune-stage1", "generate", "train-stage2", "refine",
-              "train-stage3", "ground", "ground-on-v1", "train-baseline", "predict-baseline", "evaluate", "translate"}
+ALL_STAGES = {
+    "check-params",
+    "synth",
+    "tile",
+    "finetune-stage1",
+    "generate",
+    "train-stage2",
+    "refine",
+    "train-stage3",
+    "ground",
+    "ground-on-v1",
+    "train-baseline",
+    "predict-baseline",
+    "evaluate",
+    "translate",
+}
 # What `dvc exp run -S stage2.lora_rank=16` re-runs: stage 2 and everything downstream of it, nothing before.
-STAGE2_ONWARD = {"check-params", "train-stage2", "refine", "train-stage3", "ground", "ground-on-v1", "evaluate", "translate"}
+STAGE2_ONWARD = {
+    "check-params",
+    "train-stage2",
+    "refine",
+    "train-stage3",
+    "ground",
+    "ground-on-v1",
+    "evaluate",
+    "translate",
+}
 STAGE2_EXPERIMENT = "stage2.lora_rank=16"
 # The stages that train or sample (ground-on-v1 runs ground's code; translate's bytes are compared run
 # against run in tests/test_translate.py); the others are deterministic functions of these outputs.
@@ -78,7 +101,9 @@ def stale_after(project, section: str, key: str, value) -> set[str]:
     target[key] = value
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        status = subprocess.run(["dvc", "status", "--json"], cwd=project, capture_output=True, text=True, check=True).stdout
+        status = subprocess.run(
+            ["dvc", "status", "--json"], cwd=project, capture_output=True, text=True, check=True
+        ).stdout
     finally:
         (project / "params.yaml").write_text(text)
     return {name.rsplit(":", 1)[-1] for name in json.loads(status)}
@@ -131,9 +156,16 @@ def test_translate_stage_writes_the_demo_scene_and_its_params_rerun_it_alone(com
     import rasterio
 
     project = committed
-    with rasterio.open(project / "data" / "scenes" / "S1RTC" / "demo_00.tif") as s1, rasterio.open(project / "data" / "translate" / "demo_00.tif") as out:
+    with (
+        rasterio.open(project / "data" / "scenes" / "S1RTC" / "demo_00.tif") as s1,
+        rasterio.open(project / "data" / "translate" / "demo_00.tif") as out,
+    ):
         assert (out.crs, out.transform, out.width, out.height) == (s1.crs, s1.transform, s1.width, s1.height)
-        assert out.count == 12 and out.tags()["RANDOM_WEIGHTS"] == "true" and out.tags()["STAGES"] == "stage1 stage2 stage3"
+        assert (
+            out.count == 12
+            and out.tags()["RANDOM_WEIGHTS"] == "true"
+            and out.tags()["STAGES"] == "stage1 stage2 stage3"
+        )
         assert (out.read() > 0).any()
     assert (project / "data" / "translate" / "demo_00.png").is_file()
     assert stale_after(project, "translate", "overlap", 4) == {"check-params", "translate"}
@@ -153,8 +185,13 @@ def test_metrics_diff_shows_stage2_change_and_stage1_unchanged(experiment):
     assert "opt_v2.psnr" in changed and changed["opt_v2.psnr"]["diff"] != 0
     assert "opt_v1.psnr" not in changed  # stage 1 did not re-run, so its scores stand
     # the headline fits a screen: 40 numbers, one row each, under 160 columns
-    table = subprocess.run(["dvc", "metrics", "diff", "--all", "--targets", "data/eval/metrics.json"], cwd=project,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    table = subprocess.run(
+        ["dvc", "metrics", "diff", "--all", "--targets", "data/eval/metrics.json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert len(table) == 1 + 40 and max(map(len, table)) <= 160
     assert any(line.split()[1:2] == ["paired.v3_vs_v2.psnr.diff"] for line in table)
 
@@ -170,8 +207,14 @@ def test_the_readmes_exp_show_commands_fit_a_160_column_terminal(experiment):
     assert len(commands) == 2
     shown = []
     for command in commands:
-        result = subprocess.run([*command, "--no-pager"], cwd=project, capture_output=True, text=True, check=True,
-                                env={**os.environ, "COLUMNS": "160"})
+        result = subprocess.run(
+            [*command, "--no-pager"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "COLUMNS": "160"},
+        )
         lines = result.stdout.splitlines()
         assert max(map(len, lines)) <= 160 and "…" not in result.stdout, result.stdout  # nothing cut off
         shown.append(lines[1].split())

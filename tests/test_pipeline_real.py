@@ -8,7 +8,6 @@ scenes holding test-split tiles, never a demo path.
 
 import shutil
 
-import numpy as np
 import pytest
 import rasterio
 

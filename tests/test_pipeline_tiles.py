@@ -9,12 +9,17 @@ import yaml
 
 from tests.conftest import REPO
 
-TINY = {"seed": 1, "data": {"source": "demo", "demo_scenes": 2, "demo_size": 128},
-        "tile": {"size": 32, "stride": 32, "split_block": 64, "shard_tiles": 16}}
+TINY = {
+    "seed": 1,
+    "data": {"source": "demo", "demo_scenes": 2, "demo_size": 128},
+    "tile": {"size": 32, "stride": 32, "split_block": 64, "shard_tiles": 16},
+}
 
 
 def sh(*args, cwd):
-    result = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=1800)  # a whole `dvc repro` on a busy machine
+    result = subprocess.run(
+        list(args), cwd=cwd, capture_output=True, text=True, timeout=1800
+    )  # a whole `dvc repro` on a busy machine
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 
@@ -25,7 +30,9 @@ def ran(output: str) -> set[str]:
 
 def copy_project(root, overrides: dict):
     """A fresh git repo holding this project's files (not its artifacts) with params overridden section by section."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in files:
         artifact = name.startswith("data/") and name != "data/.gitignore"
         if artifact or name.startswith(("tests/", "bench/")) or name == "dvc.lock" or not (REPO / name).is_file():

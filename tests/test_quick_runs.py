@@ -75,7 +75,10 @@ def test_profiles_validate_on_top_of_the_project_params(name):
         assert p.tile.size == 224 and p.tile.size % 16 == 0
         assert 10 <= p.stage1.timesteps <= 12 and 10 <= p.stage3.infer.timesteps <= 12
         assert p.stage1.infer.device == p.stage3.infer.device == "cuda"
-        assert (p.stage3.loss.pixel_crop, p.stage3.loss.pixel_every) == (0, 1)  # a GPU affords the whole-tile pixel path
+        assert (p.stage3.loss.pixel_crop, p.stage3.loss.pixel_every) == (
+            0,
+            1,
+        )  # a GPU affords the whole-tile pixel path
         assert p.stage3.loss.sar == 1.0  # the loss weights stay as params.yaml has them
     assert p.stage2.lora_rank == 8  # what a profile does not name stays as params.yaml has it
 

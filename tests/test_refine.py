@@ -50,7 +50,9 @@ def test_feature_indices_and_metadata_encoding():
 
     assert feature_indices(12, 4) == [11, 8, 5, 2]
     assert feature_indices(24, 2) == [23, 11]
-    features = encode_metadata(torch.tensor([1, 4, 0]), torch.tensor([0.0, 90.0, -45.0]), torch.tensor([90.0, 0.0, 180.0]))
+    features = encode_metadata(
+        torch.tensor([1, 4, 0]), torch.tensor([0.0, 90.0, -45.0]), torch.tensor([90.0, 0.0, 180.0])
+    )
     assert features.shape == (3, 3 + 3 + 5)
     torch.testing.assert_close(features[0, :3], torch.tensor([0.0, 1.0, 1.0]), atol=1e-6, rtol=0)  # January
     torch.testing.assert_close(features[1, :3], torch.tensor([1.0, 0.0, 1.0]), atol=1e-6, rtol=0)  # April
@@ -107,7 +109,11 @@ def test_gradients_reach_only_trainable_parameters(built):
     assert with_grad <= trainable
     lora_b = [n for n in with_grad if "lora_B" in n]
     assert len(lora_b) == 24 and all(refiner.get_parameter(n).grad.abs().sum() > 0 for n in lora_b)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in refiner.head.named_parameters() if n.startswith(("out.", "stem.")))
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for n, p in refiner.head.named_parameters()
+        if n.startswith(("out.", "stem."))
+    )
     refiner.zero_grad(set_to_none=True)
     refiner.eval()
 
@@ -145,9 +151,13 @@ def test_frozen_8bit_linear_trains_like_bitsandbytes_without_keeping_its_input()
 
     torch.manual_seed(0)
     model = torch.nn.Module()
-    model.blocks = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))])
+    model.blocks = torch.nn.ModuleList(
+        [torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))]
+    )
     reference = bnb.nn.Linear8bitLt(256, 64, has_fp16_weights=False, threshold=6.0)
-    reference.weight = bnb.nn.Int8Params(model.blocks[0][2].weight.data.clone(), requires_grad=False, has_fp16_weights=False)
+    reference.weight = bnb.nn.Int8Params(
+        model.blocks[0][2].weight.data.clone(), requires_grad=False, has_fp16_weights=False
+    )
     reference.bias = torch.nn.Parameter(model.blocks[0][2].bias.data.clone(), requires_grad=False)
     reference = reference.to("cpu")
     assert quantize_frozen_linears(model, keep_blocks=set()) == 2
@@ -194,8 +204,12 @@ def test_activation_checkpointing_recomputes_blocks_and_keeps_gradients(built, b
     for refiner in (with_ckpt, without):
         calls.append(0)
         mlp_calls.append(0)
-        hooks = [refiner.backbone.get_base_model().blocks[3].attn.register_forward_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1)),
-                 refiner.head.blocks[-1].pw1.register_forward_hook(lambda *_: mlp_calls.__setitem__(-1, mlp_calls[-1] + 1))]
+        hooks = [
+            refiner.backbone.get_base_model()
+            .blocks[3]
+            .attn.register_forward_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1)),
+            refiner.head.blocks[-1].pw1.register_forward_hook(lambda *_: mlp_calls.__setitem__(-1, mlp_calls[-1] + 1)),
+        ]
         refiner.train()
         refiner.zero_grad(set_to_none=True)
         x = _inputs(seed=5)
@@ -228,7 +242,7 @@ def test_memory_mode_hands_freed_heap_back_before_forward_and_before_backward(bu
         out = refiner(**_inputs(seed=6))
         forward = list(events)
         (out / 1e4).abs().mean().backward()
-        backward = events[len(forward):]
+        backward = events[len(forward) :]
         refiner.zero_grad(set_to_none=True)
         refiner.eval()
         with torch.no_grad():
@@ -240,7 +254,7 @@ def test_memory_mode_hands_freed_heap_back_before_forward_and_before_backward(bu
             assert backward == ["trim", "block", "block"]  # trimmed first, then the checkpointed blocks recompute
         else:
             assert forward == ["block", "block"] and backward == []
-        assert events[len(forward) + len(backward):] == ["block", "block"]  # inference: no trim
+        assert events[len(forward) + len(backward) :] == ["block", "block"]  # inference: no trim
 
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
@@ -278,8 +292,14 @@ trimmed = process.memory_info().rss
 print(json.dumps(dict(held=held, freed=freed, trimmed=trimmed, live=len(live))))
 """
     repo = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(repo)})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rss = json.loads(done.stdout.splitlines()[-1])
     assert rss["held"] - rss["freed"] < 20 * 2**20  # free() alone kept them
@@ -302,7 +322,9 @@ def test_save_then_load_gives_identical_predictions(built, tmp_path):
         before = refiner(**x)
         other_month = refiner(**{**x, "month": torch.tensor([9, 3])})
     assert (before - other_month).abs().max() > 0  # FiLM: the month matters once trained
-    save_refiner(refiner, tmp_path / "stage2", {"config": _config(), "backbone_fingerprint": info["backbone_fingerprint"]})
+    save_refiner(
+        refiner, tmp_path / "stage2", {"config": _config(), "backbone_fingerprint": info["backbone_fingerprint"]}
+    )
     assert sorted(p.name for p in (tmp_path / "stage2").iterdir()) == ["adapter", "head.safetensors", "stage2.json"]
     assert (tmp_path / "stage2" / "adapter" / "adapter_config.json").is_file()
     loaded, _ = load_refiner(tmp_path / "stage2")
@@ -322,20 +344,32 @@ def test_local_weights_load_strictly_and_refuse_partial_files(built, tmp_path):
     state = {f"encoder.{k}": v for k, v in source.state_dict().items()}
     state["decoder.decoder_embed.weight"] = torch.zeros(2, 2)
     torch.save(state, tmp_path / "prithvi.pt")
-    loaded, weights = build_backbone("prithvi_eo_v2_tiny_tl", str(tmp_path / "prithvi.pt"), ["B02", "B03", "B04", "B8A", "B11", "B12"])
+    loaded, weights = build_backbone(
+        "prithvi_eo_v2_tiny_tl", str(tmp_path / "prithvi.pt"), ["B02", "B03", "B04", "B8A", "B11", "B12"]
+    )
     assert weights.provenance() == {"weights": str(tmp_path / "prithvi.pt"), "random_weights": False}
     for name, value in source.state_dict().items():
         if "pos_embed" not in name:
             assert torch.equal(value, loaded.state_dict()[name]), name
     # Channels the checkpoint lacks (S1 here) get a seeded init: refine rebuilds exactly what training used.
-    with_sar = [build_backbone("prithvi_eo_v2_tiny_tl", str(tmp_path / "prithvi.pt"), ["B02", "B03", "B04", "B8A", "B11", "B12", "VV", "VH"])[0]
-                for _ in range(2)]
+    with_sar = [
+        build_backbone(
+            "prithvi_eo_v2_tiny_tl",
+            str(tmp_path / "prithvi.pt"),
+            ["B02", "B03", "B04", "B8A", "B11", "B12", "VV", "VH"],
+        )[0]
+        for _ in range(2)
+    ]
     torch.testing.assert_close(with_sar[0].patch_embed.proj.weight, with_sar[1].patch_embed.proj.weight, rtol=0, atol=0)
-    torch.testing.assert_close(with_sar[0].patch_embed.proj.weight[:, :6], source.patch_embed.proj.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        with_sar[0].patch_embed.proj.weight[:, :6], source.patch_embed.proj.weight, rtol=0, atol=0
+    )
     del state["encoder.blocks.3.attn.qkv.weight"]
     torch.save(state, tmp_path / "partial.pt")
     with pytest.raises(GacError, match=r"partial\.pt: weights do not fit .*missing key.*blocks\.3\.attn\.qkv\.weight"):
-        build_backbone("prithvi_eo_v2_tiny_tl", str(tmp_path / "partial.pt"), ["B02", "B03", "B04", "B8A", "B11", "B12"])
+        build_backbone(
+            "prithvi_eo_v2_tiny_tl", str(tmp_path / "partial.pt"), ["B02", "B03", "B04", "B8A", "B11", "B12"]
+        )
 
 
 def test_hf_weights_missing_from_the_cache_fail_in_one_line(monkeypatch, tmp_path):
@@ -406,7 +440,9 @@ def test_hf_weights_never_contact_the_hub_even_without_hf_hub_offline(tmp_path):
         "    try:\n        build()\n    except GacError as exc:\n        print(exc)\n"
     )
     try:
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+        )
     finally:
         stop.set()
         thread.join()

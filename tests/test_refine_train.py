@@ -29,7 +29,9 @@ def write_opt_v1(tiles, out, drop_first: bool = False):
     v1 = 0.85 * gaussian_filter(np.nan_to_num(s2), sigma=(0, 0, 1.5, 1.5)) + rng.normal(0, 100, s2.shape)
     v1 = np.where(np.isnan(s2), np.nan, v1).astype(np.float32)
     coords = {name: ds[name] for name in ds.coords if name != "s1_band"}
-    opt = xr.Dataset({"s2": (("tile", "band", "y", "x"), v1)}, coords=coords, attrs={"stage": "generate", "params_hash": "test"})
+    opt = xr.Dataset(
+        {"s2": (("tile", "band", "y", "x"), v1)}, coords=coords, attrs={"stage": "generate", "params_hash": "test"}
+    )
     if drop_first:
         opt = opt.isel(tile=slice(1, None))
     write_store(opt, out, 4)
@@ -37,8 +39,16 @@ def write_opt_v1(tiles, out, drop_first: bool = False):
 
 
 def _params(**overrides) -> Stage2Params:
-    values = dict(max_epochs=3, batch_size=2, lr=3e-3, warmup_steps=1, accelerator="cpu", head_channels=16, feature_levels=2,
-                  early_stopping_patience=5)
+    values = dict(
+        max_epochs=3,
+        batch_size=2,
+        lr=3e-3,
+        warmup_steps=1,
+        accelerator="cpu",
+        head_channels=16,
+        feature_levels=2,
+        early_stopping_patience=5,
+    )
     values.update(overrides)
     return Stage2Params(**values)
 
@@ -77,7 +87,9 @@ def trained(tiles_store, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("stage2")
     opt_v1 = write_opt_v1(tiles_store, root / "opt_v1.zarr")
-    paths = dict(tiles=tiles_store, opt_v1=opt_v1, out_dir=root / "stage2", live_dir=root / "live", checkpoint_root=root / "ckpt")
+    paths = dict(
+        tiles=tiles_store, opt_v1=opt_v1, out_dir=root / "stage2", live_dir=root / "live", checkpoint_root=root / "ckpt"
+    )
     p = _params()
     with pytest.raises(RuntimeError, match="simulated kill"):
         train_stage2(p, 0, **paths, extra_callbacks=[_CrashAt(4)])
@@ -137,7 +149,9 @@ def test_refine_writes_opt_v2_on_the_tiles_grid(trained):
 
     paths = trained["paths"]
     out = trained["root"] / "opt_v2.zarr"
-    summary = refine_store(paths["out_dir"], paths["tiles"], paths["opt_v1"], out, trained["params"].infer, 4, {"gac_version": "test"})
+    summary = refine_store(
+        paths["out_dir"], paths["tiles"], paths["opt_v1"], out, trained["params"].infer, 4, {"gac_version": "test"}
+    )
     tiles, v1, v2 = (open_store(x) for x in (paths["tiles"], paths["opt_v1"], out))
     assert summary["tiles"] == tiles.sizes["tile"]
     assert list(v2.tile.values) == list(tiles.tile.values)
@@ -151,9 +165,13 @@ def test_refine_writes_opt_v2_on_the_tiles_grid(trained):
     assert np.nanmean(np.abs(b - a)) > 1.0  # the trained residual is not nothing
     refiner, _ = load_refiner(paths["out_dir"])
     with torch.no_grad():
-        direct = refiner(torch.from_numpy(a[:1]), torch.from_numpy(tiles["s1"].values[:1]),
-                         torch.tensor(tiles.month.values[:1].astype(np.int64)), torch.tensor(tiles.lat.values[:1].astype(np.float32)),
-                         torch.tensor(tiles.lon.values[:1].astype(np.float32)))
+        direct = refiner(
+            torch.from_numpy(a[:1]),
+            torch.from_numpy(tiles["s1"].values[:1]),
+            torch.tensor(tiles.month.values[:1].astype(np.int64)),
+            torch.tensor(tiles.lat.values[:1].astype(np.float32)),
+            torch.tensor(tiles.lon.values[:1].astype(np.float32)),
+        )
     np.testing.assert_allclose(b[:1], direct.numpy(), rtol=1e-5, atol=1e-2)
 
 

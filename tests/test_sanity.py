@@ -60,8 +60,10 @@ def test_db_told_linear_is_refused():
     values = s1_db()
     with pytest.raises(GacError) as excinfo:
         check_s1_units(values, "vv.tif", "amplitude")
-    assert one_line(excinfo) == (f"vv.tif: looks like dB, not amplitude (median {np.median(values):.3g}; amplitude "
-                                 "backscatter is never negative); set data.s1_units: db (gac translate: --s1-units db)")
+    assert one_line(excinfo) == (
+        f"vv.tif: looks like dB, not amplitude (median {np.median(values):.3g}; amplitude "
+        "backscatter is never negative); set data.s1_units: db (gac translate: --s1-units db)"
+    )
 
 
 def test_optical_values_passed_as_s1_are_detected():
@@ -88,11 +90,16 @@ def test_band_count_messages():
     for count in (12, 13):
         with pytest.raises(GacError) as excinfo:
             check_s1_band_count(count, "x/S1RTC/a.tif")
-        assert one_line(excinfo) == (f"x/S1RTC/a.tif: {count} bands, which looks like a Sentinel-2 file passed as Sentinel-1; "
-                                     "pass the Sentinel-1 GeoTIFF (2 bands: VV, VH)")
+        assert one_line(excinfo) == (
+            f"x/S1RTC/a.tif: {count} bands, which looks like a Sentinel-2 file passed as Sentinel-1; "
+            "pass the Sentinel-1 GeoTIFF (2 bands: VV, VH)"
+        )
     with pytest.raises(GacError) as excinfo:
         check_s1_band_count(3, "a.tif")
-    assert one_line(excinfo) == "a.tif: 3 band(s), but Sentinel-1 needs 2 (VV VH); export the file with exactly VV, VH in that order"
+    assert (
+        one_line(excinfo)
+        == "a.tif: 3 band(s), but Sentinel-1 needs 2 (VV VH); export the file with exactly VV, VH in that order"
+    )
 
 
 def test_s2_as_0_1_floats_is_detected_and_x10000_accepted():
@@ -104,7 +111,9 @@ def test_s2_as_0_1_floats_is_detected_and_x10000_accepted():
     with pytest.raises(GacError) as excinfo:
         check_s2_scaled(unit, "S2L2A/a.tif")
     message = one_line(excinfo)
-    assert message.startswith(f"S2L2A/a.tif: looks like reflectance as 0-1 floats (99th percentile {p99:.3g}); GAC expects reflectance x 10^4")
+    assert message.startswith(
+        f"S2L2A/a.tif: looks like reflectance as 0-1 floats (99th percentile {p99:.3g}); GAC expects reflectance x 10^4"
+    )
     assert "multiply by 10000" in message
 
 
@@ -157,7 +166,8 @@ def test_a_desert_or_snow_scene_without_the_offset_is_refused_with_1000(scene):
         resolve_s2_offset(1000, dn, None, "S2L2A/x.tif")
     message = one_line(excinfo)
     assert message.startswith("S2L2A/x.tif: data.s2_offset is 1000, but ") and message.endswith(
-        ": this scene has no L2A offset; set data.s2_offset: 0")
+        ": this scene has no L2A offset; set data.s2_offset: 0"
+    )
     told = "visible values (B02-B04) are below 1000" if scene == "desert" else "below 500 (a reflectance under"
     assert told in message
     assert resolve_s2_offset("auto", dn, None, "x.tif") == 0
@@ -174,8 +184,10 @@ def test_offset_on_a_demo_scene_without_one_is_refused_with_the_share():
     assert share > 0.5
     with pytest.raises(GacError) as excinfo:
         resolve_s2_offset(1000, s2, None, "S2L2A/b.tif")
-    assert one_line(excinfo) == (f"S2L2A/b.tif: data.s2_offset is 1000, but {share:.0%} of its land pixels' visible "
-                                 "values (B02-B04) are below 1000: this scene has no L2A offset; set data.s2_offset: 0")
+    assert one_line(excinfo) == (
+        f"S2L2A/b.tif: data.s2_offset is 1000, but {share:.0%} of its land pixels' visible "
+        "values (B02-B04) are below 1000: this scene has no L2A offset; set data.s2_offset: 0"
+    )
     assert resolve_s2_offset(1000, s2 + 1000, None, "S2L2A/b.tif") == 1000  # the same scene with its offset
     assert resolve_s2_offset(0, s2 + 1000, None, "S2L2A/b.tif") == 0  # an explicit 0 is the user's word
 
@@ -188,10 +200,16 @@ def test_offset_metadata_tags_names_and_scales(tmp_path):
         "tag.tif": ({"BOA_ADD_OFFSET_B2": "-1000"}, None, (1000, "its BOA_ADD_OFFSET_B2 tag (-1000)")),
         "baseline.tif": ({"PROCESSING_BASELINE": "03.01"}, None, (0, "its PROCESSING_BASELINE tag (03.01)")),
         "scaled.tif": ({}, ((1e-4, 1e-4), (-0.1, -0.1)), (1000, "its band scale/offset (0.0001, -0.1)")),
-        "S2B_MSIL2A_20240601T101559_N0510_R065_T32TQM_20240601T131501.tif":
-            ({}, None, (1000, "processing baseline N0510 in its name")),
-        "S2A_MSIL2A_20210601T101559_N0300_R065_T32TQM_20210601T131501.tif":
-            ({}, None, (0, "processing baseline N0300 in its name")),
+        "S2B_MSIL2A_20240601T101559_N0510_R065_T32TQM_20240601T131501.tif": (
+            {},
+            None,
+            (1000, "processing baseline N0510 in its name"),
+        ),
+        "S2A_MSIL2A_20210601T101559_N0300_R065_T32TQM_20210601T131501.tif": (
+            {},
+            None,
+            (0, "processing baseline N0300 in its name"),
+        ),
         "plain.tif": ({}, None, None),
     }
     for name, (tags, scaling, expected) in cases.items():
@@ -217,9 +235,11 @@ def test_cloud_masks_binary_scl_or_refused():
     for values, shown in (([0, 1, 2, 128], "0, 1, 2, 128"), ([0.0, 0.5], "0, 0.5"), ([0, 12], "0, 12")):
         with pytest.raises(GacError) as excinfo:
             mask_kind(np.array([values], np.float32), "mask.tif")
-        assert one_line(excinfo) == (f"mask.tif: values {shown} are neither a 0/1 (or 0/255) mask nor Sentinel-2 SCL "
-                                     "classes 0-11; pass the scene's SCL layer or a mask with 1 (or 255) where "
-                                     "clouds are")
+        assert one_line(excinfo) == (
+            f"mask.tif: values {shown} are neither a 0/1 (or 0/255) mask nor Sentinel-2 SCL "
+            "classes 0-11; pass the scene's SCL layer or a mask with 1 (or 255) where "
+            "clouds are"
+        )
 
 
 def test_ground_pixel_size_tells_a_10m_grid_from_web_mercator():
@@ -248,9 +268,20 @@ def test_demo_scenes_pass_every_check():
 
 
 def write_tif(path, data, nodata):
-    profile = dict(driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0], dtype=data.dtype,
-                   crs="EPSG:32632", transform=Affine(10, 0, 500_000, 0, -10, 5_300_000), nodata=nodata,
-                   tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+    profile = dict(
+        driver="GTiff",
+        height=data.shape[1],
+        width=data.shape[2],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs="EPSG:32632",
+        transform=Affine(10, 0, 500_000, 0, -10, 5_300_000),
+        nodata=nodata,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
 
@@ -285,7 +316,10 @@ def test_sample_values_names_a_corrupt_file(tmp_path):
     path = tmp_path / "cut.tif"
     write_tif(path, data, nodata=None)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with rasterio.open(path) as dataset, pytest.raises(GacError, match=r"cut\.tif: truncated or corrupt GeoTIFF.*export the file again"):
+    with (
+        rasterio.open(path) as dataset,
+        pytest.raises(GacError, match=r"cut\.tif: truncated or corrupt GeoTIFF.*export the file again"),
+    ):
         sample_values(dataset)
 
 

@@ -121,7 +121,9 @@ def test_half_precision_inputs_are_computed_in_float32():
 
 def test_too_small_tiles_fail_clearly():
     with pytest.raises(ValueError, match="larger tiles"):
-        sar_edge_agreement(torch.zeros(1, 12, 2 * margin(), 2 * margin()), torch.zeros(1, 2, 2 * margin(), 2 * margin()))
+        sar_edge_agreement(
+            torch.zeros(1, 12, 2 * margin(), 2 * margin()), torch.zeros(1, 2, 2 * margin(), 2 * margin())
+        )
 
 
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"real TerraMesh samples not present at {SAMPLES}")
@@ -187,11 +189,11 @@ def test_agreement_map_is_high_where_the_optical_image_follows_the_radar():
     weights = agreement_map(no_river, s1)[0, 0]
     assert weights.shape == (64, 64) and float(weights.max()) <= 1.0
     assert float(weights[:reach].sum()) == 0.0  # border margin: no weight
-    river_edge = weights[64 // 3 - 1: 64 // 3 + 1, reach:-reach].mean()
-    field_edge = weights[reach: 64 // 3 - 4, 31:33].mean()
+    river_edge = weights[64 // 3 - 1 : 64 // 3 + 1, reach:-reach].mean()
+    field_edge = weights[reach : 64 // 3 - 4, 31:33].mean()
     assert float(river_edge) < 0.2 < 0.5 < float(field_edge)
     # the image that has the river agrees with the radar along it
-    assert float(agreement_map(s2, s1)[0, 0, 64 // 3 - 1: 64 // 3 + 1, reach:-reach].mean()) > 0.6
+    assert float(agreement_map(s2, s1)[0, 0, 64 // 3 - 1 : 64 // 3 + 1, reach:-reach].mean()) > 0.6
 
 
 def test_identity_loss_keeps_the_input_where_it_agrees_with_the_radar():
@@ -200,7 +202,9 @@ def test_identity_loss_keeps_the_input_where_it_agrees_with_the_radar():
     s2, s1 = _scene()
     pred = (s2 + 500.0).requires_grad_(True)  # 0.05 reflectance off the reference everywhere
     ones, zeros = torch.ones(1, 1, 64, 64, dtype=s2.dtype), torch.zeros(1, 1, 64, 64, dtype=s2.dtype)
-    assert float(identity_loss(pred, s2, ones).detach()) == pytest.approx(0.05)  # full agreement: a plain L1 in reflectance
+    assert float(identity_loss(pred, s2, ones).detach()) == pytest.approx(
+        0.05
+    )  # full agreement: a plain L1 in reflectance
     assert float(identity_loss(pred, s2, zeros).detach()) == 0.0  # no agreement: free to move
     half = ones.clone()
     half[..., 32:] = 0

@@ -25,8 +25,13 @@ def by_place(records: list[dict]) -> dict[tuple, tuple[str, str]]:
 
 def test_two_dates_of_one_footprint_land_in_the_same_split():
     # Two dates of one 256 px footprint, one date shifted by 32 px, and two other places: 4 x 4 blocks of 64 px each.
-    scenes = [scene("a_2018-04", 500_000, 5_300_000), scene("a_2018-09", 500_000, 5_300_000),
-              scene("a_shifted", 500_320, 5_299_680), scene("b", 600_000, 5_300_000), scene("c", 700_000, 5_300_000)]
+    scenes = [
+        scene("a_2018-04", 500_000, 5_300_000),
+        scene("a_2018-09", 500_000, 5_300_000),
+        scene("a_shifted", 500_320, 5_299_680),
+        scene("b", 600_000, 5_300_000),
+        scene("c", 700_000, 5_300_000),
+    ]
     params = small_tile_params(size=32, stride=32, split_block=64)
     records, dropped = plan_tiles(scenes, params, seed=3)
     april = by_place([r for r in records if r["scene"] == "a_2018-04"])
@@ -45,18 +50,27 @@ def test_two_dates_of_one_footprint_land_in_the_same_split():
 
 
 def test_overlapping_scenes_share_one_grid_at_their_union_corner():
-    grids = footprint_grids([Footprint.of("a", "EPSG:32632", (10, 0, 1000, 0, -10, 5000), 100, 100),
-                             Footprint.of("b", "EPSG:32632", (10, 0, 1500, 0, -10, 5300), 100, 100),
-                             Footprint.of("c", "EPSG:32633", (10, 0, 1000, 0, -10, 5000), 100, 100),
-                             Footprint.of("d", "EPSG:32632", (10, 0, 2500, 0, -10, 5000), 100, 100)], block_px=32)
+    grids = footprint_grids(
+        [
+            Footprint.of("a", "EPSG:32632", (10, 0, 1000, 0, -10, 5000), 100, 100),
+            Footprint.of("b", "EPSG:32632", (10, 0, 1500, 0, -10, 5300), 100, 100),
+            Footprint.of("c", "EPSG:32633", (10, 0, 1000, 0, -10, 5000), 100, 100),
+            Footprint.of("d", "EPSG:32632", (10, 0, 2500, 0, -10, 5000), 100, 100),
+        ],
+        block_px=32,
+    )
     # a and b overlap (500 m x 700 m): one grid from x 1000, y 5300; d only touches b's right edge: its own grid
     assert grids["a"] == grids["b"] == Grid("EPSG:32632", 1000.0, 5300.0, 320.0)
     assert grids["c"] == Grid("EPSG:32633", 1000.0, 5000.0, 320.0) and grids["d"].x0 == 2500.0
     # hand-checked cells: the 320 m square from (1320, 4980) is cell (1, 1) exactly; a 100 m one across x 1320 and
     # y 4980 touches four
     assert grids["a"].cells(1320, 4980, 1640, 4660) == [("EPSG:32632", 1320.0, 4980.0)]
-    assert grids["a"].cells(1300, 5000, 1400, 4900) == [("EPSG:32632", 1000.0, 5300.0), ("EPSG:32632", 1320.0, 5300.0),
-                                                       ("EPSG:32632", 1000.0, 4980.0), ("EPSG:32632", 1320.0, 4980.0)]
+    assert grids["a"].cells(1300, 5000, 1400, 4900) == [
+        ("EPSG:32632", 1000.0, 5300.0),
+        ("EPSG:32632", 1320.0, 5300.0),
+        ("EPSG:32632", 1000.0, 4980.0),
+        ("EPSG:32632", 1320.0, 4980.0),
+    ]
 
 
 def test_the_gap_leaves_no_train_block_next_to_a_test_block():
@@ -79,8 +93,12 @@ def test_the_gap_leaves_no_train_block_next_to_a_test_block():
 
     def touching(recs, a, b):
         cells_a = {cell(r) for r in recs if r["split"] == a}
-        return sum((s, i + di, j + dj) in cells_a for s, i, j in (cell(r) for r in recs if r["split"] == b)
-                   for di in (-1, 0, 1) for dj in (-1, 0, 1))
+        return sum(
+            (s, i + di, j + dj) in cells_a
+            for s, i, j in (cell(r) for r in recs if r["split"] == b)
+            for di in (-1, 0, 1)
+            for dj in (-1, 0, 1)
+        )
 
     assert touching(plain, "test", "train") > 0 and plain_dropped["split_gap"] == 0  # without a gap they touch
     assert touching(records, "test", "train") == 0 and touching(records, "val", "train") == 0

@@ -39,7 +39,10 @@ def test_radar_and_optical_share_structure_so_the_mapping_is_learnable():
 
 def test_demo_geotiffs_carry_utm_grid_bands_and_month(tmp_path):
     write_demo(tmp_path, seed=3, n_scenes=2, size=64)
-    with rasterio.open(tmp_path / "S2L2A" / "demo_01.tif") as s2, rasterio.open(tmp_path / "S1RTC" / "demo_01.tif") as s1:
+    with (
+        rasterio.open(tmp_path / "S2L2A" / "demo_01.tif") as s2,
+        rasterio.open(tmp_path / "S1RTC" / "demo_01.tif") as s1,
+    ):
         assert s2.crs == s1.crs and s2.crs.to_epsg() in range(32601, 32661)
         assert s2.res == (10.0, 10.0) and s2.transform == s1.transform
         assert s2.descriptions == S2_BANDS and s1.descriptions == S1_BANDS

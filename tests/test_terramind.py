@@ -12,7 +12,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gac.errors import GacError  # noqa: E402
-from tests.numerics import assert_within_kernel_spread, within_kernel_spread  # noqa: E402
 from gac.terramind import (  # noqa: E402
     TOKENS_KEY,
     Decoding,
@@ -27,6 +26,7 @@ from gac.terramind import (  # noqa: E402
     token_schedule,
     tokenizer_roundtrip,
 )
+from tests.numerics import assert_within_kernel_spread, within_kernel_spread  # noqa: E402
 
 NAME = "terramind_v1_tiny_generate"
 FAST = Decoding(decoding_steps=2, timesteps=1)  # the UNet is nearly all the cost: one DDIM step
@@ -92,7 +92,9 @@ def test_token_schedule_decodes_every_token_once_few_first():
 def test_sampling_keeps_upstreams_nucleus_and_top_k(lively):
     logits = torch.randn((2, 3, 64), generator=torch.Generator().manual_seed(0))
     for decoding in (Decoding(top_p=0.8), Decoding(top_p=1.0, top_k=5), Decoding(top_p=0.5, temperature=2.0)):
-        allowed = torch.stack([lively.sampler.top_k_top_p_filtering(logits[b].clone(), decoding.top_k, decoding.top_p) for b in range(2)]).isfinite()
+        allowed = torch.stack(
+            [lively.sampler.top_k_top_p_filtering(logits[b].clone(), decoding.top_k, decoding.top_p) for b in range(2)]
+        ).isfinite()
         generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
         draws = [sample_logits(logits, decoding, generators) for _ in range(200)]
         tokens = torch.stack([t for t, _ in draws])  # (200, 2, 3)
@@ -176,7 +178,9 @@ def test_hub_format_checkpoint_loads_strictly_and_reproduces_outputs(lively, tmp
     directory = save_hub_checkpoint(lively, tmp_path / "weights")
     hub = torch.load(directory / "TerraMind_v1_tiny.pt", weights_only=True)
     assert "encoder.0.attn.qkv.weight" in hub and not any(k.startswith("sampler.") for k in hub)  # the hub's key layout
-    loaded = build_generator(NAME, ["S1RTC"], str(directory), tile_size=64, seed=99)  # other seed: weights must come from the files
+    loaded = build_generator(
+        NAME, ["S1RTC"], str(directory), tile_size=64, seed=99
+    )  # other seed: weights must come from the files
     assert loaded.gac_weights.provenance() == {"weights": str(directory), "random_weights": False}
     x = s1_batch(1, seed=4)
     assert torch.equal(generate(loaded, {"S1RTC": x}, [1], FAST), generate(lively, {"S1RTC": x}, [1], FAST))
@@ -238,13 +242,19 @@ def test_decoding_equals_upstreams_own_pipeline_tile_by_tile(lively):
     ours = decode_tokens(lively, tokens, seeds, timesteps=2)
     tokenizer = lively.tokenizer[TOKENS_KEY]
     with torch.inference_mode():
-        upstream = torch.cat([
-            tokenizer.decode_tokens(  # upstream's PipelineCond loop; its noise from a generator seeded as ours is
-                tokens[k : k + 1], timesteps=2, scheduler=diffusion_scheduler(lively), image_size=32,
-                generator=torch.Generator().manual_seed(seed + 1), scheduler_timesteps_mode="trailing",
-            )
-            for k, seed in enumerate(seeds)
-        ])
+        upstream = torch.cat(
+            [
+                tokenizer.decode_tokens(  # upstream's PipelineCond loop; its noise from a generator seeded as ours is
+                    tokens[k : k + 1],
+                    timesteps=2,
+                    scheduler=diffusion_scheduler(lively),
+                    image_size=32,
+                    generator=torch.Generator().manual_seed(seed + 1),
+                    scheduler_timesteps_mode="trailing",
+                )
+                for k, seed in enumerate(seeds)
+            ]
+        )
     upstream = destandardize(upstream.float(), TARGET)
     assert ours.shape == upstream.shape == (2, 12, 2 * PATCH, 2 * PATCH)
     assert float(upstream.std()) > 10  # varied pixels, so equality means something

@@ -98,7 +98,9 @@ def test_reprojection_puts_shifted_s1_back_on_the_s2_grid(tmp_path, scenes):
     with rasterio.open(path) as src:
         original = src.read()
         shifted = src.transform * Affine.translation(-8, 0)  # S1 grid starts 8 px further west...
-    rewrite(path, lambda d: np.pad(d, ((0, 0), (0, 0), (8, 0)), mode="edge"), transform=shifted, width=original.shape[2] + 8)
+    rewrite(
+        path, lambda d: np.pad(d, ((0, 0), (0, 0), (8, 0)), mode="edge"), transform=shifted, width=original.shape[2] + 8
+    )
     result, out = tile(tmp_path, scenes, reproject="true")
     assert result.returncode == 0, result.stderr
     ds = open_store(out, need=("s1",))
@@ -144,14 +146,20 @@ def test_a_failed_run_leaves_the_previous_store_untouched(tmp_path, scenes):
 def test_s1_in_linear_power(tmp_path, scenes):
     rewrite(scenes / "S1RTC" / "demo_01.tif", lambda d: 10.0 ** (d / 10.0))
     result, out = tile(tmp_path, scenes)
-    assert_one_line_error(result, out, "S1RTC/demo_01.tif", "looks like linear power or amplitude, not dB (median 0.0",
-                          "set data.s1_units: linear")
+    assert_one_line_error(
+        result,
+        out,
+        "S1RTC/demo_01.tif",
+        "looks like linear power or amplitude, not dB (median 0.0",
+        "set data.s1_units: linear",
+    )
 
 
 def test_s1_in_db_told_linear_is_refused(tmp_path, scenes):
     result, out = tile(tmp_path, scenes, s1_units="linear")
-    assert_one_line_error(result, out, "S1RTC/demo_00.tif", "looks like dB, not linear (median -1",
-                          "set data.s1_units: db")
+    assert_one_line_error(
+        result, out, "S1RTC/demo_00.tif", "looks like dB, not linear (median -1", "set data.s1_units: db"
+    )
 
 
 def _s1_tiles(out):
@@ -227,8 +235,9 @@ def test_s2_on_web_mercator_is_refused_with_its_ground_pixel_size(tmp_path, scen
     for folder in ("S1RTC", "S2L2A"):  # 10 map units at 60 N: 5 m on the ground
         rewrite(scenes / folder / "demo_01.tif", crs="EPSG:3857", transform=Affine(10, 0, 1_000_000, 0, -10, 8_399_737))
     result, out = tile(tmp_path, scenes)
-    assert_one_line_error(result, out, "S2L2A/demo_01.tif", "pixels are 10 x 10 metre (5.01 x 5 m on the ground",
-                          "not a 10 m grid")
+    assert_one_line_error(
+        result, out, "S2L2A/demo_01.tif", "pixels are 10 x 10 metre (5.01 x 5 m on the ground", "not a 10 m grid"
+    )
 
 
 def test_s1_in_linear_power_is_caught_before_reprojection(tmp_path, scenes):
@@ -239,7 +248,9 @@ def test_s1_in_linear_power_is_caught_before_reprojection(tmp_path, scenes):
     with rasterio.open(path) as src:
         shifted = src.transform * Affine.translation(-8, 0)
         original = src.read()
-    rewrite(path, lambda d: np.pad(10.0 ** (d / 10.0), ((0, 0), (0, 0), (8, 0)), mode="edge"), transform=shifted, width=136)
+    rewrite(
+        path, lambda d: np.pad(10.0 ** (d / 10.0), ((0, 0), (0, 0), (8, 0)), mode="edge"), transform=shifted, width=136
+    )
     result, out = tile(tmp_path, scenes, reproject="true")
     assert_one_line_error(result, out, "S1RTC/demo_01.tif", "looks like linear power")
     for name in ("demo_00", "demo_02"):
@@ -253,7 +264,9 @@ def test_s1_in_linear_power_is_caught_before_reprojection(tmp_path, scenes):
 def test_s2_passed_as_s1(tmp_path, scenes):
     shutil.copy(scenes / "S2L2A" / "demo_00.tif", scenes / "S1RTC" / "demo_00.tif")
     result, out = tile(tmp_path, scenes)
-    assert_one_line_error(result, out, "S1RTC/demo_00.tif", "12 bands", "looks like a Sentinel-2 file passed as Sentinel-1")
+    assert_one_line_error(
+        result, out, "S1RTC/demo_00.tif", "12 bands", "looks like a Sentinel-2 file passed as Sentinel-1"
+    )
 
 
 def test_s2_as_0_1_floats(tmp_path, scenes):
@@ -269,7 +282,9 @@ def test_s2_offset_removes_the_l2a_offset_exactly(tmp_path, scenes, setting):
 
     result, plain = tile(tmp_path, scenes, out_name="plain.zarr")
     assert result.returncode == 0, result.stderr
-    for path in sorted((scenes / "S2L2A").glob("*.tif")):  # baseline 04.00 products: DN = reflectance x 10^4 + 1000, 0 stays nodata
+    for path in sorted(
+        (scenes / "S2L2A").glob("*.tif")
+    ):  # baseline 04.00 products: DN = reflectance x 10^4 + 1000, 0 stays nodata
         rewrite(path, lambda d: np.where(d == 0, 0, d + 1000).astype(d.dtype))
     product = "S2B_MSIL2A_20240415T101559_N0510_R065_T32TQM_20240415T131501"
     for folder in ("S1RTC", "S2L2A"):
@@ -284,9 +299,13 @@ def test_s2_offset_removes_the_l2a_offset_exactly(tmp_path, scenes, setting):
 
 def test_s2_offset_on_a_scene_without_one_is_refused(tmp_path, scenes):
     result, out = tile(tmp_path, scenes, s2_offset=1000)
-    assert_one_line_error(result, out, "S2L2A/demo_00.tif: data.s2_offset is 1000, but 9",
-                          "% of its land pixels' visible values (B02-B04) are below 1000: this scene has no L2A "
-                          "offset; set data.s2_offset: 0")
+    assert_one_line_error(
+        result,
+        out,
+        "S2L2A/demo_00.tif: data.s2_offset is 1000, but 9",
+        "% of its land pixels' visible values (B02-B04) are below 1000: this scene has no L2A "
+        "offset; set data.s2_offset: 0",
+    )
 
 
 def test_a_product_name_that_claims_the_offset_is_checked_against_the_values(tmp_path, scenes):
@@ -295,8 +314,13 @@ def test_a_product_name_that_claims_the_offset_is_checked_against_the_values(tmp
     for folder in ("S1RTC", "S2L2A"):
         (scenes / folder / "demo_01.tif").rename(scenes / folder / f"{product}.tif")
     result, out = tile(tmp_path, scenes)
-    assert_one_line_error(result, out, f"{product}.tif: data.s2_offset is auto and processing baseline N0509 in its "
-                          "name says the L2A offset is 1000, but", "set data.s2_offset: 0")
+    assert_one_line_error(
+        result,
+        out,
+        f"{product}.tif: data.s2_offset is auto and processing baseline N0509 in its "
+        "name says the L2A offset is 1000, but",
+        "set data.s2_offset: 0",
+    )
 
 
 def test_synth_checks_real_pairs_before_copying(tmp_path, scenes):

@@ -23,7 +23,10 @@ def test_each_tile_maps_back_onto_its_scene_exactly(tiles_store, demo_scenes):
     for i in range(ds.sizes["tile"]):
         scene = str(ds.scene.values[i])
         transform = Affine(*ds.transform.values[i])
-        with rasterio.open(demo_scenes / "S2L2A" / f"{scene}.tif") as s2, rasterio.open(demo_scenes / "S1RTC" / f"{scene}.tif") as s1:
+        with (
+            rasterio.open(demo_scenes / "S2L2A" / f"{scene}.tif") as s2,
+            rasterio.open(demo_scenes / "S1RTC" / f"{scene}.tif") as s1,
+        ):
             # the tile's own transform puts its pixel (0, 0) on the scene pixel (row_off, col_off)
             col, row = ~s2.transform * (transform * (0.5, 0.5))
             assert (int(row), int(col)) == (int(ds.row_off[i]), int(ds.col_off[i]))
@@ -44,7 +47,9 @@ def test_store_round_trip_keeps_names_georeference_and_metadata(tiles_store):
     lat, lon = ds.lat.values, ds.lon.values
     assert ((lat > 40) & (lat < 60)).all() and ((lon > -5) & (lon < 25)).all()  # demo scenes are in Europe
     # demo_00's right edge has no optical data: its tiles there are dropped (max_nodata 5%)
-    assert ds.attrs["dropped_nodata"] == 2 and not any(str(t).startswith("demo_00_r00000_c00064") for t in ds.tile.values)
+    assert ds.attrs["dropped_nodata"] == 2 and not any(
+        str(t).startswith("demo_00_r00000_c00064") for t in ds.tile.values
+    )
     assert set(ds.split.values.astype(str)) == set(SPLITS)
 
 
@@ -67,7 +72,13 @@ def test_splits_are_deterministic_and_never_overlap(demo_scenes, tmp_path):
 
 def test_real_terramesh_samples_tile_in_place(shared_samples, tmp_path):
     out = tmp_path / "real.zarr"
-    summary = make_tiles(shared_samples, out, small_tile_params(size=112, stride=112, split_block=112, val_fraction=0.1, test_fraction=0.1), seed=0, attrs={})
+    summary = make_tiles(
+        shared_samples,
+        out,
+        small_tile_params(size=112, stride=112, split_block=112, val_fraction=0.1, test_fraction=0.1),
+        seed=0,
+        attrs={},
+    )
     ds = open_store(out, need=("s1", "s2"))
     assert summary["tiles"] == 12 and ds.sizes["tile"] == 12 and ds.attrs["s1_product"] == "S1RTC"
     name = "433D_629L_3_1"
@@ -96,7 +107,10 @@ def test_dataset_reads_splits_and_marks_nodata(tiles_store):
     # left NaN, for the model to fill as inference does (gac.nodata)
     with_nodata = [full[i] for i in range(len(full)) if not bool(full[i]["valid"].all())]
     for sample in with_nodata:
-        assert torch.isnan(sample["s2"][:, ~sample["valid"]]).all() and torch.isfinite(sample["s2"][:, sample["valid"]]).all()
+        assert (
+            torch.isnan(sample["s2"][:, ~sample["valid"]]).all()
+            and torch.isfinite(sample["s2"][:, sample["valid"]]).all()
+        )
 
 
 def test_real_bigearthnet_pairs_tile_from_per_band_s2_and_separate_vv_vh_files(shared_samples, tmp_path):

@@ -48,16 +48,29 @@ def _write_params(path: Path, **translate) -> Path:
 
 
 def _model_args(arts) -> list[str]:
-    return ["--stage2", str(arts["stage2"]), "--stage3", str(arts["stage3"]), "--baseline", str(arts["baseline"]), "--no-progress"]
+    return [
+        "--stage2",
+        str(arts["stage2"]),
+        "--stage3",
+        str(arts["stage3"]),
+        "--baseline",
+        str(arts["baseline"]),
+        "--no-progress",
+    ]
 
 
 def _translate_lib(arts, scene: Path, out: Path, until="baseline", fill=None, **translate):
     from gac.translate.chain import Artifacts
-    from gac.translate.run import Options, translate as run
+    from gac.translate.run import Options
+    from gac.translate.run import translate as run
 
     p = params(until=until, **translate)
-    options = Options(Artifacts(stage2=arts["stage2"], stage3=arts["stage3"], baseline=arts["baseline"]),
-                      *(fill or (None, None)), overwrite=True, progress=False)
+    options = Options(
+        Artifacts(stage2=arts["stage2"], stage3=arts["stage3"], baseline=arts["baseline"]),
+        *(fill or (None, None)),
+        overwrite=True,
+        progress=False,
+    )
     return run(p, [scene], out, options)
 
 
@@ -91,7 +104,9 @@ def test_tile_grid_covers_any_size_and_blend_weights_sum_to_one():
     for r, c, h, w in grid.blocks():
         cover[r : r + h, c : c + w] += 1
     assert (cover == 1).all()
-    assert grid.tiles_in((0, 0, 64, 64)) == [(i, j) for i in range(3) for j in range(3)]  # offsets 0, 24, 48 touch [0, 64)
+    assert grid.tiles_in((0, 0, 64, 64)) == [
+        (i, j) for i in range(3) for j in range(3)
+    ]  # offsets 0, 24, 48 touch [0, 64)
 
 
 # ----------------------------------------------------------------------------- output
@@ -104,7 +119,17 @@ def test_cog_keeps_the_inputs_grid_with_bands_nodata_overviews_and_provenance(ar
     s1[:, :40, :50] = np.nan  # radar nodata corner
     transform = from_origin(399960, 5600040, 10, 10)
     scene = write_s1(tmp_path / "in" / "S1_scene.tif", s1, crs="EPSG:32631", transform=transform)
-    result = run_gac("translate", str(scene), "--out", str(tmp_path / "out"), "--until", "baseline", "--params", str(arts["params"]), *_model_args(arts))
+    result = run_gac(
+        "translate",
+        str(scene),
+        "--out",
+        str(tmp_path / "out"),
+        "--until",
+        "baseline",
+        "--params",
+        str(arts["params"]),
+        *_model_args(arts),
+    )
     assert result.returncode == 0, result.stderr
     assert "km2/s" in result.stderr
     with rasterio.open(tmp_path / "out" / "S1_scene.tif") as src:
@@ -116,7 +141,9 @@ def test_cog_keeps_the_inputs_grid_with_bands_nodata_overviews_and_provenance(ar
         tags = src.tags()
         values = src.read()
     assert tags["STAGES"] == "baseline" and tags["RANDOM_WEIGHTS"] == "false" and tags["UNITS"] == "reflectance x 10^4"
-    assert json.loads(tags["ADAPTERS"]).keys() == {"baseline"} and len(tags["PARAMS_HASH"]) == 16 and tags["MONTH"] == "6"
+    assert (
+        json.loads(tags["ADAPTERS"]).keys() == {"baseline"} and len(tags["PARAMS_HASH"]) == 16 and tags["MONTH"] == "6"
+    )
     assert (values[:, :40, :50] == 0).all()  # no radar, no optical
     assert (values[:, 40:, :] > 0).all() and (values[:, :, 50:] > 0).all()
     assert (tmp_path / "out" / "S1_scene.png").stat().st_size > 1000
@@ -149,7 +176,9 @@ def test_seams_blend_away_with_overlap_and_show_without_it(tmp_path, overlap, se
 
     scene = open_s1(write_s1(tmp_path / "smooth.tif", smooth_s1(64, 160)), reproject=False)
     try:
-        job = SceneJob(params(overlap=overlap), scene, TileGrid(64, 160, TILE, overlap, block_size=256), ContextChain(), samples=1)
+        job = SceneJob(
+            params(overlap=overlap), scene, TileGrid(64, 160, TILE, overlap, block_size=256), ContextChain(), samples=1
+        )
         mosaic, _ = job.compute((0, 0, 64, 160))
     finally:
         scene.close()
@@ -233,8 +262,16 @@ def test_uncertainty_is_zero_at_temperature_zero_and_positive_above(v1_chain, tm
 
 def _write_s2(path: Path, values: np.ndarray, like: Path, dtype="uint16") -> Path:
     with rasterio.open(like) as src:
-        profile = dict(driver="GTiff", width=src.width, height=src.height, count=values.shape[0], dtype=dtype, crs=src.crs,
-                       transform=src.transform, nodata=0 if dtype == "uint16" else None)
+        profile = dict(
+            driver="GTiff",
+            width=src.width,
+            height=src.height,
+            count=values.shape[0],
+            dtype=dtype,
+            crs=src.crs,
+            transform=src.transform,
+            nodata=0 if dtype == "uint16" else None,
+        )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(values.astype(dtype))
     return path
@@ -269,8 +306,15 @@ def test_gap_fill_leaves_no_cloud_at_the_border_or_the_mask_edge(arts, tmp_path,
     scl[0, cloud], scl[0, shadow] = 9, 3  # cloud high probability, cloud shadow
     if kind == "scl-20m":  # SCL as delivered: 20 m, resampled nearest onto the 10 m grid by GAC
         with rasterio.open(scene) as src:
-            profile = dict(driver="GTiff", width=40, height=32, count=1, dtype="uint8", crs=src.crs,
-                           transform=src.transform * Affine.scale(2))
+            profile = dict(
+                driver="GTiff",
+                width=40,
+                height=32,
+                count=1,
+                dtype="uint8",
+                crs=src.crs,
+                transform=src.transform * Affine.scale(2),
+            )
         mask_path = tmp_path / "scl20.tif"
         with rasterio.open(mask_path, "w", **profile) as dst:
             dst.write(scl[:, ::2, ::2])
@@ -313,9 +357,17 @@ def test_gap_fill_from_per_band_s2_files_at_native_resolution(arts, tmp_path):
     for b, band in enumerate(S2_BANDS):
         factor = 1 if band in ("B02", "B03", "B04", "B08") else 6 if band in ("B01", "B09") else 2
         coarse = (s2[b].astype(np.float64) + 1000).reshape(60 // factor, factor, 84 // factor, factor).mean(axis=(1, 3))
-        with rasterio.open(folder / f"T32TQM_20230601T101559_{band}_{10 * factor}m.tif", "w", driver="GTiff", count=1,
-                           width=coarse.shape[1], height=coarse.shape[0], dtype="uint16", crs=crs,
-                           transform=transform * Affine.scale(factor)) as dst:
+        with rasterio.open(
+            folder / f"T32TQM_20230601T101559_{band}_{10 * factor}m.tif",
+            "w",
+            driver="GTiff",
+            count=1,
+            width=coarse.shape[1],
+            height=coarse.shape[0],
+            dtype="uint16",
+            crs=crs,
+            transform=transform * Affine.scale(factor),
+        ) as dst:
             dst.write(np.rint(coarse).astype(np.uint16)[None])
     mask_path = _write_s2(tmp_path / "mask.tif", (cloud | shadow)[None].astype(np.uint8), scene, dtype="uint8")
     _translate_lib(arts, scene, tmp_path / "filled", fill=(folder, mask_path))
@@ -336,18 +388,34 @@ def test_a_mask_that_is_neither_binary_nor_scl_is_refused(arts, tmp_path):
     scene, s2, cloud, _ = _cloudy_scene(tmp_path)
     s2_path = _write_s2(tmp_path / "s2.tif", s2, scene)
     mask_path = _write_s2(tmp_path / "prob.tif", np.where(cloud, 87, 3)[None], scene, dtype="uint8")  # a probability
-    result = run_gac("translate", str(scene), "--out", str(tmp_path / "out"), "--until", "baseline", "--params",
-                     str(arts["params"]), "--fill-s2", str(s2_path), "--cloud-mask", str(mask_path), *_model_args(arts))
+    result = run_gac(
+        "translate",
+        str(scene),
+        "--out",
+        str(tmp_path / "out"),
+        "--until",
+        "baseline",
+        "--params",
+        str(arts["params"]),
+        "--fill-s2",
+        str(s2_path),
+        "--cloud-mask",
+        str(mask_path),
+        *_model_args(arts),
+    )
     assert result.returncode == 2 and not (tmp_path / "out").exists()
-    assert result.stderr.strip() == (f"gac: error: {mask_path}: values 3, 87 are neither a 0/1 (or 0/255) mask "
-                                     "nor Sentinel-2 SCL classes 0-11; pass the scene's SCL layer or a mask with 1 "
-                                     "(or 255) where clouds are")
+    assert result.stderr.strip() == (
+        f"gac: error: {mask_path}: values 3, 87 are neither a 0/1 (or 0/255) mask "
+        "nor Sentinel-2 SCL classes 0-11; pass the scene's SCL layer or a mask with 1 "
+        "(or 255) where clouds are"
+    )
 
 
 def test_gap_fill_removes_the_l2a_offset_when_told(arts, tmp_path):
-    from gac.translate.chain import Artifacts
-    from gac.translate.run import Options, translate as run
     from gac.params import validate_params
+    from gac.translate.chain import Artifacts
+    from gac.translate.run import Options
+    from gac.translate.run import translate as run
 
     scene = write_s1(tmp_path / "o.tif", smooth_s1(32, 32))
     s2 = np.random.default_rng(1).integers(200, 4000, (12, 32, 32)).astype(np.uint16)
@@ -367,14 +435,28 @@ def test_scene_off_the_10m_grid_is_refused_or_reprojected_to_its_utm_zone(arts, 
     from rasterio.transform import from_origin
 
     coarse = write_s1(tmp_path / "coarse.tif", smooth_s1(30, 40), transform=from_origin(500000, 5000000, 20, 20))
-    refused = run_gac("translate", str(coarse), "--out", str(tmp_path / "no"), "--until", "baseline", "--params", str(arts["params"]), *_model_args(arts))
-    assert refused.returncode == 2 and "20 x 20 metre" in refused.stderr and "translate.reproject: true" in refused.stderr
+    refused = run_gac(
+        "translate",
+        str(coarse),
+        "--out",
+        str(tmp_path / "no"),
+        "--until",
+        "baseline",
+        "--params",
+        str(arts["params"]),
+        *_model_args(arts),
+    )
+    assert (
+        refused.returncode == 2 and "20 x 20 metre" in refused.stderr and "translate.reproject: true" in refused.stderr
+    )
     assert not (tmp_path / "no").exists()
     _translate_lib(arts, coarse, tmp_path / "utm", reproject=True)
     with rasterio.open(tmp_path / "utm" / "coarse.tif") as src:
         assert (src.crs.to_epsg(), src.res, src.width, src.height) == (32633, (10.0, 10.0), 80, 60)
         assert (src.read() > 0).all()
-    lonlat = write_s1(tmp_path / "lonlat.tif", smooth_s1(40, 40), crs="EPSG:4326", transform=from_origin(15.0, 45.2, 0.0002, 0.0002))
+    lonlat = write_s1(
+        tmp_path / "lonlat.tif", smooth_s1(40, 40), crs="EPSG:4326", transform=from_origin(15.0, 45.2, 0.0002, 0.0002)
+    )
     _translate_lib(arts, lonlat, tmp_path / "geo", reproject=True)
     with rasterio.open(tmp_path / "geo" / "lonlat.tif") as src:
         assert src.crs.to_epsg() == 32633 and src.res == (10.0, 10.0)  # 15 E, 45 N: UTM zone 33 N
@@ -392,7 +474,9 @@ def _bad(tmp_path: Path, make) -> tuple[list[str], str]:
 
 
 def _bands(tmp_path):
-    return [str(write_s1(tmp_path / "three.tif", np.concatenate([smooth_s1(32, 32), smooth_s1(32, 32)[:1]])))], "3 band(s)"
+    return [
+        str(write_s1(tmp_path / "three.tif", np.concatenate([smooth_s1(32, 32), smooth_s1(32, 32)[:1]])))
+    ], "3 band(s)"
 
 
 def _s2_as_s1(tmp_path):
@@ -416,10 +500,22 @@ def _no_crs(tmp_path):
     return [str(path)], "has no CRS"
 
 
-@pytest.mark.parametrize("make", [_bands, _s2_as_s1, _linear, _empty, _no_crs], ids=["bands", "s2-as-s1", "linear", "nodata", "no-crs"])
+@pytest.mark.parametrize(
+    "make", [_bands, _s2_as_s1, _linear, _empty, _no_crs], ids=["bands", "s2-as-s1", "linear", "nodata", "no-crs"]
+)
 def test_bad_s1_inputs_are_one_line_and_write_nothing(arts, tmp_path, make):
     args, expected = make(tmp_path)
-    result = run_gac("translate", *args, "--out", str(tmp_path / "out"), "--until", "baseline", "--params", str(arts["params"]), *_model_args(arts))
+    result = run_gac(
+        "translate",
+        *args,
+        "--out",
+        str(tmp_path / "out"),
+        "--until",
+        "baseline",
+        "--params",
+        str(arts["params"]),
+        *_model_args(arts),
+    )
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("gac: error:")]
     assert len(lines) == 1 and expected in lines[0] and args[0] in lines[0], result.stderr
@@ -450,14 +546,40 @@ def test_bad_models_fill_inputs_and_existing_outputs_are_one_line(arts, tmp_path
         (["--until", "v1", "--uncertainty", "1"], "needs N >= 2"),
     ]
     for extra, expected in cases:
-        result = run_gac("translate", scene, "--out", str(out), "--params", str(arts["params"]), *_model_args(arts), *extra)
-        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, (extra, result.stderr)
+        result = run_gac(
+            "translate", scene, "--out", str(out), "--params", str(arts["params"]), *_model_args(arts), *extra
+        )
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, (
+            extra,
+            result.stderr,
+        )
         assert not out.exists(), extra
     _translate_lib(arts, Path(scene), out)  # an earlier run's output
     assert (out / "scene.tif").is_file()
-    again = run_gac("translate", scene, "--out", str(out), "--until", "baseline", "--params", str(arts["params"]), *_model_args(arts))
+    again = run_gac(
+        "translate",
+        scene,
+        "--out",
+        str(out),
+        "--until",
+        "baseline",
+        "--params",
+        str(arts["params"]),
+        *_model_args(arts),
+    )
     assert again.returncode == 2 and "already exists; pass --overwrite" in again.stderr
-    forced = run_gac("translate", scene, "--out", str(out), "--until", "baseline", "--overwrite", "--params", str(arts["params"]), *_model_args(arts))
+    forced = run_gac(
+        "translate",
+        scene,
+        "--out",
+        str(out),
+        "--until",
+        "baseline",
+        "--overwrite",
+        "--params",
+        str(arts["params"]),
+        *_model_args(arts),
+    )
     assert forced.returncode == 0, forced.stderr
 
 
@@ -468,7 +590,8 @@ def test_outputs_are_replaced_whole_and_only_by_the_run_that_owns_them(arts, tmp
     import gac.evaluate.quicklooks
     from gac.errors import GacError
     from gac.translate.chain import Artifacts
-    from gac.translate.run import Options, translate as run
+    from gac.translate.run import Options
+    from gac.translate.run import translate as run
 
     scene, out = write_s1(tmp_path / "s.tif", smooth_s1(32, 48)), tmp_path / "out"
     _translate_lib(arts, scene, out, until="v1", uncertainty=2)
@@ -517,7 +640,9 @@ def test_killed_run_resumes_to_the_same_bytes_and_two_ranks_agree(arts, tmp_path
     args = ["translate", str(scene), "--params", prm, "--no-progress", *_model_args(arts)]
     _translate_lib(arts, scene, tmp_path / "whole", until="v2", block_size=32, infer={"batch_size": 2})
     out = tmp_path / "killed"
-    proc = subprocess.Popen([str(GAC), *args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [str(GAC), *args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy()
+    )
     markers = out / "k.partial" / "done"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not (markers.is_dir() and any(markers.iterdir())):
@@ -536,9 +661,21 @@ def test_killed_run_resumes_to_the_same_bytes_and_two_ranks_agree(arts, tmp_path
     torchrun = Path(sys.executable).with_name("torchrun")
     exited = tmp_path / "exited"
     exited.mkdir()
-    ranks = subprocess.run([str(torchrun), "--nproc-per-node", "2", str(Path(__file__).with_name("torchrun_rank0_writes_last.py")),
-                            *args[1:], "--out", str(tmp_path / "ranks")],
-                           capture_output=True, text=True, timeout=600, env={**os.environ, "GAC_TEST_EXITED": str(exited)})
+    ranks = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc-per-node",
+            "2",
+            str(Path(__file__).with_name("torchrun_rank0_writes_last.py")),
+            *args[1:],
+            "--out",
+            str(tmp_path / "ranks"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "GAC_TEST_EXITED": str(exited)},
+    )
     assert ranks.returncode == 0, ranks.stderr[-2000:]
     assert "rank 1/2" in ranks.stderr and (exited / "1").is_file()
     whole = _read(tmp_path / "whole" / "k.tif")
@@ -630,10 +767,20 @@ def test_web_mercator_is_not_a_10m_grid_and_reprojects_to_utm(arts, tmp_path):
     from rasterio.transform import from_origin
 
     y = 6378137.0 * np.log(np.tan(np.pi / 4 + np.radians(60.0) / 2))  # 60 N: 10 map units are 5 m on the ground
-    scene = write_s1(tmp_path / "merc.tif", smooth_s1(64, 64), crs="EPSG:3857",
-                     transform=from_origin(1_113_195, y, 10, 10))
-    refused = run_gac("translate", str(scene), "--out", str(tmp_path / "no"), "--until", "baseline", "--params",
-                      str(arts["params"]), *_model_args(arts))
+    scene = write_s1(
+        tmp_path / "merc.tif", smooth_s1(64, 64), crs="EPSG:3857", transform=from_origin(1_113_195, y, 10, 10)
+    )
+    refused = run_gac(
+        "translate",
+        str(scene),
+        "--out",
+        str(tmp_path / "no"),
+        "--until",
+        "baseline",
+        "--params",
+        str(arts["params"]),
+        *_model_args(arts),
+    )
     assert refused.returncode == 2 and "pixels are 10 x 10 metre (5" in refused.stderr
     assert "translate.reproject: true" in refused.stderr
     _translate_lib(arts, scene, tmp_path / "utm", reproject=True)
@@ -643,8 +790,8 @@ def test_web_mercator_is_not_a_10m_grid_and_reprojects_to_utm(arts, tmp_path):
 
 
 def test_default_scenes_are_the_test_split_scenes_or_the_demo_scene(demo_scenes, tmp_path):
-    from gac.data.tiling import make_tiles
     from gac.data.store import open_store
+    from gac.data.tiling import make_tiles
     from gac.params import validate_params
     from gac.translate.source import default_scenes
     from tests.conftest import small_tile_params
@@ -662,6 +809,8 @@ def test_default_scenes_are_the_test_split_scenes_or_the_demo_scene(demo_scenes,
     assert [s.name for s in chosen] == ["demo_00"] and "the demo's first scene" in why
     none = tmp_path / "no-test.zarr"
     make_tiles(demo_scenes, none, small_tile_params(test_fraction=0), seed=0, attrs={})
-    expected = (f"translate.scenes is null and {none} has no test-split tiles: nothing to translate; list scenes in "
-                "translate.scenes or set tile.test_fraction above 0")
+    expected = (
+        f"translate.scenes is null and {none} has no test-split tiles: nothing to translate; list scenes in "
+        "translate.scenes or set tile.test_fraction above 0"
+    )
     assert default_scenes(real, demo_scenes, none) == ([], expected)

@@ -20,16 +20,29 @@ from gac import upstream
 
 REPO = Path(__file__).resolve().parents[1]
 # What a plain `import terratorch` loads and GAC never needs (datasets, tasks, other backbones and their libraries).
-NOT_NEEDED = ["terratorch.datasets.biomassters", "terratorch.tasks", "terratorch.datamodules",
-              "terratorch.models.backbones.clay_v1", "albumentations", "segmentation_models_pytorch", "lightning"]
+NOT_NEEDED = [
+    "terratorch.datasets.biomassters",
+    "terratorch.tasks",
+    "terratorch.datamodules",
+    "terratorch.models.backbones.clay_v1",
+    "albumentations",
+    "segmentation_models_pytorch",
+    "lightning",
+]
 
 
 def run_python(code: str, env: dict | None = None, timeout: float = 600) -> tuple[dict, str]:
     """Run `code` in a fresh interpreter at the repository root; it prints one JSON line last. (result, stderr)"""
     import os
 
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
@@ -140,8 +153,9 @@ def test_a_changed_upstream_layout_falls_back_to_the_plain_import_with_one_line(
     assert moved["digest"] == digest
     lines = [line for line in log.splitlines() if "fast import does not fit" in line]
     assert len(lines) == 1 and "terratorch.registry.moved_away" in lines[0]
-    assert lines[0].startswith("WARNING gac.upstream: terratorch: the fast import does not fit this version "
-                               "(ModuleNotFoundError")
+    assert lines[0].startswith(
+        "WARNING gac.upstream: terratorch: the fast import does not fit this version (ModuleNotFoundError"
+    )
 
 
 def test_terramind_statistics_are_its_registry_tables_without_importing_terramind():
@@ -170,9 +184,11 @@ def toy(tmp_path, monkeypatch):
     """A package `toypkg` whose __init__ counts its runs and re-exports `value` from `toypkg.core`."""
     root = tmp_path / "toypkg"
     (root / "inner").mkdir(parents=True)
-    (root / "__init__.py").write_text("import builtins\nbuiltins.TOY_INITS = getattr(builtins, 'TOY_INITS', 0) + 1\n"
-                                      "from toypkg.core import value\n__all__ = ['value', 'extra']\n"
-                                      "extra = 'from init'\n")
+    (root / "__init__.py").write_text(
+        "import builtins\nbuiltins.TOY_INITS = getattr(builtins, 'TOY_INITS', 0) + 1\n"
+        "from toypkg.core import value\n__all__ = ['value', 'extra']\n"
+        "extra = 'from init'\n"
+    )
     (root / "core.py").write_text("value = 42\n")
     (root / "inner" / "__init__.py").write_text("import builtins\nbuiltins.TOY_INNER = True\n")
     (root / "inner" / "leaf.py").write_text("from toypkg import value\nleaf = value + 1\n")

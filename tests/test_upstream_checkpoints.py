@@ -40,7 +40,10 @@ def test_terramind_hub_files_load_whole_for_stage1_and_stage3(hub_dir, tokenizer
     # ... and the file's other pre-training modalities were skipped, not loaded somewhere
     assert "encoder_embeddings.tok_lulc@224.token_emb.weight" in hub and not any("lulc" in k for k in own)
     if "S2L2A" in inputs:
-        assert torch.equal(own["encoder_embeddings.untok_sen2l2a@224.proj.weight"], hub["encoder_embeddings.untok_sen2l2a@224.proj.weight"])
+        assert torch.equal(
+            own["encoder_embeddings.untok_sen2l2a@224.proj.weight"],
+            hub["encoder_embeddings.untok_sen2l2a@224.proj.weight"],
+        )
     for name, value in model.tokenizer[TOKENS_KEY].state_dict().items():
         assert torch.equal(value, tokenizer_state[name]), name
     assert (hub_dir / TOKENIZER_FILE).is_file()

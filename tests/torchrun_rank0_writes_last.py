@@ -31,7 +31,9 @@ def main() -> None:
             deadline = time.time() + 60
             while len(list(exited.iterdir())) < world - 1:
                 if time.time() > deadline:
-                    raise SystemExit("rank 0: the other ranks are still running a minute after the last block; they wait on rank 0")
+                    raise SystemExit(
+                        "rank 0: the other ranks are still running a minute after the last block; they wait on rank 0"
+                    )
                 time.sleep(0.05)
             return write(*args, **kwargs)
 

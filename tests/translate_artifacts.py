@@ -39,7 +39,13 @@ def make_baseline(p, out: Path) -> Path:
     from gac.baseline.saved import build_net, save_baseline
 
     stats = {"s1_mean": [-11.0, -18.0], "s1_std": [3.0, 3.0], "s2_mean": [1000.0] * 12, "s2_std": [500.0] * 12}
-    record = {"stage": "baseline", "enabled": True, "config": p.baseline.training_dict(), "statistics": stats, "random_weights": False}
+    record = {
+        "stage": "baseline",
+        "enabled": True,
+        "config": p.baseline.training_dict(),
+        "statistics": stats,
+        "random_weights": False,
+    }
     torch.manual_seed(0)
     net = build_net(record)
     _perturb(net, 1, 0.02)
@@ -66,26 +72,45 @@ def make_stage3(p, out: Path) -> Path:
             if "lora_B" in name:
                 param.normal_(0, 0.05, generator=torch.Generator().manual_seed(4))
     base = net.get_base_model()
-    record = {"stage": "stage3", "model": p.stage3.model, "inputs": [p.stage1.input, "S2L2A"], **base.gac_weights.provenance(),
-              "params_hash": "test"}
+    record = {
+        "stage": "stage3",
+        "model": p.stage3.model,
+        "inputs": [p.stage1.input, "S2L2A"],
+        **base.gac_weights.provenance(),
+        "params_hash": "test",
+    }
     out.mkdir(parents=True, exist_ok=True)
     save_adapter(net, out, record)
     return out
 
 
 def make_artifacts(p, root: Path) -> dict[str, Path]:
-    return {"baseline": make_baseline(p, root / "baseline"), "stage2": make_stage2(p, root / "stage2"), "stage3": make_stage3(p, root / "stage3")}
+    return {
+        "baseline": make_baseline(p, root / "baseline"),
+        "stage2": make_stage2(p, root / "stage2"),
+        "stage3": make_stage3(p, root / "stage3"),
+    }
 
 
-def write_s1(path: Path, values: np.ndarray, crs: str = "EPSG:32633", transform=None, tags: dict | None = None, dtype="float32") -> Path:
+def write_s1(
+    path: Path, values: np.ndarray, crs: str = "EPSG:32633", transform=None, tags: dict | None = None, dtype="float32"
+) -> Path:
     """A GeoTIFF as a user would bring it: bands first, NaN nodata, UTM 10 m unless told otherwise."""
     import rasterio
     from rasterio.transform import from_origin
 
     path.parent.mkdir(parents=True, exist_ok=True)
     transform = transform or from_origin(500000, 5000000, 10, 10)
-    profile = dict(driver="GTiff", width=values.shape[2], height=values.shape[1], count=values.shape[0], dtype=dtype,
-                   crs=crs, transform=transform, nodata=float("nan") if dtype.startswith("float") else 0)
+    profile = dict(
+        driver="GTiff",
+        width=values.shape[2],
+        height=values.shape[1],
+        count=values.shape[0],
+        dtype=dtype,
+        crs=crs,
+        transform=transform,
+        nodata=float("nan") if dtype.startswith("float") else 0,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(values.astype(dtype))
         dst.update_tags(**(tags or {"ACQUISITION_DATE": "2024-06-15"}))

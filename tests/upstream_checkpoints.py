@@ -23,7 +23,14 @@ import torch
 
 # Raw image inputs and tokenized modalities TerraMind v1 was pre-trained on (terratorch's MODALITY_INFO keys).
 PRETRAINING_INPUTS = ["S2L2A", "S2L1C", "S1GRD", "S1RTC", "DEM", "RGB"]
-PRETRAINING_TOKENS = ["tok_sen2l2a@224", "tok_sen1grd@224", "tok_sen1rtc@224", "tok_dem@224", "tok_lulc@224", "tok_ndvi@224"]
+PRETRAINING_TOKENS = [
+    "tok_sen2l2a@224",
+    "tok_sen1grd@224",
+    "tok_sen1rtc@224",
+    "tok_dem@224",
+    "tok_lulc@224",
+    "tok_ndvi@224",
+]
 
 
 def terramind_architecture(name: str) -> dict:
@@ -53,8 +60,12 @@ def terramind_hub_state(name: str, drop_token_feedback: bool = False, seed: int 
     arch = terramind_architecture(name)
     dim = arch["dim"]
     torch.manual_seed(seed)
-    encoder, _ = build_modality_embeddings(MODALITY_INFO, PRETRAINING_INPUTS + PRETRAINING_TOKENS, img_size=224, dim=dim, patch_size=16)
-    decoder, _ = build_output_modality_embeddings(MODALITY_INFO, PRETRAINING_TOKENS, img_size=224, dim=dim, patch_size=16)
+    encoder, _ = build_modality_embeddings(
+        MODALITY_INFO, PRETRAINING_INPUTS + PRETRAINING_TOKENS, img_size=224, dim=dim, patch_size=16
+    )
+    decoder, _ = build_output_modality_embeddings(
+        MODALITY_INFO, PRETRAINING_TOKENS, img_size=224, dim=dim, patch_size=16
+    )
     mae = TerraMind(encoder_embeddings=encoder, decoder_embeddings=decoder, modality_info=MODALITY_INFO, **arch)
     with torch.no_grad():  # upstream zero-initialises some layers; non-zero values show what really loaded
         for p in mae.parameters():
@@ -92,7 +103,9 @@ def prithvi_hub_state(name: str, seed: int = 13) -> dict[str, torch.Tensor]:
     from terratorch.models.backbones import prithvi_vit
 
     torch.manual_seed(seed)
-    mae = getattr(prithvi_vit, f"{name}_mae")(pretrained=False)  # the registry's MAE entry, pre-training's bands and frames
+    mae = getattr(prithvi_vit, f"{name}_mae")(
+        pretrained=False
+    )  # the registry's MAE entry, pre-training's bands and frames
     with torch.no_grad():
         for p in mae.parameters():
             p.add_(torch.randn_like(p) * 0.01)

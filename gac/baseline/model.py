@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from gac.startup import first_model_call
 from gac.nodata import standardised_filled
+from gac.startup import first_model_call
 
 S1_CHANNELS = 2
 S2_CHANNELS = 12
@@ -30,7 +30,11 @@ def _down(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
 
 
 def _up(cin: int, cout: int, dropout: float) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [
+        nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False),
+        nn.GroupNorm(min(8, cout), cout),
+        nn.ReLU(inplace=True),
+    ]
     if dropout:
         layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
@@ -43,9 +47,16 @@ class BaselineUNet(nn.Module):
     H and W must divide by 2^depth. Pixels where S1 is NaN come back NaN.
     """
 
-    def __init__(self, channels: int = 16, depth: int = 3, dropout: float = 0.0,
-                 s1_mean: Sequence[float] = (0.0, 0.0), s1_std: Sequence[float] = (1.0, 1.0),
-                 s2_mean: Sequence[float] = (0.0,) * S2_CHANNELS, s2_std: Sequence[float] = (1.0,) * S2_CHANNELS):
+    def __init__(
+        self,
+        channels: int = 16,
+        depth: int = 3,
+        dropout: float = 0.0,
+        s1_mean: Sequence[float] = (0.0, 0.0),
+        s1_std: Sequence[float] = (1.0, 1.0),
+        s2_mean: Sequence[float] = (0.0,) * S2_CHANNELS,
+        s2_std: Sequence[float] = (1.0,) * S2_CHANNELS,
+    ):
         super().__init__()
         self.depth = depth
         self.register_buffer("s1_mean", torch.tensor(s1_mean, dtype=torch.float32).view(1, -1, 1, 1))
@@ -55,8 +66,10 @@ class BaselineUNet(nn.Module):
         widths = [channels * 2 ** min(level, 3) for level in range(depth + 1)]  # capped at 8x, as pix2pix caps at 512
         self.stem = nn.Sequential(nn.Conv2d(S1_CHANNELS, widths[0], 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
         self.downs = nn.ModuleList(_down(widths[i], widths[i + 1]) for i in range(depth))
-        self.ups = nn.ModuleList(_up(widths[i + 1] * (1 if i == depth - 1 else 2), widths[i], dropout if i >= depth - 2 else 0.0)
-                                 for i in reversed(range(depth)))
+        self.ups = nn.ModuleList(
+            _up(widths[i + 1] * (1 if i == depth - 1 else 2), widths[i], dropout if i >= depth - 2 else 0.0)
+            for i in reversed(range(depth))
+        )
         self.out = nn.Conv2d(widths[0] * 2, S2_CHANNELS, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

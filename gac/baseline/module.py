@@ -44,8 +44,10 @@ class BaselineModule(pl.LightningModule):
         g_loss = F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
         real = self.disc(s1, target)
         fake_detached = self.disc(s1, pred.detach())
-        d_loss = 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                        + F.binary_cross_entropy_with_logits(fake_detached, torch.zeros_like(fake_detached)))
+        d_loss = 0.5 * (
+            F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+            + F.binary_cross_entropy_with_logits(fake_detached, torch.zeros_like(fake_detached))
+        )
         return g_loss, d_loss
 
     def training_step(self, batch, batch_idx):
@@ -68,7 +70,15 @@ class BaselineModule(pl.LightningModule):
         d_opt.step()
         d_sched.step()
         for name, value in (("loss", total), ("l1", l1), ("gan_g", g_loss), ("gan_d", d_loss)):
-            self.log(f"train/{name}", value, prog_bar=name == "loss", on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
+            self.log(
+                f"train/{name}",
+                value,
+                prog_bar=name == "loss",
+                on_step=True,
+                on_epoch=True,
+                batch_size=size,
+                sync_dist=True,
+            )
         return None
 
     def validation_step(self, batch, batch_idx):
@@ -77,7 +87,10 @@ class BaselineModule(pl.LightningModule):
         # val/loss is L1 alone either way, so checkpoints and early stopping compare like with like.
         self.log("val/loss", l1, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
         out = self.net.to_reflectance(pred) / REFLECTANCE_SCALE
-        truth = torch.where(batch["valid"][:, None], batch["s2"], torch.full_like(batch["s2"], float("nan"))) / REFLECTANCE_SCALE
+        truth = (
+            torch.where(batch["valid"][:, None], batch["s2"], torch.full_like(batch["s2"], float("nan")))
+            / REFLECTANCE_SCALE
+        )
         self.log("val/psnr", psnr(out, fill_missing(out, truth)), on_epoch=True, batch_size=size, sync_dist=True)
 
     def configure_optimizers(self):
@@ -85,4 +98,7 @@ class BaselineModule(pl.LightningModule):
             return adamw_with_schedule(self, self.train_params)
         generator = adamw_with_schedule(self, self.train_params, part=self.net)
         critic = adamw_with_schedule(self, self.train_params, part=self.disc)
-        return [generator["optimizer"], critic["optimizer"]], [generator["lr_scheduler"]["scheduler"], critic["lr_scheduler"]["scheduler"]]
+        return [generator["optimizer"], critic["optimizer"]], [
+            generator["lr_scheduler"]["scheduler"],
+            critic["lr_scheduler"]["scheduler"],
+        ]

@@ -20,9 +20,13 @@ class BaselineInferParams(InferParams):
 class BaselineParams(TrainingParams):
     enabled: bool = Field(True, description="false: train and predict nothing; evaluate skips the baseline")
     channels: int = Field(16, ge=4, description="feature maps at full resolution; doubled at each level down")
-    depth: int = Field(3, ge=1, le=6, description="down-sampling levels of the U-Net (tile size must divide by 2^depth)")
+    depth: int = Field(
+        3, ge=1, le=6, description="down-sampling levels of the U-Net (tile size must divide by 2^depth)"
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the decoder (pix2pix uses 0.5 as its noise)")
-    gan_weight: float = Field(0.0, ge=0, description="weight of the PatchGAN term beside L1 (pix2pix: 1 vs L1 100); 0 = pure L1")
+    gan_weight: float = Field(
+        0.0, ge=0, description="weight of the PatchGAN term beside L1 (pix2pix: 1 vs L1 100); 0 = pure L1"
+    )
     disc_channels: int = Field(32, ge=4, description="PatchGAN discriminator width (used when gan_weight > 0)")
     infer: BaselineInferParams = BaselineInferParams()
 

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-
 from gac.baseline.params import BaselineInferParams
 from gac.data.store import partial_path, replace_dir
 from gac.digest import json_digest
@@ -37,7 +36,12 @@ class BaselinePredictor:
         import torch
 
         with torch.no_grad():
-            return self.net(torch.from_numpy(np.ascontiguousarray(batch.s1, dtype=np.float32)).to(self.device)).float().cpu().numpy()
+            return (
+                self.net(torch.from_numpy(np.ascontiguousarray(batch.s1, dtype=np.float32)).to(self.device))
+                .float()
+                .cpu()
+                .numpy()
+            )
 
 
 def write_disabled_store(out: Path, attrs: dict[str, Any]) -> None:
@@ -48,15 +52,20 @@ def write_disabled_store(out: Path, attrs: dict[str, Any]) -> None:
 
     out = Path(out)
     tmp = partial_path(out)
-    xr.Dataset(attrs={**attrs, "stage": "predict-baseline", "enabled": False}).to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+    xr.Dataset(attrs={**attrs, "stage": "predict-baseline", "enabled": False}).to_zarr(
+        tmp, mode="w", zarr_format=3, consolidated=False
+    )
     consolidate(tmp)
     replace_dir(tmp, out)
 
 
-def predict_store(model_dir: Path, tiles: Path, out: Path, infer: BaselineInferParams, shard_tiles: int, attrs: dict[str, Any]) -> dict[str, Any]:
+def predict_store(
+    model_dir: Path, tiles: Path, out: Path, infer: BaselineInferParams, shard_tiles: int, attrs: dict[str, Any]
+) -> dict[str, Any]:
     """Write `out` from tiles.zarr's S1; returns a summary. Resumes an interrupted run with the same model and settings."""
     from gac.baseline.saved import load_baseline, read_record
-    from gac.runner import StoreInputs, predict_store as run, start_ranks
+    from gac.runner import StoreInputs, start_ranks
+    from gac.runner import predict_store as run
 
     if read_record(model_dir).get("enabled") is False:
         write_disabled_store(out, attrs)
@@ -77,8 +86,17 @@ def predict_store(model_dir: Path, tiles: Path, out: Path, infer: BaselineInferP
             "model_dir": str(model_dir),
             "inputs": json.dumps({"tiles": str(tiles)}),
         }
-        summary = run(BaselinePredictor(net, device), inputs, Path(out), store_attrs, ranks=ranks, batch_size=infer.batch_size,
-                      shard_tiles=shard_tiles, name="predict-baseline", opened=opened)
+        summary = run(
+            BaselinePredictor(net, device),
+            inputs,
+            Path(out),
+            store_attrs,
+            ranks=ranks,
+            batch_size=infer.batch_size,
+            shard_tiles=shard_tiles,
+            name="predict-baseline",
+            opened=opened,
+        )
         return {**summary, "enabled": True}
     finally:
         ranks.close()

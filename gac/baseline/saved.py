@@ -25,7 +25,15 @@ def build_net(record: dict[str, Any]):
     from gac.baseline.model import BaselineUNet
 
     config, stats = record["config"], record["statistics"]
-    return BaselineUNet(config["channels"], config["depth"], config["dropout"], stats["s1_mean"], stats["s1_std"], stats["s2_mean"], stats["s2_std"])
+    return BaselineUNet(
+        config["channels"],
+        config["depth"],
+        config["dropout"],
+        stats["s1_mean"],
+        stats["s1_std"],
+        stats["s2_mean"],
+        stats["s2_std"],
+    )
 
 
 def save_baseline(net, out_dir: Path, record: dict[str, Any]) -> Path:
@@ -44,13 +52,20 @@ def write_disabled(out_dir: Path, live_dir: Path) -> None:
     out_dir, live_dir = Path(out_dir), Path(live_dir)
     live_dir.mkdir(parents=True, exist_ok=True)
     (live_dir / "metrics.json").write_text(json.dumps({"enabled": False}) + "\n")
-    write_whole(out_dir, lambda tmp: (tmp / RECORD_FILE).write_text(json.dumps({"stage": "baseline", "enabled": False}, indent=2) + "\n"))
+    write_whole(
+        out_dir,
+        lambda tmp: (tmp / RECORD_FILE).write_text(
+            json.dumps({"stage": "baseline", "enabled": False}, indent=2) + "\n"
+        ),
+    )
 
 
 def read_record(model_dir: Path) -> dict[str, Any]:
     path = Path(model_dir) / RECORD_FILE
     if not path.is_file():
-        raise GacError(f"{model_dir}: no trained baseline here ({RECORD_FILE} missing); run `gac train-baseline` (dvc repro train-baseline)")
+        raise GacError(
+            f"{model_dir}: no trained baseline here ({RECORD_FILE} missing); run `gac train-baseline` (dvc repro train-baseline)"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
@@ -69,7 +84,9 @@ def load_baseline(model_dir: Path):
     model_dir = Path(model_dir)
     record = read_record(model_dir)
     if record.get("enabled") is False:
-        raise GacError(f"{model_dir}: the baseline was not trained (baseline.enabled is false); set baseline.enabled: true and re-run train-baseline")
+        raise GacError(
+            f"{model_dir}: the baseline was not trained (baseline.enabled is false); set baseline.enabled: true and re-run train-baseline"
+        )
     weights = model_dir / MODEL_FILE
     if not weights.is_file():
         raise GacError(f"{weights}: baseline weights missing; re-run `gac train-baseline`")

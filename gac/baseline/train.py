@@ -52,12 +52,21 @@ def _datasets(tiles: Path, size_divisor: int):
     train, val = train_val_datasets(tiles, STAGE)
     side = train[0]["s1"].shape[-1]
     if side % size_divisor:
-        raise GacError(f"baseline.depth: tiles are {side} px, not divisible by 2^depth = {size_divisor}; lower baseline.depth")
+        raise GacError(
+            f"baseline.depth: tiles are {side} px, not divisible by 2^depth = {size_divisor}; lower baseline.depth"
+        )
     return train, val
 
 
-def train_baseline(p: BaselineParams, seed: int, tiles: Path, out_dir: Path, live_dir: Path, checkpoint_root: Path,
-                   extra_callbacks: Iterable = ()) -> dict[str, Any]:
+def train_baseline(
+    p: BaselineParams,
+    seed: int,
+    tiles: Path,
+    out_dir: Path,
+    live_dir: Path,
+    checkpoint_root: Path,
+    extra_callbacks: Iterable = (),
+) -> dict[str, Any]:
     """Fit the U-Net through the one training driver (gac.training), export the best checkpoint; returns the record."""
     tiles = Path(tiles)
     train_ds, val_ds = _datasets(tiles, 2**p.depth)
@@ -70,14 +79,35 @@ def train_baseline(p: BaselineParams, seed: int, tiles: Path, out_dir: Path, liv
     def build():
         net = build_net({"config": config, "statistics": stats})
         counts = count_parameters(net)
-        log.info("baseline U-Net: %d parameters, %d train / %d val tiles; trained from scratch (no pre-trained weights)",
-                 counts["total"], len(train_ds), len(val_ds))
-        model = f"pix2pix-style U-Net, {p.channels} channels, depth {p.depth}" + (f", PatchGAN weight {p.gan_weight}" if p.gan_weight else ", L1 only")
-        own = {"enabled": True, "model": model, "statistics": stats, "parameters": counts,
-               "weights": "trained from scratch on the train split (no pre-trained weights)", "random_weights": False,
-               "loss": {"l1": 1.0, "gan": p.gan_weight}}
+        log.info(
+            "baseline U-Net: %d parameters, %d train / %d val tiles; trained from scratch (no pre-trained weights)",
+            counts["total"],
+            len(train_ds),
+            len(val_ds),
+        )
+        model = f"pix2pix-style U-Net, {p.channels} channels, depth {p.depth}" + (
+            f", PatchGAN weight {p.gan_weight}" if p.gan_weight else ", L1 only"
+        )
+        own = {
+            "enabled": True,
+            "model": model,
+            "statistics": stats,
+            "parameters": counts,
+            "weights": "trained from scratch on the train split (no pre-trained weights)",
+            "random_weights": False,
+            "loss": {"l1": 1.0, "gan": p.gan_weight},
+        }
         return BaselineModule(net, p), own
 
     job = TrainingJob(STAGE, p, config, seed, {"tiles": tiles})
-    return fit_and_export(job, build, (train_ds, val_ds), lambda module, out, record: save_baseline(module.net, out, record), out_dir,
-                          live_dir, checkpoint_root, hyperparams={"gan_weight": p.gan_weight}, extra_callbacks=extra_callbacks)
+    return fit_and_export(
+        job,
+        build,
+        (train_ds, val_ds),
+        lambda module, out, record: save_baseline(module.net, out, record),
+        out_dir,
+        live_dir,
+        checkpoint_root,
+        hyperparams={"gan_weight": p.gan_weight},
+        extra_callbacks=extra_callbacks,
+    )

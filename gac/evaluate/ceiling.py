@@ -18,7 +18,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def tokenizer_ceiling(truth: np.ndarray, tile_ids: Sequence[str], stage1: Any, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+def tokenizer_ceiling(
+    truth: np.ndarray, tile_ids: Sequence[str], stage1: Any, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
     """(N, 12, H, W) ground truth x 10^4 -> its tokenizer round trip (same shape, float32) and provenance."""
     import torch
 
@@ -29,7 +31,9 @@ def tokenizer_ceiling(truth: np.ndarray, tile_ids: Sequence[str], stage1: Any, s
     device = resolve_device(stage1.infer.device, key="stage1.infer.device")  # the one device rule of every stage
     precision = stage1.infer.precision
     capped = bool(stage1.capped_decoder)
-    model = build_generator(stage1.model, inputs=(stage1.input,), weights=stage1.weights, tile_size=truth.shape[-1], seed=seed).to(device)
+    model = build_generator(
+        stage1.model, inputs=(stage1.input,), weights=stage1.weights, tile_size=truth.shape[-1], seed=seed
+    ).to(device)
     out = np.empty(truth.shape, dtype=np.float32)
     for batch in iter_batches(range(len(truth)), stage1.infer.batch_size):
         seeds = [tile_seed(seed, str(tile_ids[i])) for i in batch]

@@ -37,18 +37,23 @@ def class_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     }
 
 
-def per_class(preds: Mapping[str, np.ndarray], truth: np.ndarray, codes: np.ndarray, names: Mapping[int, str]) -> dict[str, dict[str, Any]]:
+def per_class(
+    preds: Mapping[str, np.ndarray], truth: np.ndarray, codes: np.ndarray, names: Mapping[int, str]
+) -> dict[str, dict[str, Any]]:
     """{class name: {variant: metrics}} for every class present in `codes` (N, H, W); unknown (-1) pixels are skipped."""
     out: dict[str, dict[str, Any]] = {}
     for code in sorted(int(c) for c in np.unique(codes) if c >= 0):
         target = class_pixels(truth, codes, code)
         name = names.get(code, f"class_{code}")
-        out[name] = {variant: class_metrics(class_pixels(values, codes, code), target) for variant, values in preds.items()}
+        out[name] = {
+            variant: class_metrics(class_pixels(values, codes, code), target) for variant, values in preds.items()
+        }
     return out
 
 
-def per_label(preds: Mapping[str, np.ndarray], truth: np.ndarray, hot: np.ndarray,
-              names: list[str]) -> dict[str, dict[str, Any]]:
+def per_label(
+    preds: Mapping[str, np.ndarray], truth: np.ndarray, hot: np.ndarray, names: list[str]
+) -> dict[str, dict[str, Any]]:
     """{label: {variant: metrics, `tiles`: count}} over every pixel of the tiles whose patch carries the label.
 
     An archive's labels (BigEarthNet's 19 classes) are per patch and several at once, so a label's pixels are those
@@ -61,7 +66,8 @@ def per_label(preds: Mapping[str, np.ndarray], truth: np.ndarray, hot: np.ndarra
             continue
         codes = np.broadcast_to(members[:, None, None], (truth.shape[0], *truth.shape[2:])).astype(np.int8)
         target = class_pixels(truth, codes, 1)
-        out[name] = {variant: class_metrics(class_pixels(values, codes, 1), target)
-                     for variant, values in preds.items()}
+        out[name] = {
+            variant: class_metrics(class_pixels(values, codes, 1), target) for variant, values in preds.items()
+        }
         out[name]["tiles"] = int(members.sum())
     return out

@@ -32,16 +32,30 @@ class EvaluateParams(StrictModel):
     split: Literal["train", "val", "test"] = "test"
     variants: list[Variant] = Field(default_factory=lambda: list(ALL_VARIANTS), min_length=1)
     allow_missing: bool = Field(False, description="skip variants whose store does not exist (else: an error)")
-    tokenizer_ceiling: bool = Field(True, description="also score the ground truth encoded and decoded by the S2L2A tokenizer (stage1 model/weights)")
+    tokenizer_ceiling: bool = Field(
+        True,
+        description="also score the ground truth encoded and decoded by the S2L2A tokenizer (stage1 model/weights)",
+    )
     lpips: bool = Field(True, description="LPIPS where its trunk weights are cached (never downloaded)")
     sar_edge: SarEdgeParams = SarEdgeParams()
-    quicklooks: int = Field(16, ge=1, description="tiles drawn as quicklook PNGs and on the contact sheet (the split's first N)")
-    bootstrap_resamples: int = Field(1000, ge=100, description="bootstrap resamples of the test tiles for intervals and paired differences (seeded by `seed`)")
+    quicklooks: int = Field(
+        16, ge=1, description="tiles drawn as quicklook PNGs and on the contact sheet (the split's first N)"
+    )
+    bootstrap_resamples: int = Field(
+        1000,
+        ge=100,
+        description="bootstrap resamples of the test tiles for intervals and paired differences (seeded by `seed`)",
+    )
     bootstrap_unit: Literal["block", "scene", "tile"] = Field(
-        "block", description="what the bootstrap and the paired tests resample: block (the tiles' map block, every "
-        "date of that ground: tiles.zarr's `block`), scene, or tile (as if tiles were independent: too narrow)")
+        "block",
+        description="what the bootstrap and the paired tests resample: block (the tiles' map block, every "
+        "date of that ground: tiles.zarr's `block`), scene, or tile (as if tiles were independent: too narrow)",
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the bootstrap intervals")
-    cogs: bool = Field(True, description="write every variant's tiles of the split as Cloud-Optimized GeoTIFFs (false: cogs/ holds only a note)")
+    cogs: bool = Field(
+        True,
+        description="write every variant's tiles of the split as Cloud-Optimized GeoTIFFs (false: cogs/ holds only a note)",
+    )
 
     @field_validator("variants")
     @classmethod

@@ -15,7 +15,14 @@ import numpy as np
 
 from gac.evaluate.stats import finite
 
-PANELS = (("psnr", "PSNR (dB) ↑"), ("ssim", "SSIM ↑"), ("ms_ssim", "MS-SSIM ↑"), ("sam_deg", "SAM (°) ↓"), ("sar_edge", "SAR-edge ↑"), ("lpips", "LPIPS ↓"))
+PANELS = (
+    ("psnr", "PSNR (dB) ↑"),
+    ("ssim", "SSIM ↑"),
+    ("ms_ssim", "MS-SSIM ↑"),
+    ("sam_deg", "SAM (°) ↓"),
+    ("sar_edge", "SAR-edge ↑"),
+    ("lpips", "LPIPS ↓"),
+)
 
 
 def distribution_plot(path: Path, rows: Mapping[str, Sequence[Mapping[str, Any]]], title: str = "") -> Path:

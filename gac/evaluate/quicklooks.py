@@ -53,7 +53,9 @@ def composite(s2: np.ndarray, bands: Sequence[str], names: Sequence[str] = S2_BA
     return np.asarray(s2, dtype=np.float64)[index]
 
 
-def _panel_row(s1_db: np.ndarray, panels: Mapping[str, np.ndarray], truth: np.ndarray, bands: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+def _panel_row(
+    s1_db: np.ndarray, panels: Mapping[str, np.ndarray], truth: np.ndarray, bands: Sequence[str]
+) -> list[tuple[str, np.ndarray]]:
     lo, hi = _limits(composite(truth, bands))
     row = [("S1 VV/VH", s1_rgb(s1_db))]
     row += [(name, _to_rgb(composite(image, bands), lo, hi)) for name, image in panels.items()]
@@ -66,7 +68,11 @@ def error_rgb(image: np.ndarray, truth: np.ndarray, limit: float = ERROR_RANGE) 
     from matplotlib import colormaps
 
     error = np.mean(np.abs(np.asarray(image, dtype=np.float64) - np.asarray(truth, dtype=np.float64)), axis=0) / 1e4
-    rgb = (colormaps[ERROR_CMAP](np.clip(np.nan_to_num(error / limit, nan=0.0), 0, 1))[..., :3] * 255).round().astype(np.uint8)
+    rgb = (
+        (colormaps[ERROR_CMAP](np.clip(np.nan_to_num(error / limit, nan=0.0), 0, 1))[..., :3] * 255)
+        .round()
+        .astype(np.uint8)
+    )
     rgb[~np.isfinite(error)] = NODATA_RGB
     return rgb
 
@@ -107,7 +113,9 @@ def _grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], scale: int):
     return canvas
 
 
-def tile_quicklook(path: Path, tile_id: str, s1_db: np.ndarray, panels: Mapping[str, np.ndarray], truth: np.ndarray, scale: int = 2) -> Path:
+def tile_quicklook(
+    path: Path, tile_id: str, s1_db: np.ndarray, panels: Mapping[str, np.ndarray], truth: np.ndarray, scale: int = 2
+) -> Path:
     """One tile: a true-colour row and a false-colour row of S1 | variants | ground truth."""
     rows = [
         (f"{tile_id}: true colour (B04 B03 B02)", _panel_row(s1_db, panels, truth, TRUE_COLOUR)),
@@ -116,13 +124,16 @@ def tile_quicklook(path: Path, tile_id: str, s1_db: np.ndarray, panels: Mapping[
     return _save(_grid(rows, scale), path)
 
 
-def contact_sheet(path: Path, tiles: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray], np.ndarray]], scale: int = 2) -> Path:
+def contact_sheet(
+    path: Path, tiles: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray], np.ndarray]], scale: int = 2
+) -> Path:
     """All chosen tiles, each a true-colour row and an error-map row (fixed scale): (tile id, S1, {variant: image}, truth)."""
     rows = []
     for tile_id, s1, panels, truth in tiles:
         rows.append((f"{tile_id} (true colour)", _panel_row(s1, panels, truth, TRUE_COLOUR)))
-        rows.append((f"{tile_id}: |pred - truth|, 12-band mean, 0-{ERROR_RANGE:g} refl.",
-                     _error_row(s1, panels, truth)))
+        rows.append(
+            (f"{tile_id}: |pred - truth|, 12-band mean, 0-{ERROR_RANGE:g} refl.", _error_row(s1, panels, truth))
+        )
     return _save(_grid(rows, scale), path)
 
 

@@ -26,7 +26,15 @@ LABELS = {
     "tokenizer_ceiling": "tokenizer ceiling (truth round trip)",
     "ground_truth": "ground truth (reference)",
 }
-COLUMNS = (("psnr", "PSNR dB ↑", 2), ("ssim", "SSIM ↑", 3), ("ms_ssim", "MS-SSIM ↑", 3), ("sam_deg", "SAM ° ↓", 2), ("lpips", "LPIPS ↓", 3), ("sar_edge", "SAR-edge ↑", 3), ("gac_score", "GAC score ↑", 3))
+COLUMNS = (
+    ("psnr", "PSNR dB ↑", 2),
+    ("ssim", "SSIM ↑", 3),
+    ("ms_ssim", "MS-SSIM ↑", 3),
+    ("sam_deg", "SAM ° ↓", 2),
+    ("lpips", "LPIPS ↓", 3),
+    ("sar_edge", "SAR-edge ↑", 3),
+    ("gac_score", "GAC score ↑", 3),
+)
 LOWER_IS_BETTER = {"sam_deg", "lpips", "rmse"}
 PAIR_LABELS = {
     "v2_vs_v1": "opt_v2 − opt_v1 (stage 2's gain)",
@@ -34,7 +42,12 @@ PAIR_LABELS = {
     "v3_vs_v3_on_v1": "opt_v3 − stage 3 on opt_v1 (stage 2's gain under stage 3)",
     "v3_vs_baseline": "opt_v3 − baseline (pipeline against a plain supervised network)",
 }
-SHORT_PAIR = {"v2_vs_v1": "v2 vs v1", "v3_vs_v2": "v3 vs v2", "v3_vs_v3_on_v1": "v3 vs 1+3", "v3_vs_baseline": "v3 vs baseline"}
+SHORT_PAIR = {
+    "v2_vs_v1": "v2 vs v1",
+    "v3_vs_v2": "v3 vs v2",
+    "v3_vs_v3_on_v1": "v3 vs 1+3",
+    "v3_vs_baseline": "v3 vs baseline",
+}
 ALPHA = 0.05
 
 
@@ -79,9 +92,11 @@ def few_clusters_note(metrics: dict[str, Any]) -> str | None:
     if unit == "tile" or not isinstance(count, int) or count >= FEW_CLUSTERS:
         return None
     many = UNIT_WORDS.get(unit, (unit, unit))[1]
-    return (f"Only {count} {many}: a bootstrap over so few understates the uncertainty (with 2 its interval just spans "
-            f"the two {many}' means), and no signed-rank p-value can fall below 0.05 with fewer than 6; "
-            f"evaluate on more {many} (a larger test split or a smaller tile.split_block) before reading differences.")
+    return (
+        f"Only {count} {many}: a bootstrap over so few understates the uncertainty (with 2 its interval just spans "
+        f"the two {many}' means), and no signed-rank p-value can fall below 0.05 with fewer than 6; "
+        f"evaluate on more {many} (a larger test split or a smaller tile.split_block) before reading differences."
+    )
 
 
 def significance_sentence(metrics: dict[str, Any]) -> str:
@@ -97,12 +112,18 @@ def significance_sentence(metrics: dict[str, Any]) -> str:
             result = per_metric.get(name)
             if significant(result):
                 better = (result["diff"] < 0) if name in LOWER_IS_BETTER else (result["diff"] > 0)
-                hits.append(f"{name.replace('_deg', '')} {result['diff']:+.{digits[name]}f} ({'better' if better else 'worse'}, p={result['p']:.3f})")
-        (found if hits else none).append(f"{SHORT_PAIR.get(key, key)}: " + ", ".join(hits) if hits else SHORT_PAIR.get(key, key))
+                hits.append(
+                    f"{name.replace('_deg', '')} {result['diff']:+.{digits[name]}f} ({'better' if better else 'worse'}, p={result['p']:.3f})"
+                )
+        (found if hits else none).append(
+            f"{SHORT_PAIR.get(key, key)}: " + ", ".join(hits) if hits else SHORT_PAIR.get(key, key)
+        )
     level = round(100 * float(metrics.get("confidence", 0.95)))
-    head = (f"On these {metrics.get('tiles', '?')} {metrics.get('split', 'test')} tiles, the differences that are significant "
-            f"(Wilcoxon signed-rank p < {ALPHA} and a {level}% bootstrap interval excluding zero, "
-            f"{resampled(metrics)}) are ")
+    head = (
+        f"On these {metrics.get('tiles', '?')} {metrics.get('split', 'test')} tiles, the differences that are significant "
+        f"(Wilcoxon signed-rank p < {ALPHA} and a {level}% bootstrap interval excluding zero, "
+        f"{resampled(metrics)}) are "
+    )
     body = "; ".join(found) if found else "none"
     tail = f"; not significant in any metric: {', '.join(none)}." if none else "."
     return head + body + tail
@@ -114,15 +135,23 @@ def results_table(metrics: dict[str, Any]) -> str:
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
     for name in [n for n in ORDER if n in metrics]:
         row = metrics[name]
-        lines.append(f"| {LABELS[name]} | " + " | ".join(_with_interval(row, key, digits) for key, _, digits in COLUMNS) + " |")
+        lines.append(
+            f"| {LABELS[name]} | " + " | ".join(_with_interval(row, key, digits) for key, _, digits in COLUMNS) + " |"
+        )
     reference = metrics.get("ground_truth", {})
-    if reference.get("sar_edge") is not None:  # the truth's own SAR-edge (and GAC) score: what a prediction is read against
-        cells = [_cell(reference[key], digits, key) if reference.get(key) is not None else "" for key, _, digits in COLUMNS]
+    if (
+        reference.get("sar_edge") is not None
+    ):  # the truth's own SAR-edge (and GAC) score: what a prediction is read against
+        cells = [
+            _cell(reference[key], digits, key) if reference.get(key) is not None else "" for key, _, digits in COLUMNS
+        ]
         lines.append(f"| {LABELS['ground_truth']} | " + " | ".join(cells) + " |")
     level = round(100 * float(metrics.get("confidence", 0.95)))
-    notes = [f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; mean [{level}% bootstrap interval, "
-             f"{resampled(metrics)}, {metrics.get('bootstrap_resamples', '?')} resamples]; reflectance /10^4 clipped "
-             "to [0, 1]."]
+    notes = [
+        f"{metrics.get('tiles', '?')} {metrics.get('split', '?')} tiles; mean [{level}% bootstrap interval, "
+        f"{resampled(metrics)}, {metrics.get('bootstrap_resamples', '?')} resamples]; reflectance /10^4 clipped "
+        "to [0, 1]."
+    ]
     if few_clusters_note(metrics):
         notes.append(few_clusters_note(metrics))
     if metrics.get("paired"):
@@ -130,7 +159,9 @@ def results_table(metrics: dict[str, Any]) -> str:
     if metrics.get("lpips_status"):
         notes.append(str(metrics["lpips_status"]) + ".")
     if metrics.get("missing_variants"):
-        notes.append(f"Not evaluated (store missing or variant switched off): {', '.join(metrics['missing_variants'])}.")
+        notes.append(
+            f"Not evaluated (store missing or variant switched off): {', '.join(metrics['missing_variants'])}."
+        )
     if metrics.get("random_weights"):
         notes.append(
             f"RANDOM WEIGHTS ({', '.join(metrics.get('random_weight_variants', []))}): these numbers show the pipeline "
@@ -164,21 +195,41 @@ def landcover_tables(metrics: dict[str, Any], key: str = "landcover") -> list[st
     `key` "labels": per archive label (the pixels of the tiles that carry it)."""
     per_class = metrics.get(key) or {}
     if not per_class:
-        return ["No land-cover layer in the tile store (set `data.landcover` to a raster, or use the demo), so no per-class breakdown."]
+        return [
+            "No land-cover layer in the tile store (set `data.landcover` to a raster, or use the demo), so no per-class breakdown."
+        ]
     classes = list(per_class)
     variants = [n for n in ORDER if any(n in per_class[c] for c in classes)]
-    intro = ("Pixel-wise metrics over the split's pixels of each class (PSNR pools squared errors over the class's pixels "
-             "and bands; SAM is the mean angle over them). SSIM, MS-SSIM, LPIPS and SAR-edge are windowed or image-level "
-             "and are not split by class.") if key == "landcover" else (
-             "The archive's labels are per patch, several at once: each column pools every pixel of the split's tiles "
-             "whose patch carries that label (metrics as above).")
-    out = [intro, "",
-           "| pixels | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1),
-           "| count | " + " | ".join(str(next(iter(per_class[c].values()), {}).get("pixels", 0)) for c in classes) + " |", ""]
-    for name, label, digits in (("psnr", "PSNR dB ↑", 2), ("sam_deg", "SAM ° ↓", 2), ("rmse", "RMSE (reflectance) ↓", 4)):
+    intro = (
+        (
+            "Pixel-wise metrics over the split's pixels of each class (PSNR pools squared errors over the class's pixels "
+            "and bands; SAM is the mean angle over them). SSIM, MS-SSIM, LPIPS and SAR-edge are windowed or image-level "
+            "and are not split by class."
+        )
+        if key == "landcover"
+        else (
+            "The archive's labels are per patch, several at once: each column pools every pixel of the split's tiles "
+            "whose patch carries that label (metrics as above)."
+        )
+    )
+    out = [
+        intro,
+        "",
+        "| pixels | " + " | ".join(classes) + " |",
+        "|" + "---|" * (len(classes) + 1),
+        "| count | " + " | ".join(str(next(iter(per_class[c].values()), {}).get("pixels", 0)) for c in classes) + " |",
+        "",
+    ]
+    for name, label, digits in (
+        ("psnr", "PSNR dB ↑", 2),
+        ("sam_deg", "SAM ° ↓", 2),
+        ("rmse", "RMSE (reflectance) ↓", 4),
+    ):
         out += [f"**{label}**", "", "| variant | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
         for v in variants:
-            out.append(f"| {v} | " + " | ".join(_cell(per_class[c].get(v, {}).get(name), digits, name) for c in classes) + " |")
+            out.append(
+                f"| {v} | " + " | ".join(_cell(per_class[c].get(v, {}).get(name), digits, name) for c in classes) + " |"
+            )
         out.append("")
     return out
 
@@ -188,25 +239,51 @@ def results_report(metrics: dict[str, Any]) -> str:
     from gac.metrics import CONVENTIONS
 
     prov = metrics.get("provenance", {})
-    made_by = [f"- `{name}`: {p.get('model')}; weights {p.get('weights')}; params hash {p.get('params_hash')}" for name, p in prov.items()]
+    made_by = [
+        f"- `{name}`: {p.get('model')}; weights {p.get('weights')}; params hash {p.get('params_hash')}"
+        for name, p in prov.items()
+    ]
     conventions = [f"- **{key}**: {text}" for key, text in CONVENTIONS.items()]
     level = round(100 * float(metrics.get("confidence", 0.95)))
     return "\n".join(
-        ["# Evaluation", "", results_table(metrics), "",
-         "## Paired comparisons", "",
-         f"Mean per-tile difference a − b over the same tiles, its {level}% bootstrap interval, and the two-sided Wilcoxon "
-         f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is better. "
-         f"Resampled: {resampled(metrics)}; "
-         + ("the signed-rank test runs on each one's mean difference, as tiles of one are not independent."
-            if metrics.get("bootstrap_unit", "tile") != "tile" else "the signed-rank test runs on the tiles."), "",
-         paired_table(metrics), "",
-         "## Per land cover", "", *landcover_tables(metrics), "",
-         *(["## Per archive label", "", *landcover_tables(metrics, "labels"), ""] if metrics.get("labels") else []),
-         "## Distributions and pictures", "",
-         "- `distributions.png`: a box plot per metric, a box per variant (quartiles, whiskers, mean as a triangle), every tile a point.",
-         f"- `contact_sheet.png`: per tile, S1 | variants | truth in true colour, then each variant's mean |prediction - truth| over "
-         "the 12 bands on one fixed scale (gac.evaluate.quicklooks.ERROR_RANGE reflectance = brightest; white = no data).", "",
-         "## Made by", "", *made_by, "", "## How each number is computed", "", *conventions, ""]
+        [
+            "# Evaluation",
+            "",
+            results_table(metrics),
+            "",
+            "## Paired comparisons",
+            "",
+            f"Mean per-tile difference a − b over the same tiles, its {level}% bootstrap interval, and the two-sided Wilcoxon "
+            f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is better. "
+            f"Resampled: {resampled(metrics)}; "
+            + (
+                "the signed-rank test runs on each one's mean difference, as tiles of one are not independent."
+                if metrics.get("bootstrap_unit", "tile") != "tile"
+                else "the signed-rank test runs on the tiles."
+            ),
+            "",
+            paired_table(metrics),
+            "",
+            "## Per land cover",
+            "",
+            *landcover_tables(metrics),
+            "",
+            *(["## Per archive label", "", *landcover_tables(metrics, "labels"), ""] if metrics.get("labels") else []),
+            "## Distributions and pictures",
+            "",
+            "- `distributions.png`: a box plot per metric, a box per variant (quartiles, whiskers, mean as a triangle), every tile a point.",
+            "- `contact_sheet.png`: per tile, S1 | variants | truth in true colour, then each variant's mean |prediction - truth| over "
+            "the 12 bands on one fixed scale (gac.evaluate.quicklooks.ERROR_RANGE reflectance = brightest; white = no data).",
+            "",
+            "## Made by",
+            "",
+            *made_by,
+            "",
+            "## How each number is computed",
+            "",
+            *conventions,
+            "",
+        ]
     )
 
 

@@ -57,22 +57,40 @@ from typing import Any
 import numpy as np
 
 from gac.data.store import S2_BANDS, check_aligned, open_store, partial_path, replace_dir
-from gac.errors import GacError
-from gac.export import safe_name, write_cog
-from gac.evaluate.report import results_report
-from gac.metrics import SCALAR_METRICS, LpipsMetric, aggregate, gac_score, json_safe, sar_edge, tile_metrics
 from gac.digest import params_hash
+from gac.errors import GacError
+from gac.evaluate.report import results_report
 from gac.evaluate.stats import paired_comparisons, with_intervals
+from gac.export import safe_name, write_cog
+from gac.metrics import SCALAR_METRICS, LpipsMetric, aggregate, gac_score, json_safe, sar_edge, tile_metrics
 
 log = logging.getLogger(__name__)
 
 CEILING = "tokenizer_ceiling"
 GROUND_TRUTH = "ground_truth"
 # Store attributes that say what made a prediction; copied into metrics.json.
-PROVENANCE_KEYS = ("stage", "model", "backbone", "input", "adapter", "model_dir", "weights", "random_weights", "params_hash", "gac_version")
+PROVENANCE_KEYS = (
+    "stage",
+    "model",
+    "backbone",
+    "input",
+    "adapter",
+    "model_dir",
+    "weights",
+    "random_weights",
+    "params_hash",
+    "gac_version",
+)
 # What goes to provenance.json rather than metrics.json, so `dvc metrics show/diff` list numbers only.
-INFO_KEYS = ("random_weight_variants", "split", "missing_variants", "lpips_status", "params_hash", "provenance",
-             "bootstrap_unit")
+INFO_KEYS = (
+    "random_weight_variants",
+    "split",
+    "missing_variants",
+    "lpips_status",
+    "params_hash",
+    "provenance",
+    "bootstrap_unit",
+)
 # metrics.json's headline (5 metrics x 6 variants + 2 pairs x 2 metrics x 2 + 2 = 40 numbers); the rest: details.json.
 HEADLINE_METRICS = ("psnr", "ssim", "sam_deg", "sar_edge", "gac_score")
 HEADLINE_PAIRED = {"v3_vs_v2": ("psnr", "gac_score"), "v3_vs_baseline": ("psnr", "gac_score")}
@@ -128,7 +146,9 @@ def load_variants(params, tiles, paths: EvalPaths) -> tuple[dict[str, Any], list
         check_aligned(tiles, store, paths.tiles, path)
         bands = tuple(str(b) for b in store.s2.coords["band"].values) if "band" in store.s2.coords else S2_BANDS
         if bands != S2_BANDS:
-            raise GacError(f"{path}: bands are {', '.join(bands)}, expected the 12 S2L2A bands {', '.join(S2_BANDS)}; re-run the stage that made it")
+            raise GacError(
+                f"{path}: bands are {', '.join(bands)}, expected the 12 S2L2A bands {', '.join(S2_BANDS)}; re-run the stage that made it"
+            )
         stores[name] = store
     return stores, missing
 
@@ -138,7 +158,9 @@ def _split_indices(tiles, split: str, path: Path) -> np.ndarray:
     idx = np.flatnonzero(splits == split)
     if idx.size == 0:
         present = ", ".join(sorted(set(splits))) or "none"
-        raise GacError(f"{path}: no tiles in split '{split}' (present: {present}); set evaluate.split to one of them or re-tile")
+        raise GacError(
+            f"{path}: no tiles in split '{split}' (present: {present}); set evaluate.split to one of them or re-tile"
+        )
     return idx
 
 
@@ -147,9 +169,11 @@ def bootstrap_clusters(tiles, idx: np.ndarray, unit: str, path: Path) -> np.ndar
     if unit == "tile":
         return None
     if unit not in tiles.coords:
-        raise GacError(f"{path}: the tile store has no '{unit}' coordinate to resample by (evaluate.bootstrap_unit: "
-                       f"{unit}); re-run `gac tile` (dvc repro tile) to record it, or set "
-                       "evaluate.bootstrap_unit: scene")
+        raise GacError(
+            f"{path}: the tile store has no '{unit}' coordinate to resample by (evaluate.bootstrap_unit: "
+            f"{unit}); re-run `gac tile` (dvc repro tile) to record it, or set "
+            "evaluate.bootstrap_unit: scene"
+        )
     return tiles[unit].values[idx].astype(str)
 
 
@@ -169,7 +193,11 @@ def _csv_value(value: Any) -> Any:
 def write_per_tile_csv(path: Path, tile_ids, scenes, rows: dict[str, list[dict]], truth_edges: list[float]) -> None:
     """Wide table: a row per tile, `<variant>_<metric>` columns; infinite PSNR and unavailable LPIPS are empty."""
     names = list(rows)
-    header = ["tile_index", "tile", "scene"] + [f"{n}_{m}" for n in names for m in CSV_METRICS] + [f"{GROUND_TRUTH}_sar_edge"]
+    header = (
+        ["tile_index", "tile", "scene"]
+        + [f"{n}_{m}" for n in names for m in CSV_METRICS]
+        + [f"{GROUND_TRUTH}_sar_edge"]
+    )
     lines = []
     for i, tile in enumerate(tile_ids):
         line = [i, str(tile), str(scenes[i])]
@@ -209,7 +237,14 @@ def write_quicklooks(out_dir: Path, tile_ids, s1, truth, preds: dict[str, np.nda
     return len(sheet)
 
 
-def write_cogs(out_dir: Path, tiles, idx: np.ndarray, preds: dict[str, np.ndarray], provenance: dict[str, dict], enabled: bool = True) -> int:
+def write_cogs(
+    out_dir: Path,
+    tiles,
+    idx: np.ndarray,
+    preds: dict[str, np.ndarray],
+    provenance: dict[str, dict],
+    enabled: bool = True,
+) -> int:
     tmp = _fresh_dir(out_dir / "cogs")
     if not enabled:  # DVC expects the out to exist
         (tmp / "NOT_WRITTEN.txt").write_text("evaluate.cogs is false: no GeoTIFFs were written\n")
@@ -235,9 +270,11 @@ def headline(details: dict[str, Any], variants: list[str]) -> dict[str, Any]:
         "random_weights": details["random_weights"],
         "tiles": details["tiles"],
         **{name: {m: details[name].get(m) for m in HEADLINE_METRICS} for name in variants},
-        "paired": {pair: {m: {f: paired[pair][m][f] for f in HEADLINE_PAIRED_FIELDS}
-                          for m in names if m in paired[pair]}
-                   for pair, names in HEADLINE_PAIRED.items() if pair in paired},
+        "paired": {
+            pair: {m: {f: paired[pair][m][f] for f in HEADLINE_PAIRED_FIELDS} for m in names if m in paired[pair]}
+            for pair, names in HEADLINE_PAIRED.items()
+            if pair in paired
+        },
     }
 
 
@@ -246,8 +283,9 @@ def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
     The per-class metrics go to landcover.json of their own (classes x variants x metrics would swamp a reader).
     """
-    details = {key: value for key, value in result.items()
-               if key not in INFO_KEYS and key not in ("landcover", "labels")}
+    details = {
+        key: value for key, value in result.items() if key not in INFO_KEYS and key not in ("landcover", "labels")
+    }
     info = {key: result[key] for key in INFO_KEYS if key in result}
     return headline(details, list(result.get("provenance", {}))), details, info
 
@@ -255,8 +293,10 @@ def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 def rmse_per_band(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Each variant's per-band RMSE, taken out of its summary, as a row per band (`dvc plots` draws it by band)."""
     rmse = {name: summary.pop("rmse", {}) for name, summary in summaries.items()}
-    return [{"band_index": i, "band": band, **{name: values.get(band) for name, values in rmse.items()}}
-            for i, band in enumerate(S2_BANDS)]
+    return [
+        {"band_index": i, "band": band, **{name: values.get(band) for name, values in rmse.items()}}
+        for i, band in enumerate(S2_BANDS)
+    ]
 
 
 def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
@@ -279,12 +319,17 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
 
         preds[CEILING], provenance[CEILING] = tokenizer_ceiling(truth, tile_ids, params.stage1, params.seed)
     if not preds:
-        raise GacError(f"no variant to evaluate: every store in evaluate.variants is missing ({', '.join(missing)}) and evaluate.tokenizer_ceiling is false")
+        raise GacError(
+            f"no variant to evaluate: every store in evaluate.variants is missing ({', '.join(missing)}) and evaluate.tokenizer_ceiling is false"
+        )
 
     lpips = LpipsMetric(enabled=cfg.lpips)
     log.info("%s", lpips.reason)
     edge_options = {"window": cfg.sar_edge.window, "looks": cfg.sar_edge.looks, "sigma": cfg.sar_edge.sigma}
-    rows = {name: [tile_metrics(values[i], truth[i], s1[i], lpips, edge_options) for i in range(len(idx))] for name, values in preds.items()}
+    rows = {
+        name: [tile_metrics(values[i], truth[i], s1[i], lpips, edge_options) for i in range(len(idx))]
+        for name, values in preds.items()
+    }
     truth_edges = [sar_edge(truth[i], s1[i], **edge_options) for i in range(len(idx))]
 
     landcover = None
@@ -313,9 +358,12 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
         "random_weight_variants": random_variants,
         "split": cfg.split,
         "tiles": int(len(idx)),
-        **{name: with_intervals(aggregate(variant_rows), variant_rows, cfg.bootstrap_resamples, params.seed,
-                                cfg.confidence, clusters)
-           for name, variant_rows in rows.items()},
+        **{
+            name: with_intervals(
+                aggregate(variant_rows), variant_rows, cfg.bootstrap_resamples, params.seed, cfg.confidence, clusters
+            )
+            for name, variant_rows in rows.items()
+        },
         GROUND_TRUTH: _truth_reference(truth_edges),
         "paired": paired_comparisons(rows, cfg.bootstrap_resamples, params.seed, cfg.confidence, clusters),
         "confidence": cfg.confidence,
@@ -350,7 +398,15 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
     _write_text(out / "provenance.json", json.dumps(info, indent=2) + "\n")
     _write_text(out / "landcover.json", json.dumps(metrics["landcover"], indent=2) + "\n")
     _write_text(out / "labels.json", json.dumps(metrics["labels"], indent=2) + "\n")
-    log.info("evaluated %d %s tiles, %d variants; %d quicklooks, %d COGs under %s", len(idx), cfg.split, len(rows), drawn, cogs, out)
+    log.info(
+        "evaluated %d %s tiles, %d variants; %d quicklooks, %d COGs under %s",
+        len(idx),
+        cfg.split,
+        len(rows),
+        drawn,
+        cogs,
+        out,
+    )
     return metrics
 
 

@@ -56,8 +56,13 @@ def _finite_with(values: Sequence[Any], clusters: Sequence[Any] | None) -> tuple
     return np.asarray([float(values[i]) for i in keep], dtype=np.float64), labels[keep]
 
 
-def bootstrap_interval(values: Sequence[float], resamples: int = 1000, seed: int = 0, level: float = 0.95,
-                       clusters: Sequence[Any] | None = None) -> tuple[float, float] | None:
+def bootstrap_interval(
+    values: Sequence[float],
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    clusters: Sequence[Any] | None = None,
+) -> tuple[float, float] | None:
     """Percentile-bootstrap interval of the mean of `values`; None when there is no value.
 
     `clusters` (a label per value, e.g. the tiles' map blocks) makes it a cluster bootstrap: whole clusters are
@@ -93,8 +98,14 @@ def signed_rank_p(differences: np.ndarray) -> float:
     return float(wilcoxon(differences, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
-def paired_difference(a: Sequence[Any], b: Sequence[Any], resamples: int = 1000, seed: int = 0, level: float = 0.95,
-                      clusters: Sequence[Any] | None = None) -> dict[str, Any] | None:
+def paired_difference(
+    a: Sequence[Any],
+    b: Sequence[Any],
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    clusters: Sequence[Any] | None = None,
+) -> dict[str, Any] | None:
     """Mean of a - b over the tiles where both have a value, its bootstrap interval, the signed-rank p-value and the
     tile count `n`.
 
@@ -102,8 +113,11 @@ def paired_difference(a: Sequence[Any], b: Sequence[Any], resamples: int = 1000,
     difference (`clusters` of them), since tiles of one cluster are not independent samples.
     """
     labels = _cluster_labels(clusters, len(a))
-    kept = [(float(x), float(y), c) for x, y, c in zip(a, b, labels)
-            if x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y))]
+    kept = [
+        (float(x), float(y), c)
+        for x, y, c in zip(a, b, labels)
+        if x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y))
+    ]
     if not kept:
         return None
     d = np.array([x - y for x, y, _ in kept])
@@ -116,8 +130,14 @@ def paired_difference(a: Sequence[Any], b: Sequence[Any], resamples: int = 1000,
     return {**out, "p": signed_rank_p(per_cluster), "clusters": int(per_cluster.size)}
 
 
-def with_intervals(summary: dict[str, Any], rows: list[dict[str, Any]], resamples: int, seed: int, level: float,
-                   clusters: Sequence[Any] | None = None) -> dict[str, Any]:
+def with_intervals(
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    resamples: int,
+    seed: int,
+    level: float,
+    clusters: Sequence[Any] | None = None,
+) -> dict[str, Any]:
     """A variant's split-level metrics plus `<metric>_lo` / `<metric>_hi` for every metric with per-tile values."""
     out = dict(summary)
     for name in CI_METRICS:
@@ -127,14 +147,23 @@ def with_intervals(summary: dict[str, Any], rows: list[dict[str, Any]], resample
     return out
 
 
-def paired_comparisons(rows: dict[str, list[dict[str, Any]]], resamples: int, seed: int, level: float,
-                       clusters: Sequence[Any] | None = None) -> dict[str, dict[str, Any]]:
+def paired_comparisons(
+    rows: dict[str, list[dict[str, Any]]],
+    resamples: int,
+    seed: int,
+    level: float,
+    clusters: Sequence[Any] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Every pair of PAIRS whose two variants were evaluated: {pair key: {metric: paired_difference}}."""
     out: dict[str, dict[str, Any]] = {}
     for key, a, b in PAIRS:
         if a not in rows or b not in rows:
             continue
-        per_metric = {m: paired_difference([r.get(m) for r in rows[a]], [r.get(m) for r in rows[b]], resamples, seed,
-                                           level, clusters) for m in CI_METRICS}
+        per_metric = {
+            m: paired_difference(
+                [r.get(m) for r in rows[a]], [r.get(m) for r in rows[b]], resamples, seed, level, clusters
+            )
+            for m in CI_METRICS
+        }
         out[key] = {m: v for m, v in per_metric.items() if v is not None}
     return out

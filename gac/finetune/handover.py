@@ -23,6 +23,7 @@ def stage1_finetune_target(params) -> TuningTarget:
     s1 = params.stage1
     return TuningTarget("stage1_finetune", s1.model, s1.weights, "stage1.weights", s1.input, None)
 
+
 def write_disabled(out_dir: Path, live_dir: Path) -> None:
     """The record of a fine-tuning stage that had nothing to do (stage1_finetune.enabled is false), written whole.
 
@@ -49,5 +50,7 @@ def stage1_generator(model, params, root: Path | None):
     if not params.stage1_finetune.enabled:
         return model
     if root is None:
-        raise GacError(f"{ENABLE} is true but no fine-tuned adapter directory was given; pass --finetune DIR to `gac generate`")
+        raise GacError(
+            f"{ENABLE} is true but no fine-tuned adapter directory was given; pass --finetune DIR to `gac generate`"
+        )
     return load_adapter(model, root, STAGE1_ADAPTER, [params.stage1.input]).get_base_model()

@@ -19,8 +19,13 @@ from gac.tuning.params import TUNING_MONITORS, Stage1FinetuneLoss, TuningParams
 class Stage1FinetuneParams(TuningParams):
     enabled: bool = Field(False, description="fine-tune stage 1's generator before `gac generate` uses it")
     max_epochs: int = Field(3, ge=1)
-    loss: Stage1FinetuneLoss = Field(Stage1FinetuneLoss(), description="the training objective's term weights and pixel-path settings (gac.tuning.objective)")
-    monitor: Literal[tuple(TUNING_MONITORS)] = Field("loss", description="validation number for early stopping and the best checkpoint")
+    loss: Stage1FinetuneLoss = Field(
+        Stage1FinetuneLoss(),
+        description="the training objective's term weights and pixel-path settings (gac.tuning.objective)",
+    )
+    monitor: Literal[tuple(TUNING_MONITORS)] = Field(
+        "loss", description="validation number for early stopping and the best checkpoint"
+    )
 
     def training_dict(self) -> dict:
         """The keys that shape the fine-tuned adapter (all but `enabled`)."""

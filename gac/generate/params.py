@@ -19,6 +19,11 @@ from gac.schema import InferParams, SamplingParams, TerraMindGenerator, Weights
 class Stage1Params(SamplingParams):
     model: TerraMindGenerator = "terramind_v1_tiny_generate"
     input: Literal["S1GRD", "S1RTC"] = "S1RTC"
-    weights: Weights = Field("random", description="'random' (demo), 'hf' (local HF cache, offline) or a directory with the hub's .pt files")
-    capped_decoder: bool = Field(False, description="upstream's diffusion thresholding (output capped at band mean +/- 1 std); false removes the cap")
+    weights: Weights = Field(
+        "random", description="'random' (demo), 'hf' (local HF cache, offline) or a directory with the hub's .pt files"
+    )
+    capped_decoder: bool = Field(
+        False,
+        description="upstream's diffusion thresholding (output capped at band mean +/- 1 std); false removes the cap",
+    )
     infer: InferParams = InferParams()

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from gac import __version__ as gac_version
-from gac.errors import GacError
 from gac.digest import params_hash
+from gac.errors import GacError
 from gac.terramind import INPUT_BANDS, Decoding, check_s1_product
 
 PARAM_SECTIONS = ["seed", "tile", "stage1"]
@@ -30,11 +30,15 @@ def check_tiles(ds, path: Path, modality: str) -> int:
             f"{path}: s1 has {ds.sizes.get('s1_band')} band(s) {have}; TerraMind {modality} takes {len(bands)} ({', '.join(bands)}); re-tile from S1 with {', '.join(bands)}"
         )
     if have and have != list(bands):
-        raise GacError(f"{path}: s1 bands are {have}; TerraMind {modality} takes them in the order {list(bands)}; re-tile")
+        raise GacError(
+            f"{path}: s1 bands are {have}; TerraMind {modality} takes them in the order {list(bands)}; re-tile"
+        )
     check_s1_product(ds, path, modality)
     size_y, size_x = ds.sizes["y"], ds.sizes["x"]
     if size_y != size_x or size_y % 16:
-        raise GacError(f"{path}: tiles are {size_y}x{size_x} px; TerraMind takes square tiles a multiple of 16 px; re-tile with tile.size: {max(16, size_y // 16 * 16)}")
+        raise GacError(
+            f"{path}: tiles are {size_y}x{size_x} px; TerraMind takes square tiles a multiple of 16 px; re-tile with tile.size: {max(16, size_y // 16 * 16)}"
+        )
     if ds.sizes["tile"] == 0:
         raise GacError(f"{path}: holds no tiles; check tile.max_nodata and the scenes")
     return size_y
@@ -57,7 +61,9 @@ def output_attrs(params, model) -> dict[str, Any]:
     }
 
 
-def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True, finetune_dir: Path | None = None) -> dict[str, Any]:
+def run_generate(
+    params, tiles_path: Path, out_path: Path, progress: bool = True, finetune_dir: Path | None = None
+) -> dict[str, Any]:
     """Generate opt_v1 for every tile of `tiles_path` into `out_path`; returns a small summary (on every rank).
 
     With `stage1_finetune.enabled: true` the generator carries the LoRA adapter that
@@ -77,8 +83,18 @@ def run_generate(params, tiles_path: Path, out_path: Path, progress: bool = True
         model = build_generator(stage1.model, [stage1.input], stage1.weights, tile_size=size, seed=params.seed)
         model = stage1_generator(model, params, Path(finetune_dir) if finetune_dir else None).eval().to(device)
         predict = TerraMindPredictor(model, stage1.input, decoding_of(stage1), stage1.infer.precision)
-        return predict_store(predict, inputs, out_path, output_attrs(params, model), ranks=ranks, seed=params.seed,
-                             batch_size=stage1.infer.batch_size, shard_tiles=params.tile.shard_tiles, progress=progress,
-                             name="generate", opened=opened)
+        return predict_store(
+            predict,
+            inputs,
+            out_path,
+            output_attrs(params, model),
+            ranks=ranks,
+            seed=params.seed,
+            batch_size=stage1.infer.batch_size,
+            shard_tiles=params.tile.shard_tiles,
+            progress=progress,
+            name="generate",
+            opened=opened,
+        )
     finally:
         ranks.close()

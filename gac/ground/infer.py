@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-
 from gac.errors import GacError
 
 log = logging.getLogger(__name__)
@@ -28,15 +27,21 @@ def load_grounding_model(params, adapter_root: Path, tile_size: int, device: str
     s3 = params.stage3
     inputs = [params.stage1.input, TARGET]
     record = checked_adapter_record(adapter_root, STAGE3_ADAPTER, s3.model, inputs)
-    bare = build_generator(s3.model, inputs=inputs, weights=s3.weights, tile_size=tile_size, seed=params.seed, key="stage3.weights")
+    bare = build_generator(
+        s3.model, inputs=inputs, weights=s3.weights, tile_size=tile_size, seed=params.seed, key="stage3.weights"
+    )
     if record.get("weights") != bare.gac_weights.describe():
-        raise GacError(f"{adapter_root}: adapter was trained on weights '{record.get('weights')}' but stage3.weights is "
-                       f"'{bare.gac_weights.describe()}'; re-run `gac train-stage3` or set stage3.weights back")
+        raise GacError(
+            f"{adapter_root}: adapter was trained on weights '{record.get('weights')}' but stage3.weights is "
+            f"'{bare.gac_weights.describe()}'; re-run `gac train-stage3` or set stage3.weights back"
+        )
     net = load_adapter(bare, adapter_root, STAGE3_ADAPTER, inputs).to(device).eval()
     return net, record
 
 
-def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, input_label: str = "v2") -> dict[str, Any]:
+def ground(
+    params, tiles: Path, optical: Path, adapter_root: Path, out: Path, input_label: str = "v2"
+) -> dict[str, Any]:
     """Write `out` (opt_v3) from tiles.zarr's S1 and `optical`'s S2L2A through the one store runner; returns the output attrs."""
     from gac.digest import json_digest
     from gac.runner import StoreInputs, predict_store, start_ranks
@@ -60,8 +65,13 @@ def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, in
         model = net.get_base_model()
         decoding = Decoding(**infer.sampling(), capped=False)
         # What this output depends on besides the adapter (whose own hash follows): the keys dvc.yaml gives `ground`.
-        reads = {"seed": params.seed, "input": params.stage1.input, "model": s3.model, "weights": s3.weights,
-                 "infer": infer.model_dump(mode="json")}
+        reads = {
+            "seed": params.seed,
+            "input": params.stage1.input,
+            "model": s3.model,
+            "weights": s3.weights,
+            "infer": infer.model_dump(mode="json"),
+        }
         attrs = {
             "stage": "ground",
             "input": f"opt_{input_label}",
@@ -73,8 +83,18 @@ def ground(params, tiles: Path, optical: Path, adapter_root: Path, out: Path, in
             "decoding": str(decoding),
         }
         predict = TerraMindPredictor(model, params.stage1.input, decoding, infer.precision)
-        predict_store(predict, inputs, Path(out), attrs, ranks=ranks, seed=params.seed, batch_size=infer.batch_size,
-                      shard_tiles=params.tile.shard_tiles, name=f"ground on opt_{input_label}", opened=opened)
+        predict_store(
+            predict,
+            inputs,
+            Path(out),
+            attrs,
+            ranks=ranks,
+            seed=params.seed,
+            batch_size=infer.batch_size,
+            shard_tiles=params.tile.shard_tiles,
+            name=f"ground on opt_{input_label}",
+            opened=opened,
+        )
         return attrs
     finally:
         ranks.close()

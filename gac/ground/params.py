@@ -24,7 +24,9 @@ class Stage3InferParams(SamplingParams, InferParams):
 class Stage3Params(TuningParams):
     model: TerraMindGenerator = "terramind_v1_tiny_generate"
     weights: Weights = "random"
-    loss: Stage3Loss = Field(Stage3Loss(), description="the training objective's term weights and pixel-path settings (gac.tuning.objective)")
+    loss: Stage3Loss = Field(
+        Stage3Loss(), description="the training objective's term weights and pixel-path settings (gac.tuning.objective)"
+    )
     infer: Stage3InferParams = Stage3InferParams()
 
     def training_dict(self) -> dict:

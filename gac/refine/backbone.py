@@ -48,7 +48,9 @@ def _checkpoint_file(source: WeightsSource, name: str) -> Path:
         if path.is_dir():
             files = sorted([*path.glob("*.pt"), *path.glob("*.pth"), *path.glob("*.safetensors")])
             if len(files) != 1:
-                raise GacError(f"{path}: expected exactly one .pt/.pth/.safetensors file for {name} (stage2.weights), found {len(files)}")
+                raise GacError(
+                    f"{path}: expected exactly one .pt/.pth/.safetensors file for {name} (stage2.weights), found {len(files)}"
+                )
             path = files[0]
         return path
     spec = prithvi().vit.pretrained_weights[name]
@@ -76,7 +78,9 @@ def build_backbone(name: str, weights: str, channels: list[str]) -> tuple[nn.Mod
         torch.manual_seed(BACKBONE_SEED)
         model = upstream.build(name, pretrained=False, bands=bands, num_frames=1)
         if path is not None:
-            state = upstream.vit.checkpoint_filter_fn_vit(read_state_dict(path), model, list(upstream.vit.PRETRAINED_BANDS), bands)
+            state = upstream.vit.checkpoint_filter_fn_vit(
+                read_state_dict(path), model, list(upstream.vit.PRETRAINED_BANDS), bands
+            )
             load_strict(model, state, path, f"{name} (stage2.backbone)")
             log.info("loaded %s weights from %s", name, path)
     model.requires_grad_(False)
@@ -104,7 +108,13 @@ def quantize_frozen_linears(model: nn.Module, keep_blocks: set[int]) -> int:
             for child_name, child in list(parent.named_children()):
                 if type(child) is not nn.Linear:
                     continue
-                q = Linear8bitFrozen(child.in_features, child.out_features, bias=child.bias is not None, has_fp16_weights=False, threshold=6.0)
+                q = Linear8bitFrozen(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    has_fp16_weights=False,
+                    threshold=6.0,
+                )
                 q.weight = bnb.nn.Int8Params(child.weight.data, requires_grad=False, has_fp16_weights=False)
                 if child.bias is not None:
                     q.bias = nn.Parameter(child.bias.data, requires_grad=False)
@@ -129,6 +139,7 @@ def checkpoint_blocks(model: nn.Module) -> int:
     from torch.utils.checkpoint import checkpoint
 
     for block in model.blocks:
+
         def forward(*args, _block=block, _forward=block.forward, **kwargs):
             if _block.training and torch.is_grad_enabled():
                 return checkpoint(_forward, *args, use_reentrant=False, **kwargs)

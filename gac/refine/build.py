@@ -20,7 +20,14 @@ import torch
 
 from gac.data.store import write_whole
 from gac.errors import GacError
-from gac.refine.backbone import add_lora, build_backbone, checkpoint_blocks, fingerprint, quantize_frozen_linears, unfreeze_last_blocks
+from gac.refine.backbone import (
+    add_lora,
+    build_backbone,
+    checkpoint_blocks,
+    fingerprint,
+    quantize_frozen_linears,
+    unfreeze_last_blocks,
+)
 from gac.refine.model import Refiner
 from gac.training import count_parameters
 from gac.weights import load_strict, read_state_dict
@@ -47,10 +54,17 @@ def build_refiner(config: dict[str, Any], adapter_dir: Path | None = None) -> tu
     depth, embed_dim = len(backbone.blocks), int(backbone.embed_dim)
     unfrozen = config["unfreeze_last_blocks"]
     if unfrozen > depth:
-        raise GacError(f"stage2.unfreeze_last_blocks: {unfrozen} but {config['backbone']} has {depth} blocks; use 0..{depth}")
+        raise GacError(
+            f"stage2.unfreeze_last_blocks: {unfrozen} but {config['backbone']} has {depth} blocks; use 0..{depth}"
+        )
     if config["feature_levels"] > depth:
         raise GacError(f"stage2.feature_levels: {config['feature_levels']} but {config['backbone']} has {depth} blocks")
-    info: dict[str, Any] = {**source.provenance(), "backbone_fingerprint": fingerprint(backbone), "depth": depth, "embed_dim": embed_dim}
+    info: dict[str, Any] = {
+        **source.provenance(),
+        "backbone_fingerprint": fingerprint(backbone),
+        "depth": depth,
+        "embed_dim": embed_dim,
+    }
     keep = set(range(depth - unfrozen, depth))
     info["quantized_linears"] = quantize_frozen_linears(backbone, keep) if config["backbone_8bit"] else 0
     info["checkpointed_blocks"] = checkpoint_blocks(backbone) if checkpointing(config) else 0
@@ -91,7 +105,9 @@ def save_refiner(refiner: Refiner, out_dir: Path, record: dict[str, Any]) -> Pat
 def read_record(model_dir: Path) -> dict[str, Any]:
     path = Path(model_dir) / RECORD_FILE
     if not path.is_file():
-        raise GacError(f"{model_dir}: no trained stage-2 model here ({RECORD_FILE} missing); run `gac train-stage2` (dvc repro train-stage2)")
+        raise GacError(
+            f"{model_dir}: no trained stage-2 model here ({RECORD_FILE} missing); run `gac train-stage2` (dvc repro train-stage2)"
+        )
     return json.loads(path.read_text())
 
 

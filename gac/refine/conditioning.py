@@ -22,7 +22,12 @@ import math
 import torch
 from torch import Tensor
 
-CLIMATE_ZONE_EDGES = (23.5, 35.0, 55.0, 66.5)  # |lat| upper bounds: tropical, subtropical, temperate, boreal; then polar
+CLIMATE_ZONE_EDGES = (
+    23.5,
+    35.0,
+    55.0,
+    66.5,
+)  # |lat| upper bounds: tropical, subtropical, temperate, boreal; then polar
 N_FEATURES = 3 + 3 + len(CLIMATE_ZONE_EDGES) + 1
 
 

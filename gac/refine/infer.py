@@ -37,13 +37,25 @@ class RefinerPredictor:
             return torch.from_numpy(np.ascontiguousarray(values, dtype=dtype)).to(self.device)
 
         with torch.no_grad():
-            pred = self.refiner(tensor(batch.optical, np.float32), tensor(batch.s1, np.float32),
-                                tensor(batch.month, np.int64), tensor(batch.lat, np.float32), tensor(batch.lon, np.float32))
+            pred = self.refiner(
+                tensor(batch.optical, np.float32),
+                tensor(batch.s1, np.float32),
+                tensor(batch.month, np.int64),
+                tensor(batch.lat, np.float32),
+                tensor(batch.lon, np.float32),
+            )
         return pred.float().cpu().numpy()
 
 
-def refine_store(model_dir: Path, tiles: Path, opt_v1: Path, out: Path, infer: Stage2InferParams, shard_tiles: int,
-                 attrs: dict[str, Any]) -> dict[str, Any]:
+def refine_store(
+    model_dir: Path,
+    tiles: Path,
+    opt_v1: Path,
+    out: Path,
+    infer: Stage2InferParams,
+    shard_tiles: int,
+    attrs: dict[str, Any],
+) -> dict[str, Any]:
     """Write `out` (opt_v2) from `opt_v1`; returns a summary. Resumes an interrupted run with the same model and settings."""
     from gac.refine.build import load_refiner, read_record
     from gac.runner import StoreInputs, predict_store, start_ranks
@@ -66,7 +78,16 @@ def refine_store(model_dir: Path, tiles: Path, opt_v1: Path, out: Path, infer: S
             "opt_v1_random_weights": bool(opened[1].attrs.get("random_weights", False)),
             "inputs": json.dumps({"tiles": str(tiles), "opt_v1": str(opt_v1)}),
         }
-        return predict_store(RefinerPredictor(refiner, device), inputs, Path(out), store_attrs, ranks=ranks, batch_size=infer.batch_size,
-                             shard_tiles=shard_tiles, name="refine", opened=opened)
+        return predict_store(
+            RefinerPredictor(refiner, device),
+            inputs,
+            Path(out),
+            store_attrs,
+            ranks=ranks,
+            batch_size=infer.batch_size,
+            shard_tiles=shard_tiles,
+            name="refine",
+            opened=opened,
+        )
     finally:
         ranks.close()

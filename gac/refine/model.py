@@ -119,7 +119,9 @@ class DenseHead(nn.Module):
             x = F.gelu(self.up[step](x))
             level = step + 1
             if level < len(features):
-                x = x + F.interpolate(self.proj[level](features[level]), size=x.shape[-2:], mode="bilinear", align_corners=False)
+                x = x + F.interpolate(
+                    self.proj[level](features[level]), size=x.shape[-2:], mode="bilinear", align_corners=False
+                )
             if step == UP_STEPS - 1:
                 x = x + self.stem(image)
             x = self._step(step + 1, x, cond)
@@ -157,7 +159,9 @@ class Refiner(nn.Module):
         self.register_buffer("in_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("out_mean", torch.tensor(out_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("out_std", torch.tensor(out_std).view(1, -1, 1, 1), persistent=False)
-        self.head = DenseHead(embed_dim, len(self.features), len(self.channels), config["head_channels"], len(S2_BANDS), self.metadata)
+        self.head = DenseHead(
+            embed_dim, len(self.features), len(self.channels), config["head_channels"], len(S2_BANDS), self.metadata
+        )
         self.memory_mode = False
 
     def set_memory_mode(self, on: bool) -> None:
@@ -165,11 +169,20 @@ class Refiner(nn.Module):
         for block in self.head.blocks:
             block.checkpoint_mlp = on
 
-    def forward(self, opt_v1: Tensor, s1: Tensor | None = None, month: Tensor | None = None, lat: Tensor | None = None, lon: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        opt_v1: Tensor,
+        s1: Tensor | None = None,
+        month: Tensor | None = None,
+        lat: Tensor | None = None,
+        lon: Tensor | None = None,
+    ) -> Tensor:
         first_model_call("stage-2 refiner")
         size = opt_v1.shape[-1]
         if opt_v1.shape[-2] != size or size % PATCH:
-            raise ValueError(f"tiles must be square with a side that is a multiple of {PATCH}, got {tuple(opt_v1.shape[-2:])}")
+            raise ValueError(
+                f"tiles must be square with a side that is a multiple of {PATCH}, got {tuple(opt_v1.shape[-2:])}"
+            )
         trim = self.memory_mode and self.training and torch.is_grad_enabled()
         if trim:
             backbone_module.return_freed_memory()
@@ -181,7 +194,9 @@ class Refiner(nn.Module):
         image = standardised_filled(image, self.in_mean, self.in_std)  # nodata reads as the band mean (gac.nodata)
         tokens = self.backbone(image)
         grid = size // PATCH
-        maps = [tokens[i][:, -grid * grid :].transpose(1, 2).reshape(image.shape[0], -1, grid, grid) for i in self.features]
+        maps = [
+            tokens[i][:, -grid * grid :].transpose(1, 2).reshape(image.shape[0], -1, grid, grid) for i in self.features
+        ]
         cond = encode_metadata(month, lat, lon) if self.metadata and month is not None else None
         if self.metadata and cond is None:
             raise ValueError("this refiner is conditioned on metadata; pass month, lat, lon")

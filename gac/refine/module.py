@@ -15,8 +15,8 @@ import torch
 
 from gac.losses import WeightedLoss
 from gac.metrics import validation_scores
-from gac.schema import TrainingParams
 from gac.refine.model import Refiner
+from gac.schema import TrainingParams
 from gac.training import adamw_with_schedule
 
 REFLECTANCE_SCALE = 1e4  # stores hold reflectance x 10^4; losses take 0-1 reflectance
@@ -51,7 +51,9 @@ class RefinerModule(pl.LightningModule):
         if stage == "val":  # the numbers every training stage validates on (gac.metrics.validation_scores)
             valid = batch["valid"][:, None]
             as_array = lambda x: torch.where(valid, x, float("nan")).double().cpu().numpy()  # noqa: E731
-            scores = validation_scores(as_array(pred.detach() * REFLECTANCE_SCALE), as_array(batch["s2"]), as_array(batch["s1"]))
+            scores = validation_scores(
+                as_array(pred.detach() * REFLECTANCE_SCALE), as_array(batch["s2"]), as_array(batch["s1"])
+            )
             for name, value in scores.items():
                 self.log(f"val/{name}", float(value), on_epoch=True, batch_size=size, sync_dist=True)
         return total
@@ -72,4 +74,6 @@ class RefinerModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         missing = sorted(self.trained_names() - set(checkpoint["state_dict"]))
         if missing:
-            raise RuntimeError(f"checkpoint lacks {len(missing)} trained tensor(s), e.g. {missing[0]}; it was made by another model config")
+            raise RuntimeError(
+                f"checkpoint lacks {len(missing)} trained tensor(s), e.g. {missing[0]}; it was made by another model config"
+            )

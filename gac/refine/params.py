@@ -27,7 +27,9 @@ class Stage2Loss(StrictModel):
     l1: float = Field(1.0, ge=0)
     ms_ssim: float = Field(0.2, ge=0, description="1 - MS-SSIM")
     sam: float = Field(0.1, ge=0, description="spectral angle, radians")
-    lpips: float = Field(0.1, ge=0, description="true-colour LPIPS; used only where its trunk weights are cached (logged otherwise)")
+    lpips: float = Field(
+        0.1, ge=0, description="true-colour LPIPS; used only where its trunk weights are cached (logged otherwise)"
+    )
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
 
     def weights(self) -> dict[str, float]:
@@ -52,13 +54,17 @@ class Stage2Params(TrainingParams):
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: Regex = Field(r"blocks\.\d+\.attn\.(qkv|proj)", description="regex matched in full against backbone module names")
+    lora_targets: Regex = Field(
+        r"blocks\.\d+\.attn\.(qkv|proj)", description="regex matched in full against backbone module names"
+    )
     unfreeze_last_blocks: int = Field(0, ge=0, description="train the last N transformer blocks fully (kept fp32)")
     feature_levels: int = Field(4, ge=1, le=4, description="evenly spaced blocks (ending at the last) feeding the head")
     head_channels: int = Field(64, ge=8)
     metadata: bool = Field(True, description="FiLM-condition the head on month and location")
     loss: Stage2Loss = Stage2Loss()
-    monitor: Literal[tuple(STAGE2_MONITORS)] = Field("loss", description="validation metric for early stopping and the best checkpoint")
+    monitor: Literal[tuple(STAGE2_MONITORS)] = Field(
+        "loss", description="validation metric for early stopping and the best checkpoint"
+    )
     infer: Stage2InferParams = Stage2InferParams()
 
     @field_validator("bands")
@@ -74,8 +80,10 @@ class Stage2Params(TrainingParams):
     @model_validator(mode="after")
     def _monitor_is_logged(self):
         if self.monitor in ("l1", "ms_ssim") and getattr(self.loss, self.monitor) == 0:
-            raise ValueError(f"monitor '{self.monitor}' is a loss term with weight 0, so it is never logged; "
-                             f"give loss.{self.monitor} a weight or monitor loss or psnr")
+            raise ValueError(
+                f"monitor '{self.monitor}' is a loss term with weight 0, so it is never logged; "
+                f"give loss.{self.monitor} a weight or monitor loss or psnr"
+            )
         return self
 
     def training_dict(self) -> dict:

@@ -29,7 +29,6 @@ from gac.translate.params import STAGES
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Artifacts:
     """Where the trained models are (the DVC stages' outs by default)."""
@@ -52,7 +51,9 @@ def dir_digest(path: Path) -> str:
 
 
 def _mismatch(path: Path, what: str, trained: Any, key: str, now: Any, stage: str) -> GacError:
-    return GacError(f"{path}: trained for {what} {trained} but {key} is {now}; set {key}: {trained} or re-train it (dvc repro {stage})")
+    return GacError(
+        f"{path}: trained for {what} {trained} but {key} is {now}; set {key}: {trained} or re-train it (dvc repro {stage})"
+    )
 
 
 def check_artifacts(params, until: str, artifacts: Artifacts) -> dict[str, dict[str, Any]]:
@@ -74,9 +75,13 @@ def check_artifacts(params, until: str, artifacts: Artifacts) -> dict[str, dict[
         record = read_stage2(root)  # a missing model is one line naming `dvc repro train-stage2`
         config = record["config"]
         if config["backbone"] != params.stage2.backbone:
-            raise _mismatch(root, "backbone", config["backbone"], "stage2.backbone", params.stage2.backbone, "train-stage2")
+            raise _mismatch(
+                root, "backbone", config["backbone"], "stage2.backbone", params.stage2.backbone, "train-stage2"
+            )
         if list(config["bands"]) != list(params.stage2.bands):
-            raise _mismatch(root, "bands", list(config["bands"]), "stage2.bands", list(params.stage2.bands), "train-stage2")
+            raise _mismatch(
+                root, "bands", list(config["bands"]), "stage2.bands", list(params.stage2.bands), "train-stage2"
+            )
         found["stage2"] = {**record, "digest": dir_digest(root)}
     if "stage3" in stages:
         root = artifacts.stage3
@@ -87,7 +92,9 @@ def check_artifacts(params, until: str, artifacts: Artifacts) -> dict[str, dict[
         root = artifacts.baseline
         record = read_baseline(root)  # missing or unreadable: one line naming `dvc repro train-baseline`
         if record.get("enabled") is False:
-            raise GacError(f"{root}: the baseline was not trained (baseline.enabled: false); set it true and run `dvc repro train-baseline`")
+            raise GacError(
+                f"{root}: the baseline was not trained (baseline.enabled: false); set it true and run `dvc repro train-baseline`"
+            )
         found["baseline"] = {**record, "digest": dir_digest(root)}
     return found
 
@@ -123,7 +130,9 @@ class Chain:
             net, record = load_baseline(artifacts.baseline)
             depth = record["config"]["depth"]
             if tile_size % 2**depth:
-                raise GacError(f"translate.tile_size {tile_size} does not divide by 2^{depth} (the baseline U-Net's depth); use a multiple of {2**depth}")
+                raise GacError(
+                    f"translate.tile_size {tile_size} does not divide by 2^{depth} (the baseline U-Net's depth); use a multiple of {2**depth}"
+                )
             self.stages.append(BaselinePredictor(net, device))
             self.random_weights["baseline"] = False
             self.weights["baseline"] = "trained from scratch"
@@ -134,7 +143,9 @@ class Chain:
         s1 = params.stage1
         model = build_generator(s1.model, [s1.input], s1.weights, tile_size=tile_size, seed=params.seed)
         stage1 = _generation_only(stage1_generator(model, params, artifacts.stage1_finetune).eval().to(device))
-        self.stages.append(TerraMindPredictor(stage1, s1.input, replace(self.decoding, capped=s1.capped_decoder), t.infer.precision))
+        self.stages.append(
+            TerraMindPredictor(stage1, s1.input, replace(self.decoding, capped=s1.capped_decoder), t.infer.precision)
+        )
         self._note("stage1", stage1.gac_weights)
         if "stage2" in stages:
             from gac.refine.build import load_refiner

@@ -89,7 +89,9 @@ class TileGrid:
 
     def __post_init__(self) -> None:
         if self.overlap * 2 > self.size:
-            raise GacError(f"translate.overlap {self.overlap} is more than half the tile size {self.size}; use at most {self.size // 2}")
+            raise GacError(
+                f"translate.overlap {self.overlap} is more than half the tile size {self.size}; use at most {self.size // 2}"
+            )
 
     @cached_property
     def rows(self) -> list[int]:
@@ -118,8 +120,11 @@ class TileGrid:
     def blocks(self) -> list[tuple[int, int, int, int]]:
         """Output blocks (row, col, height, width) in raster order, covering the scene once."""
         step = self.block_size
-        return [(r, c, min(step, self.height - r), min(step, self.width - c))
-                for r in range(0, self.height, step) for c in range(0, self.width, step)]
+        return [
+            (r, c, min(step, self.height - r), min(step, self.width - c))
+            for r in range(0, self.height, step)
+            for c in range(0, self.width, step)
+        ]
 
     def tiles_in(self, block: tuple[int, int, int, int]) -> list[tuple[int, int]]:
         """Indices (i, j) of the global tiles that touch a block, in raster order."""

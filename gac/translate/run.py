@@ -32,12 +32,12 @@ import numpy as np
 from gac import __version__
 from gac.data.readers import Inputs
 from gac.data.store import S2_BANDS, chunk_files, mark_done, partial_path
+from gac.digest import json_digest
 from gac.errors import GacError
 from gac.export import safe_name
-from gac.digest import json_digest
 from gac.translate.chain import Artifacts, Chain, check_artifacts
-from gac.translate.params import STAGES
 from gac.translate.grid import TileGrid
+from gac.translate.params import STAGES
 from gac.translate.source import GapFill, S1Scene, find_s1_inputs, open_gap_fill, open_s1, parse_date
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,9 @@ class BlockStore:
         chunks = (len(S2_BANDS), self.block, self.block)
         zarr.create_array(self.root / "image.zarr", shape=self.shape, chunks=chunks, dtype="uint16", fill_value=NODATA)
         if self.uncertainty:
-            zarr.create_array(self.root / "spread.zarr", shape=self.shape, chunks=chunks, dtype="float32", fill_value=np.nan)
+            zarr.create_array(
+                self.root / "spread.zarr", shape=self.shape, chunks=chunks, dtype="float32", fill_value=np.nan
+            )
         (self.root / "run.json").write_text(json.dumps(self.fingerprint, indent=2, sort_keys=True) + "\n")
         return 0
 
@@ -165,7 +167,11 @@ def _fill_outside(s1: np.ndarray, inside_h: int, inside_w: int) -> np.ndarray:
     pad_h, pad_w = s1.shape[1] - inside_h, s1.shape[2] - inside_w
     if not pad_h and not pad_w:
         return s1
-    return np.pad(s1[:, :inside_h, :inside_w], ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect" if min(inside_h, inside_w) > 1 else "edge")
+    return np.pad(
+        s1[:, :inside_h, :inside_w],
+        ((0, 0), (0, pad_h), (0, pad_w)),
+        mode="reflect" if min(inside_h, inside_w) > 1 else "edge",
+    )
 
 
 def feather_weights(replace: np.ndarray, feather: int) -> np.ndarray:
@@ -215,7 +221,9 @@ class SceneJob:
         model_s1 = _fill_outside(s1, min(bottom, self.scene.height) - top, min(right, self.scene.width) - left)
         rows = np.array([grid.rows[i] for i, _ in tiles])
         cols = np.array([grid.cols[j] for _, j in tiles])
-        lon, lat = (v.astype(np.float32) for v in tile_centres_lonlat(self.scene.crs, self.scene.transform, rows, cols, size))
+        lon, lat = (
+            v.astype(np.float32) for v in tile_centres_lonlat(self.scene.crs, self.scene.transform, rows, cols, size)
+        )
         keys = [self._tile_key(i, j) for i, j in tiles]
         noise_seeds = [tile_seed(seed, key) for key in keys]
         mean = m2 = None
@@ -224,17 +232,31 @@ class SceneJob:
             total = np.zeros((len(S2_BANDS), h, w), dtype=np.float64)
             weight = np.zeros((h, w), dtype=np.float64)
             for batch in iter_batches(range(len(tiles)), self.params.translate.infer.batch_size):
-                crops = np.stack([model_s1[:, rows[b] - top : rows[b] - top + size, cols[b] - left : cols[b] - left + size] for b in batch])
-                pred = self.chain(Batch(s1=crops.astype(np.float32, copy=False), month=np.full(len(batch), self.scene.month, dtype=np.int64),
-                                        lat=lat[batch], lon=lon[batch], token_seeds=[token_seeds[b] for b in batch],
-                                        noise_seeds=[noise_seeds[b] for b in batch]))
+                crops = np.stack(
+                    [
+                        model_s1[:, rows[b] - top : rows[b] - top + size, cols[b] - left : cols[b] - left + size]
+                        for b in batch
+                    ]
+                )
+                pred = self.chain(
+                    Batch(
+                        s1=crops.astype(np.float32, copy=False),
+                        month=np.full(len(batch), self.scene.month, dtype=np.int64),
+                        lat=lat[batch],
+                        lon=lon[batch],
+                        token_seeds=[token_seeds[b] for b in batch],
+                        noise_seeds=[noise_seeds[b] for b in batch],
+                    )
+                )
                 for n, b in enumerate(batch):
                     i, j = tiles[b]
                     # the part of this tile inside the block, in block and in tile coordinates
                     y0, y1 = max(rows[b], r), min(rows[b] + size, r + h)
                     x0, x1 = max(cols[b], c), min(cols[b] + size, c + w)
                     part = pred[n][:, y0 - rows[b] : y1 - rows[b], x0 - cols[b] : x1 - cols[b]].astype(np.float64)
-                    wt = grid.weight(i, j)[y0 - rows[b] : y1 - rows[b], x0 - cols[b] : x1 - cols[b]] * np.isfinite(part[0])
+                    wt = grid.weight(i, j)[y0 - rows[b] : y1 - rows[b], x0 - cols[b] : x1 - cols[b]] * np.isfinite(
+                        part[0]
+                    )
                     total[:, y0 - r : y1 - r, x0 - c : x1 - c] += np.nan_to_num(part) * wt
                     weight[y0 - r : y1 - r, x0 - c : x1 - c] += wt
                 if bar is not None:
@@ -274,14 +296,21 @@ class SceneJob:
         return filled, spread
 
 
-def _fingerprint(scene: S1Scene, grid: TileGrid, samples: int, gap_fill: GapFill | None, reads: dict[str, Any]) -> dict[str, Any]:
+def _fingerprint(
+    scene: S1Scene, grid: TileGrid, samples: int, gap_fill: GapFill | None, reads: dict[str, Any]
+) -> dict[str, Any]:
     """Everything a scene's blocks depend on: a partial directory with another fingerprint is not resumed."""
 
     def files(paths) -> dict[str, list[int]]:
         return {str(p.resolve()): [p.stat().st_size, p.stat().st_mtime_ns] for p in paths}
 
-    return {"input": files(scene.files), "reads": reads, "samples": samples, "block_size": grid.block_size,
-            "gap_fill": None if gap_fill is None else files(gap_fill.files)}
+    return {
+        "input": files(scene.files),
+        "reads": reads,
+        "samples": samples,
+        "block_size": grid.block_size,
+        "gap_fill": None if gap_fill is None else files(gap_fill.files),
+    }
 
 
 def _tags(job: SceneJob, reads: dict[str, Any], records: dict[str, dict]) -> dict[str, Any]:
@@ -303,7 +332,9 @@ def _tags(job: SceneJob, reads: dict[str, Any], records: dict[str, dict]) -> dic
     }
 
 
-def compute_scene(job: SceneJob, outputs: Outputs, fingerprint: dict[str, Any], ranks, progress: bool) -> tuple[BlockStore, dict[str, Any]]:
+def compute_scene(
+    job: SceneJob, outputs: Outputs, fingerprint: dict[str, Any], ranks, progress: bool
+) -> tuple[BlockStore, dict[str, Any]]:
     """Compute this rank's pending blocks of one scene into its partial directory; returns the store and a summary."""
     from tqdm import tqdm
 
@@ -320,15 +351,29 @@ def compute_scene(job: SceneJob, outputs: Outputs, fingerprint: dict[str, Any], 
     runs = sum(len(grid.tiles_in(blocks[k])) for k in mine) * job.samples
     log.info("rank %d/%d: %s, %d block(s), %d tile run(s)", ranks.rank, ranks.world, scene.stem, len(mine), runs)
     started = time.perf_counter()
-    bar = tqdm(total=runs, unit="tile", desc=f"{scene.stem}[{ranks.rank}]", disable=not progress, position=ranks.rank, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining} ETA, {rate_noinv_fmt}]")
+    bar = tqdm(
+        total=runs,
+        unit="tile",
+        desc=f"{scene.stem}[{ranks.rank}]",
+        disable=not progress,
+        position=ranks.rank,
+        dynamic_ncols=True,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining} ETA, {rate_noinv_fmt}]",
+    )
     with bar:
         for k in mine:
             mean, spread = job.compute(blocks[k], bar)
             store.write(k, blocks[k], to_uint16(mean), None if spread is None else spread.astype(np.float32))
     seconds = time.perf_counter() - started
     area_km2 = scene.height * scene.width * 1e-4  # 10 m pixels
-    return store, {"scene": scene.stem, "blocks": len(mine), "tile_runs": runs, "seconds": seconds, "km2": area_km2, "out": str(outputs.image)}
+    return store, {
+        "scene": scene.stem,
+        "blocks": len(mine),
+        "tile_runs": runs,
+        "seconds": seconds,
+        "km2": area_km2,
+        "out": str(outputs.image),
+    }
 
 
 def write_outputs(store: BlockStore, outputs: Outputs, scene: S1Scene, tags: dict[str, Any], blocks) -> None:
@@ -341,12 +386,29 @@ def write_outputs(store: BlockStore, outputs: Outputs, scene: S1Scene, tags: dic
     from gac.export import cog_from_blocks
 
     georef = dict(crs=scene.crs, transform=scene.transform, width=scene.width, height=scene.height)
-    cog_from_blocks(outputs.image, georef, "uint16", NODATA, S2_BANDS, tags, ((b, store.read("image", b)) for b in blocks), store.root)
+    cog_from_blocks(
+        outputs.image,
+        georef,
+        "uint16",
+        NODATA,
+        S2_BANDS,
+        tags,
+        ((b, store.read("image", b)) for b in blocks),
+        store.root,
+    )
     if store.uncertainty:
         names = [f"{band} std" for band in S2_BANDS]
         spread_tags = {**tags, "UNITS": "reflectance x 10^4, standard deviation over the uncertainty samples"}
-        cog_from_blocks(outputs.uncertainty, georef, "float32", float("nan"), names, spread_tags,
-                        ((b, store.read("spread", b)) for b in blocks), store.root)
+        cog_from_blocks(
+            outputs.uncertainty,
+            georef,
+            "float32",
+            float("nan"),
+            names,
+            spread_tags,
+            ((b, store.read("spread", b)) for b in blocks),
+            store.root,
+        )
     elif outputs.uncertainty.exists():
         outputs.uncertainty.unlink()
     scene_quicklook(outputs.image, outputs.quicklook)
@@ -367,12 +429,19 @@ def effective_params(params, until: str | None, uncertainty: int | None):
 def _reads(params, tile_size: int) -> dict[str, Any]:
     """The params a translation depends on (besides the models' own files): what PARAMS_HASH covers."""
     p = params
-    return {"seed": p.seed, "tile_size": tile_size, "stage1": {k: getattr(p.stage1, k) for k in ("model", "input", "weights", "capped_decoder")},
-            "stage1_finetune": p.stage1_finetune.enabled, "stage2": {"backbone": p.stage2.backbone, "bands": list(p.stage2.bands)},
-            "stage3": {"model": p.stage3.model, "weights": p.stage3.weights},
-            **p.data.model_dump(mode="json", include={"s1_units", "s1_nodata", "s2_offset"}),
-            "translate": {**p.translate.model_dump(mode="json", exclude={"scenes", "block_size", "infer"}),
-                          "precision": p.translate.infer.precision}}
+    return {
+        "seed": p.seed,
+        "tile_size": tile_size,
+        "stage1": {k: getattr(p.stage1, k) for k in ("model", "input", "weights", "capped_decoder")},
+        "stage1_finetune": p.stage1_finetune.enabled,
+        "stage2": {"backbone": p.stage2.backbone, "bands": list(p.stage2.bands)},
+        "stage3": {"model": p.stage3.model, "weights": p.stage3.weights},
+        **p.data.model_dump(mode="json", include={"s1_units", "s1_nodata", "s2_offset"}),
+        "translate": {
+            **p.translate.model_dump(mode="json", exclude={"scenes", "block_size", "infer"}),
+            "precision": p.translate.infer.precision,
+        },
+    }
 
 
 def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> list[dict[str, Any]]:
@@ -381,13 +450,17 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
     out_dir = Path(out_dir)
     tile_size = t.tile_size or params.tile.size
     if t.until == "baseline" and t.uncertainty > 1:
-        raise GacError(f"uncertainty {t.uncertainty} with until: baseline: the baseline U-Net is deterministic, its spread is 0; "
-                       "use --until v1, v2 or v3 (TerraMind's token sampling) or drop --uncertainty")
+        raise GacError(
+            f"uncertainty {t.uncertainty} with until: baseline: the baseline U-Net is deterministic, its spread is 0; "
+            "use --until v1, v2 or v3 (TerraMind's token sampling) or drop --uncertainty"
+        )
     if (options.fill_s2 is None) != (options.cloud_mask is None):
         raise GacError("gap-filling needs both --fill-s2 S2.tif and --cloud-mask MASK.tif (an SCL layer or a 0/1 mask)")
     files = find_s1_inputs(inputs)
     if options.fill_s2 is not None and len(files) != 1:
-        raise GacError(f"--fill-s2 fills one scene, but {len(files)} inputs were given; translate the scene to fill on its own")
+        raise GacError(
+            f"--fill-s2 fills one scene, but {len(files)} inputs were given; translate the scene to fill on its own"
+        )
     month = parse_date(options.date) if options.date else None
     records = check_artifacts(params, t.until, options.artifacts)
     reads = {**_reads(params, tile_size), "adapters": {stage: record["digest"] for stage, record in records.items()}}
@@ -399,7 +472,9 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
             scenes.append(open_s1(path, t.reproject, month, Inputs.from_params(params.data)))
             grids.append(TileGrid(scenes[-1].height, scenes[-1].width, tile_size, t.overlap, t.blend, t.block_size))
         if options.fill_s2 is not None:
-            gap_fill = open_gap_fill(options.fill_s2, options.cloud_mask, scenes[0], params.data.s2_offset, t.cloud_classes, t.feather)
+            gap_fill = open_gap_fill(
+                options.fill_s2, options.cloud_mask, scenes[0], params.data.s2_offset, t.cloud_classes, t.feather
+            )
         planned = []
         for scene, grid in zip(scenes, grids):
             fingerprint = _fingerprint(scene, grid, t.uncertainty, gap_fill, reads)
@@ -407,7 +482,10 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
             planned.append((scene, grid, fingerprint))
         for scene in scenes:
             if not scene.month:
-                log.warning("%s: no acquisition date in its tags; month unknown to the refiner (as for undated training tiles); pass --date YYYY-MM-DD", scene.path)
+                log.warning(
+                    "%s: no acquisition date in its tags; month unknown to the refiner (as for undated training tiles); pass --date YYYY-MM-DD",
+                    scene.path,
+                )
         return _run(params, planned, gap_fill, records, reads, out_dir, tile_size, options.progress, options.artifacts)
     finally:
         for scene in scenes:
@@ -416,8 +494,17 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
             gap_fill.close()
 
 
-def _run(params, planned: list[tuple[S1Scene, TileGrid, dict[str, Any]]], gap_fill, records, reads: dict[str, Any], out_dir: Path,
-         tile_size: int, progress: bool, artifacts: Artifacts) -> list[dict[str, Any]]:
+def _run(
+    params,
+    planned: list[tuple[S1Scene, TileGrid, dict[str, Any]]],
+    gap_fill,
+    records,
+    reads: dict[str, Any],
+    out_dir: Path,
+    tile_size: int,
+    progress: bool,
+    artifacts: Artifacts,
+) -> list[dict[str, Any]]:
     """Every rank computes its blocks of every scene; once all are on disk, rank 0 alone writes the outputs.
 
     No rank waits on a collective while rank 0 writes COGs and quicklooks (minutes for a full scene with
@@ -434,8 +521,10 @@ def _run(params, planned: list[tuple[S1Scene, TileGrid, dict[str, Any]]], gap_fi
         chain = Chain(params, t.until, artifacts, tile_size, device)
         return_freed_memory()  # what building freed (the tokenizer encoders) would otherwise stay resident all run
         if any(chain.random_weights.values()):
-            log.warning("RANDOM WEIGHTS: %s; the translation shows what the code does, not what the models can do",
-                        ", ".join(f"{s} {w}" for s, w in chain.weights.items()))
+            log.warning(
+                "RANDOM WEIGHTS: %s; the translation shows what the code does, not what the models can do",
+                ", ".join(f"{s} {w}" for s, w in chain.weights.items()),
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         computed = []
         for scene, grid, fingerprint in planned:

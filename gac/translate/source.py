@@ -151,7 +151,8 @@ def _target_grid(reader: S1Reader):
     """(crs, transform, width, height) of the 10 m grid a scene off that grid is reprojected to: its own CRS where
     10 map units are 10 m on the ground at the scene, else its UTM zone."""
     from rasterio.transform import Affine, array_bounds
-    from rasterio.warp import calculate_default_transform, transform as warp_points
+    from rasterio.warp import calculate_default_transform
+    from rasterio.warp import transform as warp_points
 
     crs = reader.crs
     cx, cy = reader.transform * (reader.width / 2, reader.height / 2)
@@ -163,8 +164,9 @@ def _target_grid(reader: S1Reader):
         (lon,), (lat,) = warp_points(crs, "EPSG:4326", [cx], [cy])
         crs = utm_crs(lon, lat)
     west, south, east, north = array_bounds(reader.height, reader.width, reader.transform)
-    transform, width, height = calculate_default_transform(reader.crs, crs, reader.width, reader.height,
-                                                           west, south, east, north, resolution=RESOLUTION)
+    transform, width, height = calculate_default_transform(
+        reader.crs, crs, reader.width, reader.height, west, south, east, north, resolution=RESOLUTION
+    )
     return crs, transform, width, height
 
 
@@ -180,8 +182,10 @@ def open_s1(source, reproject: bool, date_override: int | None = None, inputs: I
             return S1Scene(source, reader.crs, reader.transform, reader.width, reader.height, month, _reader=reader)
         if not reproject:
             grid = describe_grid(reader.crs, reader.transform, reader.width, reader.height)
-            raise GacError(f"{source.label}: pixels are {grid}, not a 10 m grid in a metric CRS; set "
-                           "translate.reproject: true (10 m in the scene's UTM zone) or resample the scene to 10 m")
+            raise GacError(
+                f"{source.label}: pixels are {grid}, not a 10 m grid in a metric CRS; set "
+                "translate.reproject: true (10 m in the scene's UTM zone) or resample the scene to 10 m"
+            )
         crs, transform, width, height = _target_grid(reader)
         return S1Scene(source, crs, transform, width, height, month, True, _reader=reader)
     except BaseException:
@@ -190,8 +194,13 @@ def open_s1(source, reproject: bool, date_override: int | None = None, inputs: I
 
 
 def _same_grid(dataset, scene: S1Scene) -> bool:
-    return dataset.crs == scene.crs and dataset.width == scene.width and dataset.height == scene.height and all(
-        math.isclose(a, b, abs_tol=1e-6) for a, b in zip(tuple(dataset.transform)[:6], tuple(scene.transform)[:6])
+    return (
+        dataset.crs == scene.crs
+        and dataset.width == scene.width
+        and dataset.height == scene.height
+        and all(
+            math.isclose(a, b, abs_tol=1e-6) for a, b in zip(tuple(dataset.transform)[:6], tuple(scene.transform)[:6])
+        )
     )
 
 
@@ -227,8 +236,15 @@ class CloudMask:
             if window is None:
                 return np.zeros((height, width), dtype=bool)
             source = read_values(self._dataset, window=window)
-            values = warp_array(source, self._dataset.window_transform(window), self._dataset.crs, dst, self.scene.crs,
-                                (height, width), "nearest")[0]
+            values = warp_array(
+                source,
+                self._dataset.window_transform(window),
+                self._dataset.crs,
+                dst,
+                self.scene.crs,
+                (height, width),
+                "nearest",
+            )[0]
         if self.kind == "binary":
             return np.isin(values, (1, 255))
         return np.isin(values, self.cloud_classes)
@@ -240,14 +256,18 @@ def open_cloud_mask(path: Path, scene: S1Scene, cloud_classes) -> CloudMask:
     dataset = open_raster(path)
     try:
         if dataset.count != 1:
-            raise GacError(f"{path}: {dataset.count} bands; --cloud-mask takes one band (an SCL layer, or a 0/1 or "
-                           "0/255 mask)")
+            raise GacError(
+                f"{path}: {dataset.count} bands; --cloud-mask takes one band (an SCL layer, or a 0/1 or 0/255 mask)"
+            )
         same_ground = dataset.crs == scene.crs and all(
-            math.isclose(a, b, abs_tol=abs(dataset.transform.a) / 2) for a, b in zip(dataset.bounds, _bounds(scene)))
+            math.isclose(a, b, abs_tol=abs(dataset.transform.a) / 2) for a, b in zip(dataset.bounds, _bounds(scene))
+        )
         if not same_ground:
-            raise GacError(f"{path}: does not cover the S1 scene's ground on its grid ({scene.crs}, {scene.width} x "
-                           f"{scene.height} px at 10 m); resample the mask (nearest) onto the S1 grid, or pass the SCL "
-                           "of the same product")
+            raise GacError(
+                f"{path}: does not cover the S1 scene's ground on its grid ({scene.crs}, {scene.width} x "
+                f"{scene.height} px at 10 m); resample the mask (nearest) onto the S1 grid, or pass the SCL "
+                "of the same product"
+            )
         kind = mask_kind(sample_values(dataset), path)
         return CloudMask(path, kind, tuple(cloud_classes), scene, dataset)
     except BaseException:
@@ -308,8 +328,10 @@ def open_gap_fill(s2_path: Path, mask_path: Path, scene: S1Scene, s2_offset, clo
     s2 = S2Reader(s2_files(s2_path), s2_offset)
     try:
         if not _same_grid(s2, scene):
-            raise GacError(f"{s2.files.label}: not on the S1 scene's grid ({scene.crs}, {scene.width} x "
-                           f"{scene.height} px at 10 m); resample the S2 scene onto {scene.path.name}'s grid")
+            raise GacError(
+                f"{s2.files.label}: not on the S1 scene's grid ({scene.crs}, {scene.width} x "
+                f"{scene.height} px at 10 m); resample the S2 scene onto {scene.path.name}'s grid"
+            )
         s2.check()  # reflectance x 10^4, and the scene's L2A offset (a wrong data.s2_offset is refused)
         mask = open_cloud_mask(mask_path, scene, cloud_classes)
         return GapFill(s2, mask, feather)
@@ -336,7 +358,12 @@ def default_scenes(params, scene_dir: Path, tiles: Path) -> tuple[list[S1Files],
     held_out = set(store["scene"].values.astype(str)[split == "test"])
     chosen = [pair.s1 for pair in pairs if pair.name in held_out]
     if not chosen:
-        return [], (f"translate.scenes is null and {tiles} has no test-split tiles: nothing to translate; "
-                    "list scenes in translate.scenes or set tile.test_fraction above 0")
-    return chosen, f"translate.scenes is null: translating the {len(chosen)} scene(s) holding test-split tiles: " \
-                   + ", ".join(s.name for s in chosen)
+        return [], (
+            f"translate.scenes is null and {tiles} has no test-split tiles: nothing to translate; "
+            "list scenes in translate.scenes or set tile.test_fraction above 0"
+        )
+    return (
+        chosen,
+        f"translate.scenes is null: translating the {len(chosen)} scene(s) holding test-split tiles: "
+        + ", ".join(s.name for s in chosen),
+    )

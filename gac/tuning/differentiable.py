@@ -96,7 +96,9 @@ def soft_codes(model, logits: torch.Tensor, grid: tuple[int, int], temperature: 
     return codes.transpose(1, 2).reshape(logits.shape[0], codebook.shape[1], *grid)
 
 
-def decode_x0(model, codes: torch.Tensor, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None) -> torch.Tensor:
+def decode_x0(
+    model, codes: torch.Tensor, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None
+) -> torch.Tensor:
     """One call of the frozen diffusion UNet at the last timestep: its x0 estimate (standardised S2L2A).
 
     The UNet needs sides that are a multiple of 32 px: an odd code grid is
@@ -111,13 +113,17 @@ def decode_x0(model, codes: torch.Tensor, generator: torch.Generator | None = No
     if seeds is None:
         noise = torch.randn((batch, unet.in_channels, *size), generator=generator, device="cpu")
     else:
-        noise = torch.stack([torch.randn((unet.in_channels, *size), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        noise = torch.stack(
+            [torch.randn((unet.in_channels, *size), generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+        )
     noise = noise.to(codes.device, codes.dtype)
     timestep = torch.full((batch,), LAST_TIMESTEP, device=codes.device, dtype=torch.long)
     return unet(noise, timestep, codes)[:, :, : h * PATCH, : w * PATCH]
 
 
-def random_window(size: tuple[int, int], crop: int, generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
+def random_window(
+    size: tuple[int, int], crop: int, generator: torch.Generator | None = None
+) -> tuple[int, int, int, int]:
     """(top, left, height, width) in px of a random `crop` px window on the 16 px token grid; the whole image if it is no larger.
 
     Aligned to tokens so the window's soft codes are exactly the tokens that
@@ -132,8 +138,15 @@ def random_window(size: tuple[int, int], crop: int, generator: torch.Generator |
     return top, left, ch, cw
 
 
-def soft_decode(model, logits: torch.Tensor, size: tuple[int, int], temperature: float = 1.0, generator=None,
-                window: tuple[int, int, int, int] | None = None, seeds: Sequence[int] | None = None) -> torch.Tensor:
+def soft_decode(
+    model,
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    temperature: float = 1.0,
+    generator=None,
+    window: tuple[int, int, int, int] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> torch.Tensor:
     """Logits (B, N, V) -> standardised S2L2A (B, 12, H, W), differentiable with respect to the logits.
 
     With `window` (top, left, height, width in px, multiples of 16) only the

@@ -21,7 +21,9 @@ TERRAMIND_LORA_TARGETS = r"sampler\.model\.decoder\.\d+\.cross_attn\.(q|kv|proj)
 ADAPTER_JSON = "adapter.json"
 
 
-def apply_lora(model, pattern: str, rank: int, alpha: float, dropout: float, model_name: str, key: str = "stage3.lora_targets"):
+def apply_lora(
+    model, pattern: str, rank: int, alpha: float, dropout: float, model_name: str, key: str = "stage3.lora_targets"
+):
     """Wrap `model` in a peft LoRA model on the checked targets; everything else is frozen."""
     from peft import LoraConfig, get_peft_model
 
@@ -42,7 +44,9 @@ class AdapterKind:
 
 
 STAGE3_ADAPTER = AdapterKind("no trained stage-3 adapter", "train-stage3", "stage3.model")
-STAGE1_ADAPTER = AdapterKind("stage1_finetune.enabled is true but no fine-tuned adapter", "finetune-stage1", "stage1.model")
+STAGE1_ADAPTER = AdapterKind(
+    "stage1_finetune.enabled is true but no fine-tuned adapter", "finetune-stage1", "stage1.model"
+)
 
 
 def save_adapter(peft_model, out_dir: Path, record: dict[str, Any]) -> Path:
@@ -57,26 +61,36 @@ def save_adapter(peft_model, out_dir: Path, record: dict[str, Any]) -> Path:
     return write_whole(out_dir, fill)
 
 
-def read_adapter_record(adapter_root: Path, kind: AdapterKind = STAGE3_ADAPTER, fix: str | None = None) -> dict[str, Any]:
+def read_adapter_record(
+    adapter_root: Path, kind: AdapterKind = STAGE3_ADAPTER, fix: str | None = None
+) -> dict[str, Any]:
     """The record beside a saved adapter (peft's files present too); otherwise one line naming the command to run."""
     adapter_root = Path(adapter_root)
     record_path = adapter_root / ADAPTER_JSON
     if not (adapter_root / ADAPTER_DIR / "adapter_config.json").is_file() or not record_path.is_file():
-        raise GacError(f"{adapter_root}: {kind.missing} there; {fix or f'run `gac {kind.command}` (dvc repro {kind.command}) first'}")
+        raise GacError(
+            f"{adapter_root}: {kind.missing} there; {fix or f'run `gac {kind.command}` (dvc repro {kind.command}) first'}"
+        )
     return json.loads(record_path.read_text())
 
 
-def checked_adapter_record(adapter_root: Path, kind: AdapterKind, model: str, inputs: list[str], fix: str | None = None) -> dict[str, Any]:
+def checked_adapter_record(
+    adapter_root: Path, kind: AdapterKind, model: str, inputs: list[str], fix: str | None = None
+) -> dict[str, Any]:
     """The adapter's record, refused in one line unless it was trained for `model` on `inputs` (the one check every
     user of a saved adapter makes: ground, generate with a fine-tuned stage 1, translate)."""
     record = read_adapter_record(adapter_root, kind, fix)
     retrain = f"re-train it (dvc repro {kind.command})"
     if record.get("model") != model:
-        raise GacError(f"{adapter_root}: adapter was trained for {record.get('model')} but {kind.model_key} is {model}; "
-                       f"set {kind.model_key}: {record.get('model')} or {retrain}")
+        raise GacError(
+            f"{adapter_root}: adapter was trained for {record.get('model')} but {kind.model_key} is {model}; "
+            f"set {kind.model_key}: {record.get('model')} or {retrain}"
+        )
     if record.get("inputs") != list(inputs):
-        raise GacError(f"{adapter_root}: adapter was trained on inputs {record.get('inputs')} but takes {list(inputs)} now "
-                       f"(stage1.input); set stage1.input back or {retrain}")
+        raise GacError(
+            f"{adapter_root}: adapter was trained on inputs {record.get('inputs')} but takes {list(inputs)} now "
+            f"(stage1.input); set stage1.input back or {retrain}"
+        )
     return record
 
 
@@ -90,5 +104,7 @@ def load_adapter(model, adapter_root: Path, kind: AdapterKind, inputs: list[str]
         return PeftModel.from_pretrained(model, str(adapter_root / ADAPTER_DIR), is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise GacError(f"{adapter_root / ADAPTER_DIR}: adapter does not fit {model.gac_name} ({first}); "
-                       f"re-train it (dvc repro {kind.command})") from None
+        raise GacError(
+            f"{adapter_root / ADAPTER_DIR}: adapter does not fit {model.gac_name} ({first}); "
+            f"re-train it (dvc repro {kind.command})"
+        ) from None

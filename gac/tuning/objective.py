@@ -48,7 +48,9 @@ from gac.tuning.params import PIXEL_TERMS
 
 log = logging.getLogger(__name__)
 VALIDATION_SEED = 7_000_000  # + a tile's index in the store: the decoder noise of its validation decode
-IMAGE_TERMS = tuple(t for t in PIXEL_TERMS if t not in ("sar", "identity"))  # gac.losses.WeightedLoss terms against the truth
+IMAGE_TERMS = tuple(
+    t for t in PIXEL_TERMS if t not in ("sar", "identity")
+)  # gac.losses.WeightedLoss terms against the truth
 
 
 def model_inputs(batch: Mapping[str, torch.Tensor], s1_name: str, optical_key: str | None) -> dict[str, torch.Tensor]:
@@ -84,8 +86,15 @@ class TuningObjective(nn.Module):
     as keywords.
     """
 
-    def __init__(self, s1_name: str, optical_key: str | None, loss=None, pixel_crop: int | None = None,
-                 pixel_every: int | None = None, soft_temperature: float | None = None):
+    def __init__(
+        self,
+        s1_name: str,
+        optical_key: str | None,
+        loss=None,
+        pixel_crop: int | None = None,
+        pixel_every: int | None = None,
+        soft_temperature: float | None = None,
+    ):
         super().__init__()
         from gac.losses import WeightedLoss
 
@@ -114,7 +123,9 @@ class TuningObjective(nn.Module):
             if self.image.lpips is None and not self.image.weights:
                 self.image = None
         if not self.uses_pixels:
-            log.warning("loss.pixel_crop, pixel_every and soft_temperature have no effect: every pixel-path term weight is 0")
+            log.warning(
+                "loss.pixel_crop, pixel_every and soft_temperature have no effect: every pixel-path term weight is 0"
+            )
         # Ground-truth tokens per tile index: the tokenizer is frozen, so they never change, and its
         # 92M-parameter encoder would otherwise run on every tile at every step.
         self._tokens: dict[int, torch.Tensor] = {}
@@ -126,9 +137,13 @@ class TuningObjective(nn.Module):
     def describe(self) -> dict[str, Any]:
         """What the objective is made of, for the adapter record."""
         return {
-            "ce": self.ce_weight, "sar": self.sar_weight, "identity": self.identity_weight,
+            "ce": self.ce_weight,
+            "sar": self.sar_weight,
+            "identity": self.identity_weight,
             "image": self.image.describe() if self.image is not None else None,
-            "pixel_crop": self.pixel_crop, "pixel_every": self.pixel_every, "soft_temperature": self.soft_temperature,
+            "pixel_crop": self.pixel_crop,
+            "pixel_every": self.pixel_every,
+            "soft_temperature": self.soft_temperature,
         }
 
     def target_tokens(self, model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -142,7 +157,9 @@ class TuningObjective(nn.Module):
             self._tokens.update({k: t.cpu() for k, t in zip(keys, tokens)})
         return tokens
 
-    def _pixel_terms(self, pred: torch.Tensor, batch: Mapping[str, torch.Tensor], window) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _pixel_terms(
+        self, pred: torch.Tensor, batch: Mapping[str, torch.Tensor], window
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Weighted pixel-path loss of `pred` (reflectance x 10^4, the `window` of the tile) and its terms."""
         from gac.sar_edges import agreement_map, identity_loss, sar_consistency_loss
 
@@ -161,14 +178,18 @@ class TuningObjective(nn.Module):
             logs.update({"sar": sar.detach(), "sar_edge": scores["sar_edge"], "sar_texture": scores["sar_texture"]})
         if self.identity_weight > 0:
             reference = _with_nodata(batch[self.optical_key], valid)
-            agree = _crop(agreement_map(reference, s1), window)  # on the whole tile: a crop's border would be all margin
+            agree = _crop(
+                agreement_map(reference, s1), window
+            )  # on the whole tile: a crop's border would be all margin
             identity = identity_loss(pred, _crop(reference, window), agree)
             total = total + self.identity_weight * identity
             logs.update({"identity": identity.detach(), "input_agreement": agree.mean()})
         logs["pixel"] = total.detach()
         return total, logs
 
-    def _token_terms(self, model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    def _token_terms(
+        self, model, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """(logits, weighted cross-entropy, its logs): the token part, the same in training and validation."""
         tokens = self.target_tokens(model, batch)
         logits = D.token_logits(model, model_inputs(batch, self.s1_name, self.optical_key))
@@ -176,12 +197,16 @@ class TuningObjective(nn.Module):
         logs: dict[str, Any] = {"ce": ce.detach(), "token_acc": (logits.argmax(-1) == tokens).float().mean()}
         return logits, self.ce_weight * ce, logs
 
-    def _decode(self, model, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], window, seeds=None) -> torch.Tensor:
+    def _decode(
+        self, model, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], window, seeds=None
+    ) -> torch.Tensor:
         """The `window` of the tile decoded from the logits' soft codes, reflectance x 10^4 (noise per tile with `seeds`)."""
         size = tuple(batch["s2"].shape[-2:])
         return D.destandardize_s2(D.soft_decode(model, logits, size, self.soft_temperature, window=window, seeds=seeds))
 
-    def forward(self, model, batch: Mapping[str, torch.Tensor], batch_idx: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    def forward(
+        self, model, batch: Mapping[str, torch.Tensor], batch_idx: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Training loss: the pixel path on a random crop, on every `pixel_every`-th batch (`batch_idx` None: always)."""
         logits, loss, logs = self._token_terms(model, batch)
         if self.uses_pixels and (batch_idx is None or batch_idx % self.pixel_every == 0):

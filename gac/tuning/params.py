@@ -33,15 +33,35 @@ MIN_PIXEL_CROP = 32
 class PixelLossParams(StrictModel):
     """The loss of a tuning job: term weights (0 = off) and where and how often the pixel path runs."""
 
-    ce: float = Field(1.0, ge=0, description="masked-token cross-entropy against the frozen tokenizer's codes of the truth")
-    sar: float = Field(0.0, ge=0, description="SAR consistency of the decoded image: 1 - mean of its SAR-edge and SAR-texture agreement (gac.sar_edges)")
+    ce: float = Field(
+        1.0, ge=0, description="masked-token cross-entropy against the frozen tokenizer's codes of the truth"
+    )
+    sar: float = Field(
+        0.0,
+        ge=0,
+        description="SAR consistency of the decoded image: 1 - mean of its SAR-edge and SAR-texture agreement (gac.sar_edges)",
+    )
     l1: float = Field(0.0, ge=0, description="L1 to the truth, reflectance 0-1")
     ms_ssim: float = Field(0.0, ge=0, description="1 - MS-SSIM against the truth")
-    spectral: float = Field(0.0, ge=0, description="spectral coherence: spectral angle + |NDVI error| + |NDWI error| (gac.losses.spectral_coherence)")
-    lpips: float = Field(0.0, ge=0, description="true-colour LPIPS; only where its trunk weights are cached, else off with the reason logged")
-    colour: float = Field(0.0, ge=0, description="colour consistency: per image and band, |mean gap| + |std gap| to the truth")
-    pixel_crop: int = Field(32, ge=0, description="side in px of the random token-aligned crop the pixel path decodes; 0 = the whole tile")
-    pixel_every: int = Field(1, ge=1, description="run the pixel path on every k-th training batch (validation always runs it)")
+    spectral: float = Field(
+        0.0,
+        ge=0,
+        description="spectral coherence: spectral angle + |NDVI error| + |NDWI error| (gac.losses.spectral_coherence)",
+    )
+    lpips: float = Field(
+        0.0,
+        ge=0,
+        description="true-colour LPIPS; only where its trunk weights are cached, else off with the reason logged",
+    )
+    colour: float = Field(
+        0.0, ge=0, description="colour consistency: per image and band, |mean gap| + |std gap| to the truth"
+    )
+    pixel_crop: int = Field(
+        32, ge=0, description="side in px of the random token-aligned crop the pixel path decodes; 0 = the whole tile"
+    )
+    pixel_every: int = Field(
+        1, ge=1, description="run the pixel path on every k-th training batch (validation always runs it)"
+    )
     soft_temperature: float = Field(1.0, gt=0, description="softmax temperature of the soft FSQ codes the UNet decodes")
 
     @field_validator("pixel_crop")
@@ -49,7 +69,9 @@ class PixelLossParams(StrictModel):
     def _crop_fits_tokens(cls, value: int) -> int:
         if value and (value % 16 or value < MIN_PIXEL_CROP):
             fix = max(MIN_PIXEL_CROP, -(-value // 16) * 16)
-            raise ValueError(f"pixel_crop must be 0 (whole tile) or a multiple of 16 of at least {MIN_PIXEL_CROP} px; try {fix}")
+            raise ValueError(
+                f"pixel_crop must be 0 (whole tile) or a multiple of 16 of at least {MIN_PIXEL_CROP} px; try {fix}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -68,7 +90,9 @@ class Stage3Loss(PixelLossParams):
 
     sar: float = Field(1.0, ge=0, description=PixelLossParams.model_fields["sar"].description)
     identity: float = Field(
-        0.5, ge=0, description="L1 to the input opt_v2, each pixel weighted by how well opt_v2 already agrees with the radar there (gac.sar_edges.agreement_map)"
+        0.5,
+        ge=0,
+        description="L1 to the input opt_v2, each pixel weighted by how well opt_v2 already agrees with the radar there (gac.sar_edges.agreement_map)",
     )
     l1: float = Field(1.0, ge=0, description=PixelLossParams.model_fields["l1"].description)
     spectral: float = Field(0.1, ge=0, description=PixelLossParams.model_fields["spectral"].description)
@@ -91,7 +115,10 @@ class TuningParams(TrainingParams):
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: Regex = Field(TERRAMIND_LORA_TARGETS, description="regex (full match) over TerraMind module names that get LoRA")
+    lora_targets: Regex = Field(
+        TERRAMIND_LORA_TARGETS, description="regex (full match) over TerraMind module names that get LoRA"
+    )
     monitor: Literal[tuple(TUNING_MONITORS)] = Field(
-        "gac_score", description="validation number for early stopping and the best checkpoint (gac_score: 0.5 SAR-edge + 0.5 PSNR/40 dB)"
+        "gac_score",
+        description="validation number for early stopping and the best checkpoint (gac_score: 0.5 SAR-edge + 0.5 PSNR/40 dB)",
     )

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 log = logging.getLogger(__name__)
 
 OPTICAL_KEY = "opt"
@@ -49,8 +48,8 @@ def _lightning_module():
     import lightning.pytorch as pl
     import torch
 
-    from gac.tuning import differentiable as D
     from gac.training import adamw_with_schedule
+    from gac.tuning import differentiable as D
 
     class TuningModule(pl.LightningModule):
         def __init__(self, net, objective, train):
@@ -80,18 +79,29 @@ def _lightning_module():
             self.log_dict({f"train/{k}": v for k, v in every.items()}, batch_size=size, on_step=True, on_epoch=True)
             if logs:  # pixel-path terms: this batch ran the pixel path (every `loss.pixel_every`-th)
                 # Lightning would repeat their last value on the batches that skip it; the step plot gets real rows only
-                self.log_dict({f"train/{k}_epoch": v for k, v in logs.items()}, batch_size=size, on_step=False, on_epoch=True)
+                self.log_dict(
+                    {f"train/{k}_epoch": v for k, v in logs.items()}, batch_size=size, on_step=False, on_epoch=True
+                )
                 if self.logger is not None:
-                    self.logger.log_metrics({f"train/{k}_step": float(v) for k, v in logs.items()}, step=self.global_step)
+                    self.logger.log_metrics(
+                        {f"train/{k}_step": float(v) for k, v in logs.items()}, step=self.global_step
+                    )
             return loss
 
         def validation_step(self, batch, batch_idx):
             logs = self.objective.validate(self.bare, batch)
-            self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=batch["s1"].shape[0], on_step=False, on_epoch=True,
-                          sync_dist=True)
+            self.log_dict(
+                {f"val/{k}": v for k, v in logs.items()},
+                batch_size=batch["s1"].shape[0],
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+            )
 
         def on_after_backward(self):
-            grads = [p.grad.detach().float().norm() for p in self.parameters() if p.requires_grad and p.grad is not None]
+            grads = [
+                p.grad.detach().float().norm() for p in self.parameters() if p.requires_grad and p.grad is not None
+            ]
             norm = torch.stack(grads).norm() if grads else torch.zeros(())
             self.log("train/lora_grad_norm", norm, on_step=True, on_epoch=False)
 
@@ -107,17 +117,27 @@ def _lightning_module():
 
 def build_lora_generator(job: TuningTarget, train, tile_size: int, seed: int, lora_key: str = "stage3.lora_targets"):
     """TerraMind for the job's inputs with LoRA from `train` (Stage3Params); returns (peft model, parameter counts)."""
-    from gac.tuning.lora import apply_lora
     from gac.terramind import TARGET, build_generator
     from gac.training import count_parameters
+    from gac.tuning.lora import apply_lora
 
     inputs = [job.s1_input] + ([TARGET] if job.optical is not None else [])
-    bare = build_generator(job.model, inputs=inputs, weights=job.weights, tile_size=tile_size, seed=seed, key=job.weights_key)
-    net = apply_lora(bare, train.lora_targets, train.lora_rank, train.lora_alpha, train.lora_dropout, job.model, lora_key)
+    bare = build_generator(
+        job.model, inputs=inputs, weights=job.weights, tile_size=tile_size, seed=seed, key=job.weights_key
+    )
+    net = apply_lora(
+        bare, train.lora_targets, train.lora_rank, train.lora_alpha, train.lora_dropout, job.model, lora_key
+    )
     counts = count_parameters(net)
     counts["lora_modules"] = sum(1 for name, _ in net.named_modules() if name.endswith(".lora_A"))
-    log.info("%s: LoRA on %d modules, %d trainable of %d parameters (%.4f%%)", job.stage, counts["lora_modules"],
-             counts["trainable"], counts["total"], 100 * counts["trainable_share"])
+    log.info(
+        "%s: LoRA on %d modules, %d trainable of %d parameters (%.4f%%)",
+        job.stage,
+        counts["lora_modules"],
+        counts["trainable"],
+        counts["total"],
+        100 * counts["trainable_share"],
+    )
     return net, counts
 
 
@@ -127,7 +147,9 @@ def _datasets(target: TuningTarget, tiles: Path):
     from gac.terramind import check_s1_product
 
     check_s1_product(open_store(tiles, need=("s1", "s2"), what="tiles store"), tiles, target.s1_input)
-    return train_val_datasets(tiles, target.stage, {OPTICAL_KEY: target.optical} if target.optical is not None else None)
+    return train_val_datasets(
+        tiles, target.stage, {OPTICAL_KEY: target.optical} if target.optical is not None else None
+    )
 
 
 def _tile_size(tiles: Path) -> int:
@@ -137,7 +159,9 @@ def _tile_size(tiles: Path) -> int:
     return int(ds.sizes["y"])
 
 
-def train_adapter(target: TuningTarget, params, tiles: Path, out_dir: Path, live_dir: Path, checkpoint_root: Path) -> dict[str, Any]:
+def train_adapter(
+    target: TuningTarget, params, tiles: Path, out_dir: Path, live_dir: Path, checkpoint_root: Path
+) -> dict[str, Any]:
     """Train the target's LoRA through the one training driver (gac.training); write `out_dir/adapter` (peft) and
     `out_dir/adapter.json`, whole or not at all. Returns the record."""
     train = getattr(params, target.stage)  # the target's own section: LoRA, loss and training knobs
@@ -158,7 +182,12 @@ def train_adapter(target: TuningTarget, params, tiles: Path, out_dir: Path, live
             "model": target.model,
             "inputs": [target.s1_input] + (["S2L2A"] if target.optical is not None else []),
             **net.get_base_model().gac_weights.provenance(),
-            "lora": {"targets": train.lora_targets, "rank": train.lora_rank, "alpha": train.lora_alpha, "dropout": train.lora_dropout},
+            "lora": {
+                "targets": train.lora_targets,
+                "rank": train.lora_rank,
+                "alpha": train.lora_alpha,
+                "dropout": train.lora_dropout,
+            },
             "parameters": counts,
             "loss": objective.describe(),
             "tile_size": tile_size,
@@ -172,7 +201,23 @@ def train_adapter(target: TuningTarget, params, tiles: Path, out_dir: Path, live
         module.load_state_dict(state, strict=False)
 
     config = {**train.training_dict(), "model": target.model, "weights": target.weights, "s1_input": target.s1_input}
-    job = TrainingJob(target.stage, train, config, params.seed, {"tiles": tiles, "optical": target.optical}, train.monitor,
-                      TUNING_MONITORS[train.monitor], drop_last=False)
-    return fit_and_export(job, build, datasets, lambda module, out, record: save_adapter(module.net, out, record), out_dir, live_dir,
-                          checkpoint_root, load_best=load_best)
+    job = TrainingJob(
+        target.stage,
+        train,
+        config,
+        params.seed,
+        {"tiles": tiles, "optical": target.optical},
+        train.monitor,
+        TUNING_MONITORS[train.monitor],
+        drop_last=False,
+    )
+    return fit_and_export(
+        job,
+        build,
+        datasets,
+        lambda module, out, record: save_adapter(module.net, out, record),
+        out_dir,
+        live_dir,
+        checkpoint_root,
+        load_best=load_best,
+    )
