@@ -71,7 +71,8 @@ def main() -> None:
     for name, seconds, base_name, base, budget in rows:
         verdict = "ok" if seconds < budget else "OVER"
         print(
-            f"{name:<18}{seconds:>8.2f}   {base_name:<26}{base:>8.2f}{seconds / base:>8.2f}   < {budget:.0f} s {verdict}"
+            f"{name:<18}{seconds:>8.2f}   {base_name:<26}{base:>8.2f}{seconds / base:>8.2f}   < {budget:.0f} s "
+            f"{verdict}"
         )
 
 

@@ -11,8 +11,9 @@ On CUDA both methods run under the same autocast, and peak GPU memory is
 reported per method.
 
     python bench/bench_generate.py                       # CPU, small: tiny, 8 tiles of 64 px, 2 DDIM steps
-    python bench/bench_generate.py --size 224 --timesteps 10 --tiles 8 --rounds 3   # the acceptance setting (goal >= 2x)
-    python bench/bench_generate.py --model terramind_v1_base_generate --size 224 --timesteps 10 --tiles 32 --batch-size 8 --device cuda
+    python bench/bench_generate.py --size 224 --timesteps 10 --tiles 8 --rounds 3  # the acceptance setting (goal >= 2x)
+    python bench/bench_generate.py --model terramind_v1_base_generate --size 224 --timesteps 10 --tiles 32 \\
+        --batch-size 8 --device cuda
 
 Tiles come from ../shared/data/terramesh-samples (real S1RTC, cropped) when
 present, else from seeded noise around the S1RTC pre-training mean; random
@@ -123,7 +124,8 @@ def bench_device(args):
 
 
 def decoder_gflops(args) -> dict:
-    """Achieved GFLOP/s of the diffusion UNet at the run's batch and tile size, and of a plain matmul in the same dtype."""
+    """Achieved GFLOP/s of the diffusion UNet at the run's batch and tile size, and of a plain matmul in the same
+    dtype."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -239,7 +241,8 @@ def main() -> None:
     argv = [a for a in sys.argv[1:]]
     _, source = make_s1(1, args.size)
     print(
-        f"{args.model}, {args.tiles} tiles of {args.size} px ({source}), {args.timesteps} DDIM steps, batch {args.batch_size}, "
+        f"{args.model}, {args.tiles} tiles of {args.size} px ({source}), {args.timesteps} DDIM steps, batch "
+        f"{args.batch_size}, "
         f"device {args.device}, {args.threads} threads, torch {torch.__version__}, {os.cpu_count()} CPUs",
         flush=True,
     )
@@ -261,7 +264,8 @@ def main() -> None:
         gpu = f"{r['peak_gpu_gb']:>13.2f}" if "peak_gpu_gb" in r else ""
         print(f"{label:<40}{r['tiles_per_s']:>10.3f}{r['seconds']:>10.1f}{r['peak_rss_gb']:>13.2f}{gpu}")
     print(
-        f"\nspeed-up (tiles/s ratio): {ours['tiles_per_s'] / naive['tiles_per_s']:.2f}x (goal >= 2x at tiny, 224 px, 10 DDIM steps)"
+        f"\nspeed-up (tiles/s ratio): {ours['tiles_per_s'] / naive['tiles_per_s']:.2f}x (goal >= 2x at tiny, 224 px, "
+        "10 DDIM steps)"
     )
     print(
         f"diffusion decoder: {ours['unet_gflop_per_call']:.1f} GFLOP per call (batch {args.batch_size}), "

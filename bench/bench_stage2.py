@@ -146,7 +146,8 @@ def main() -> None:
     rows = []
     print(f"batch 1, {args.size} px, {args.threads} threads, CPU, random weights; 8-bit / fp32 ratios from this run")
     print(
-        f"{'backbone':<22}{'mode':<15}{'trainable':>11}{'share':>8}{'weights MB':>12}{'model RSS MB':>14}{'step peak MB':>14}{'step s':>9}"
+        f"{'backbone':<22}{'mode':<15}{'trainable':>11}{'share':>8}{'weights MB':>12}"
+        f"{'model RSS MB':>14}{'step peak MB':>14}{'step s':>9}"
     )
     for backbone in args.backbones:
         pair = {}
@@ -156,7 +157,8 @@ def main() -> None:
             pair[mode] = row
             counts = row["parameters"]
             print(
-                f"{backbone:<22}{mode:<15}{counts['trainable']:>11}{100 * counts['trainable_share']:>7.2f}%{row['weight_mb']:>12.1f}"
+                f"{backbone:<22}{mode:<15}{counts['trainable']:>11}{100 * counts['trainable_share']:>7.2f}%"
+                f"{row['weight_mb']:>12.1f}"
                 f"{row['model_rss_mb']:>14.1f}{row['step_peak_rss_mb']:>14.1f}{row['step_s']:>9.2f}"
             )
         for mode in MODES[1:]:
@@ -165,11 +167,14 @@ def main() -> None:
             }
             print(
                 f"{backbone:<22}{mode + '/fp32':<15}{'':>10}{ratio['weight_mb']:>12.2f}{ratio['model_rss_mb']:>14.2f}"
-                f"{ratio['step_peak_rss_mb']:>14.2f}{ratio['step_s']:>9.2f}   (memory saved: weights {100 * (1 - ratio['weight_mb']):.0f}%, "
-                f"model RSS {100 * (1 - ratio['model_rss_mb']):.0f}%, step peak {100 * (1 - ratio['step_peak_rss_mb']):.0f}%)"
+                f"{ratio['step_peak_rss_mb']:>14.2f}{ratio['step_s']:>9.2f}   (memory saved: weights "
+                f"{100 * (1 - ratio['weight_mb']):.0f}%, "
+                f"model RSS {100 * (1 - ratio['model_rss_mb']):.0f}%, step peak "
+                f"{100 * (1 - ratio['step_peak_rss_mb']):.0f}%)"
             )
         print(
-            f"{backbone}: 8bit+ckpt step peak / fp32 step peak = {pair['8bit+ckpt']['step_peak_rss_mb'] / pair['fp32']['step_peak_rss_mb']:.2f} (goal <= 0.50)"
+            f"{backbone}: 8bit+ckpt step peak / fp32 step peak = "
+            f"{pair['8bit+ckpt']['step_peak_rss_mb'] / pair['fp32']['step_peak_rss_mb']:.2f} (goal <= 0.50)"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""Stage 3 training steps: cross-entropy only versus the pixel path (whole tile, crop, default), per TerraMind size and batch.
+"""Stage 3 training steps: cross-entropy only versus the pixel path (whole tile, crop, default), per TerraMind size and
+batch.
 
 For each model, loss mode and batch size, a fresh process builds the stage-3
 model exactly as `gac train-stage3` does (TerraMind with S1 + S2L2A inputs,
@@ -172,7 +173,8 @@ def main() -> None:
         return
     rows = []
     print(
-        f"stage 3 training step, {args.size} px, {args.device}, {args.threads} CPU threads, random weights, LoRA r=8 on cross-attention"
+        f"stage 3 training step, {args.size} px, {args.device}, {args.threads} CPU threads, random weights, LoRA r=8 "
+        "on cross-attention"
     )
     print(f"{'model':<8}{'mode':<13}{'batch':>6}{'trainable':>11}{'step s':>9}{'peak RSS MB':>13}{'GPU peak MB':>13}")
     for model in args.models:

@@ -1,4 +1,5 @@
-"""Benchmark: `gac translate` on whole scenes: throughput against its tiles run alone, and peak memory against scene size.
+"""Benchmark: `gac translate` on whole scenes: throughput against its tiles run alone, and peak memory against scene
+size.
 
 1. Throughput (stage 1, TerraMind, random weights): the scene's global tile
    grid run tile by tile through the same model (the sum of the tiles alone,
@@ -16,7 +17,7 @@
    models, per scene size: km2/s and peak RSS (goals: km2/s of the largest
    within 10% of the smallest's; peak RSS at most 2 GB).
 
-    python bench/bench_translate.py                          # 256 px scene, 64 px tiles, 1 DDIM step; 1024 and 4096 px scenes
+    python bench/bench_translate.py  # 256 px scene, 64 px tiles, 1 DDIM step; 1024 and 4096 px scenes
     python bench/bench_translate.py --size 512 --timesteps 2 --memory-sizes 1024 8192
     python bench/bench_translate.py --skip-throughput --trained data --until v2 --trained-sizes 1024 4096
 
@@ -41,7 +42,8 @@ sys.path.insert(0, str(REPO))
 
 
 def write_scene(path: Path, size: int, seed: int = 0) -> Path:
-    """A smooth dB field of size x size px on a 10 m UTM grid, written in row blocks (the parent never holds it whole)."""
+    """A smooth dB field of size x size px on a 10 m UTM grid, written in row blocks (the parent never holds it
+    whole)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
@@ -91,7 +93,8 @@ def _params(args, until: str, batch_size: int):
 
 
 def make_baseline(p, out: Path) -> Path:
-    """An untrained baseline U-Net saved as `gac train-baseline` saves it (speed and memory do not depend on its values)."""
+    """An untrained baseline U-Net saved as `gac train-baseline` saves it (speed and memory do not depend on its
+    values)."""
     import torch
 
     from gac.baseline.saved import build_net, save_baseline
@@ -127,14 +130,17 @@ def throughput(args, work: Path) -> dict:
     warm = scene.read(0, 0, args.tile, args.tile)[
         None
     ]  # first call pays one-off kernel set-up: not part of either figure
-    one = lambda s1, seeds: Batch(
-        s1=s1,
-        month=np.array([6]),
-        lat=np.zeros(1, np.float32),
-        lon=np.zeros(1, np.float32),  # noqa: E731
-        token_seeds=seeds,
-        noise_seeds=seeds,
-    )
+
+    def one(s1, seeds):
+        return Batch(
+            s1=s1,
+            month=np.array([6]),
+            lat=np.zeros(1, np.float32),
+            lon=np.zeros(1, np.float32),
+            token_seeds=seeds,
+            noise_seeds=seeds,
+        )
+
     chain(one(warm, [0]))
     started = time.perf_counter()
     for i, row in enumerate(grid.rows):
@@ -283,16 +289,19 @@ def main() -> None:
         if not args.skip_throughput:
             t = run_worker(args, "throughput", work)
             print(
-                f"throughput, {args.size} px scene ({t['km2']:.2f} km2), {t['tiles']} tiles of {args.tile} px, overlap {args.overlap}, "
+                f"throughput, {args.size} px scene ({t['km2']:.2f} km2), {t['tiles']} tiles of {args.tile} px, "
+                f"overlap {args.overlap}, "
                 f"{args.timesteps} DDIM step(s), TerraMind tiny stage 1, batch 1:"
             )
             print(f"  tiles alone   {t['tiles_alone_s']:8.1f} s   {t['km2_per_s_tiles_alone']:.4f} km2/s")
             print(
-                f"  gac translate {t['translate_s']:8.1f} s   {t['km2_per_s_translate']:.4f} km2/s   ({t['tile_runs']} tile runs: "
+                f"  gac translate {t['translate_s']:8.1f} s   {t['km2_per_s_translate']:.4f} km2/s   "
+                f"({t['tile_runs']} tile runs: "
                 f"tiles on block borders run once per block)"
             )
             print(
-                f"  ratio translate / tiles alone: x{t['ratio']:.2f}; overlap factor (tile px per scene px) {t['overlap_factor']:.2f}"
+                f"  ratio translate / tiles alone: x{t['ratio']:.2f}; overlap factor (tile px per scene px) "
+                f"{t['overlap_factor']:.2f}"
                 f" -> {'within' if t['ratio'] <= t['overlap_factor'] else 'OVER'} the overlap factor"
             )
         peaks = []

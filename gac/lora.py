@@ -38,13 +38,15 @@ def lora_target_names(model, pattern: str, key: str, what: str, within: str | No
     matched = [(name, module) for name, module in model.named_modules() if name and regex.fullmatch(name)]
     if not matched:
         raise GacError(
-            f"{key}: {pattern!r} matches no module of {what} (full match on module names); Linear modules: {summarise(candidates)}"
+            f"{key}: {pattern!r} matches no module of {what} (full match on module names); Linear modules: "
+            f"{summarise(candidates)}"
         )
     if within is not None:
         outside = [name for name, _ in matched if not name.startswith(within)]
         if outside:
             raise GacError(
-                f"{key}: {pattern!r} matches {len(outside)} module(s) outside {within}*, e.g. {outside[0]}, which must stay frozen; "
+                f"{key}: {pattern!r} matches {len(outside)} module(s) outside {within}*, e.g. {outside[0]}, which "
+                "must stay frozen; "
                 f"anchor the regex on {re.escape(within)!r}"
             )
     linear = set(linear_names(model))

@@ -144,7 +144,8 @@ def sam(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def normalized_difference(a: Tensor, b: Tensor, eps: float = 1e-3) -> Tensor:
-    """(a - b) / (a + b) on reflectance, with `eps` keeping dark pixels (a + b near 0) finite and their gradient bounded."""
+    """(a - b) / (a + b) on reflectance, with `eps` keeping dark pixels (a + b near 0) finite and their gradient
+    bounded."""
     return (a - b) / (a + b).abs().clamp_min(eps)
 
 

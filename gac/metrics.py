@@ -36,23 +36,31 @@ SCALAR_METRICS = ("psnr", "ssim", "ms_ssim", "sam_deg", "sar_edge", "lpips", "ga
 GAC_SCORE_PSNR_DB = 40.0  # PSNR that counts as perfect in the GAC score
 CONVENTIONS = {
     "scaling": "reflectance = store value / 10^4, clipped to [0, 1]; data range 1 (all but sar_edge)",
-    "psnr": "dB, 10 log10(1 / MSE) over bands and valid pixels; infinite (JSON null) for identical images; split value = mean over tiles",
+    "psnr": "dB, 10 log10(1 / MSE) over bands and valid pixels; infinite (JSON null) for identical images; split "
+    "value = mean over tiles",
     "ssim": "Gaussian window 11 px, sigma 1.5, K1 0.01, K2 0.03, mean over the 12 bands",
-    "ms_ssim": "gac.losses.ms_ssim: Wang et al. scale weights, as many scales as the tile allows (renormalised), window 11",
+    "ms_ssim": "gac.losses.ms_ssim: Wang et al. scale weights, as many scales as the tile allows (renormalised), "
+    "window 11",
     "sam_deg": "mean per-pixel spectral angle in degrees over the 12 bands",
     "rmse": "per band, reflectance units (0-1); split value pools all pixels (details.json rmse_per_band)",
     "lpips": "AlexNet LPIPS on true colour B04 B03 B02, reflectance/0.3 clipped to [0, 1] then mapped to [-1, 1]",
-    "sar_edge": "gac.sar_edges.sar_edge_agreement: Pearson correlation of Lee-filtered S1 edges and optical (B02 B03 B04 B08) edges; ground_truth.sar_edge is the reference",
-    "gac_score": "0.5 * sar_edge + 0.5 * clip(psnr / 40 dB, 0, 1) per tile (range -0.5 to 1, higher is better); split value = mean over tiles; stage 3 selects its checkpoint on it",
+    "sar_edge": "gac.sar_edges.sar_edge_agreement: Pearson correlation of Lee-filtered S1 edges and optical (B02 B03 "
+    "B04 B08) edges; ground_truth.sar_edge is the reference",
+    "gac_score": "0.5 * sar_edge + 0.5 * clip(psnr / 40 dB, 0, 1) per tile (range -0.5 to 1, higher is better); split "
+    "value = mean over tiles; stage 3 selects its checkpoint on it",
     "nodata": "pixels with NaN in prediction or truth are left out (PSNR, RMSE, SAM) or neutralised (SSIM, MS-SSIM)",
-    "intervals": "details.json <variant>.<metric>_lo / _hi: percentile bootstrap of the mean over test tiles (tiles resampled with replacement, seeded by `seed`, evaluate.bootstrap_resamples times)",
-    "paired": "details.json paired.<a>_vs_<b>.<metric> (metrics.json: diff and p of a few): mean per-tile difference a - b, its bootstrap interval (lo, hi), two-sided Wilcoxon signed-rank p-value (p) and tile count (n)",
-    "landcover": "landcover.json: per class, PSNR/RMSE/SAM over the split's pixels of that class (tiles.zarr's landcover layer)",
+    "intervals": "details.json <variant>.<metric>_lo / _hi: percentile bootstrap of the mean over test tiles (tiles "
+    "resampled with replacement, seeded by `seed`, evaluate.bootstrap_resamples times)",
+    "paired": "details.json paired.<a>_vs_<b>.<metric> (metrics.json: diff and p of a few): mean per-tile difference "
+    "a - b, its bootstrap interval (lo, hi), two-sided Wilcoxon signed-rank p-value (p) and tile count (n)",
+    "landcover": "landcover.json: per class, PSNR/RMSE/SAM over the split's pixels of that class (tiles.zarr's "
+    "landcover layer)",
 }
 
 
 def gac_score(psnr_db, sar_edge):
-    """What stage 3 is for, in one number: radar structure (SAR-edge agreement) and fidelity to the truth (PSNR), half each.
+    """What stage 3 is for, in one number: radar structure (SAR-edge agreement) and fidelity to the truth (PSNR), half
+    each.
 
     PSNR is scaled by 40 dB (infinite PSNR counts as 40) so both halves span
     about the same range: 0.5 * sar_edge + 0.5 * clip(psnr / 40, 0, 1).

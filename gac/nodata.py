@@ -30,7 +30,8 @@ def standardised_filled(x: "torch.Tensor", mean: "torch.Tensor", std: "torch.Ten
 
 
 def filled_with_mean(x: "torch.Tensor", mean: "torch.Tensor") -> "torch.Tensor":
-    """`x` in physical units with its non-finite values at the band `mean` (what `standardised_filled` reads them as)."""
+    """`x` in physical units with its non-finite values at the band `mean` (what `standardised_filled` reads them
+    as)."""
     import torch
 
     return torch.where(torch.isfinite(x), x, mean.to(x.dtype).expand_as(x))

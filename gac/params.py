@@ -123,7 +123,8 @@ def _refuse_renamed(raw: dict[str, Any], source: Path) -> None:
         found, value = _at(raw, key)
         if found and value == old:
             raise GacError(
-                f"{source}: {key}: '{old}' is now '{new}' (degrees, as every stage and gac evaluate log it); set {key}: {new}"
+                f"{source}: {key}: '{old}' is now '{new}' (degrees, as every stage and gac evaluate log it); set "
+                f"{key}: {new}"
             )
 
 

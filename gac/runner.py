@@ -134,7 +134,8 @@ def iter_batches(indices: Iterable[int], batch_size: int) -> Iterator[list[int]]
 
 @dataclass
 class StoreInputs:
-    """The stores a prediction reads: tiles.zarr (S1, metadata, georeference) and, for stages 2 and 3, an optical store."""
+    """The stores a prediction reads: tiles.zarr (S1, metadata, georeference) and, for stages 2 and 3, an optical
+    store."""
 
     tiles: Path
     optical: Path | None = None

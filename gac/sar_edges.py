@@ -125,14 +125,16 @@ def sar_edge_map(
 def optical_edge_map(
     optical: torch.Tensor, bands: Sequence[int] | None = S2_TEN_M_BANDS, sigma: float = DEFAULT_SIGMA
 ) -> torch.Tensor:
-    """Smoothed edge map of an optical image in reflectance x 10^4 (B, C, H, W) -> (B, 1, H, W); `bands=None` uses all."""
+    """Smoothed edge map of an optical image in reflectance x 10^4 (B, C, H, W) -> (B, 1, H, W); `bands=None` uses
+    all."""
     x = optical if bands is None else optical[:, list(bands)]
     filled, _ = _fill_invalid(x / 1e4)
     return gaussian_blur(gradient_magnitude(filled), sigma)
 
 
 def valid_mask(*images: torch.Tensor, reach: int) -> torch.Tensor:
-    """(B, 1, H, W) float weights: 1 where every input is finite within `reach` px and the pixel is `reach` px inside the tile."""
+    """(B, 1, H, W) float weights: 1 where every input is finite within `reach` px and the pixel is `reach` px inside
+    the tile."""
     ok = torch.ones_like(images[0][:, :1], dtype=torch.bool)
     for image in images:
         ok = ok & torch.isfinite(image).all(dim=1, keepdim=True)
@@ -191,7 +193,8 @@ def sar_edge_agreement(
     sigma: float = DEFAULT_SIGMA,
     optical_bands: Sequence[int] | None = S2_TEN_M_BANDS,
 ) -> torch.Tensor:
-    """The SAR-edge agreement score (module docstring) per image: optical (B, 12, H, W) x 10^4, S1 (B, 2, H, W) dB -> (B,)."""
+    """The SAR-edge agreement score (module docstring) per image: optical (B, 12, H, W) x 10^4, S1 (B, 2, H, W) dB ->
+    (B,)."""
     optical, s1_db, reach = _checked(optical, s1_db, window, sigma)
     selected = optical if optical_bands is None else optical[:, list(optical_bands)]
     weights = valid_mask(selected, s1_db, reach=reach)

@@ -42,7 +42,8 @@ def check_tile_side(value: int) -> int:
     """A tile side the models take: TerraMind and Prithvi cut images into 16 px patches."""
     if value % 16:
         raise ValueError(
-            f"{value} is not a multiple of 16 (TerraMind and Prithvi use 16 px patches); try {max(16, value // 16 * 16)}"
+            f"{value} is not a multiple of 16 (TerraMind and Prithvi use 16 px patches); try "
+            f"{max(16, value // 16 * 16)}"
         )
     return value
 
@@ -77,7 +78,8 @@ class TrainingParams(StrictModel):
 
 
 class SamplingParams(StrictModel):
-    """How TerraMind samples S2L2A tokens and decodes them to pixels (gac.terramind.Decoding); shared by every section that generates."""
+    """How TerraMind samples S2L2A tokens and decodes them to pixels (gac.terramind.Decoding); shared by every section
+    that generates."""
 
     timesteps: int = Field(2, ge=1, le=1000, description="diffusion (DDIM) steps of the S2L2A tokenizer's decoder")
     decoding_steps: int = Field(1, ge=1, description="iterative (MaskGIT-style) token decoding steps")

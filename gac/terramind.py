@@ -80,7 +80,8 @@ def tile_seed(seed: int, tile_id: str) -> int:
 
 
 def check_s1_product(tiles_ds, path: Path, s1_input: str) -> None:
-    """TerraMind standardises S1RTC and S1GRD differently: a store's tiles must hold the product `stage1.input` names."""
+    """TerraMind standardises S1RTC and S1GRD differently: a store's tiles must hold the product `stage1.input`
+    names."""
     product = tiles_ds.attrs.get("s1_product")
     if product and product != s1_input:
         raise GacError(f"{path}: tiles hold {product} but stage1.input is {s1_input}; set stage1.input: {product}")
@@ -109,7 +110,8 @@ def _stats(modality: str):
 
 
 def standardize(x: "torch.Tensor", modality: str) -> "torch.Tensor":
-    """Physical units (dB for S1, reflectance x1e4 for S2) -> TerraMind's standardised units (v1 pretraining mean/std)."""
+    """Physical units (dB for S1, reflectance x1e4 for S2) -> TerraMind's standardised units (v1 pretraining
+    mean/std)."""
     mean, std = _stats(modality)
     return (x - mean.to(x.device, x.dtype)) / std.to(x.device, x.dtype)
 
@@ -375,7 +377,8 @@ def _input_dict(model, inputs: Mapping[str, "torch.Tensor"], device):
             )
         if x.shape[-1] != x.shape[-2] or x.shape[-1] % PATCH:
             raise GacError(
-                f"{modality} tiles are {x.shape[-2]}x{x.shape[-1]} px; TerraMind takes square tiles, a multiple of {PATCH} px"
+                f"{modality} tiles are {x.shape[-2]}x{x.shape[-1]} px; TerraMind takes square tiles, a multiple of "
+                f"{PATCH} px"
             )
         if size is not None and (x.shape[-1] != size or x.shape[0] != batch):
             raise GacError(f"inputs disagree in batch or tile size ({modality}: {tuple(x.shape)})")
@@ -453,7 +456,8 @@ def sample_tokens(
         raise ValueError(f"{len(seeds)} seeds for a batch of {batch}")
     if decoding.decoding_steps > 1 and not getattr(model, "gac_token_feedback", True):
         _warn_once(
-            f"{model.gac_name}: its weights have no S2L2A token embedding; decoding_steps {decoding.decoding_steps} -> 1"
+            f"{model.gac_name}: its weights have no S2L2A token embedding; decoding_steps {decoding.decoding_steps} "
+            "-> 1"
         )
         decoding = dataclasses.replace(decoding, decoding_steps=1)
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]

@@ -43,7 +43,8 @@ def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
 
 
 def adamw_with_schedule(module, train: TrainingParams, part=None) -> dict[str, Any]:
-    """`configure_optimizers` for a trainable stage: AdamW on what requires grad, warm-up then cosine per optimizer step.
+    """`configure_optimizers` for a trainable stage: AdamW on what requires grad, warm-up then cosine per optimizer
+    step.
 
     `part` (a submodule) limits the optimizer to it, for modules with two optimizers (a GAN's generator and critic).
     """
@@ -95,7 +96,8 @@ class ResumeState:
         return resume
 
     def finish(self) -> None:
-        """Mark the run complete once its outputs are written: its checkpoints stay for inspection, never for resuming."""
+        """Mark the run complete once its outputs are written: its checkpoints stay for inspection, never for
+        resuming."""
         self._stamp.write_text(json.dumps({"params_hash": self.params_hash, "finished": True}))
 
     def clear(self) -> None:

@@ -85,7 +85,8 @@ def read_state_dict(path: Path) -> dict[str, Any]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise GacError(
-            f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); is the file complete?"
+            f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); is the file "
+            "complete?"
         ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
@@ -106,7 +107,8 @@ def load_strict(module, state: Mapping[str, Any], source: Path | str, what: str)
         if mismatched:
             k = mismatched[0]
             parts.append(
-                f"{len(mismatched)} shape mismatch(es), e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                f"{len(mismatched)} shape mismatch(es), e.g. {k}: file {tuple(state[k].shape)} vs model "
+                f"{tuple(own[k].shape)}"
             )
         if missing:
             parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")

@@ -1,4 +1,5 @@
-"""`gac evaluate`: score every variant on the held-out split; metrics, per-tile table, quicklooks and COGs (data/eval)."""
+"""`gac evaluate`: score every variant on the held-out split; metrics, per-tile table, quicklooks and COGs
+(data/eval)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def main(
         "data/eval"
     ),
 ) -> None:
-    """Compare opt_v1, opt_v2, opt_v3, stage 3 on v1 and the tokenizer ceiling with the ground truth (evaluate params)."""
+    """Compare opt_v1, opt_v2, opt_v3, stage 3 on v1 and the tokenizer ceiling with the ground truth (evaluate
+    params)."""
     p = load_torch_params(params)
     from gac.evaluate.report import results_table
     from gac.evaluate.run import EvalPaths, evaluate
@@ -29,6 +31,7 @@ def main(
     typer.echo(results_table(metrics))
     if metrics.get("random_weights"):
         typer.echo(
-            f"WARNING: random weights in {', '.join(metrics['random_weight_variants'])}: these numbers show the pipeline working, not the models' skill",
+            f"WARNING: random weights in {', '.join(metrics['random_weight_variants'])}: these numbers show the "
+            "pipeline working, not the models' skill",
             err=True,
         )

@@ -44,5 +44,6 @@ def main(
     record = train_adapter(stage1_finetune_target(p), p, tiles, out, live, checkpoints)
     counts = record["parameters"]
     typer.echo(
-        f"{out}: stage-1 adapter, {counts['trainable']} trainable parameters, best {record['selected_by']['monitor']} {record['selected_by']['best']}"
+        f"{out}: stage-1 adapter, {counts['trainable']} trainable parameters, best {record['selected_by']['monitor']} "
+        f"{record['selected_by']['best']}"
     )

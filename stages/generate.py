@@ -32,6 +32,7 @@ def main(
 
     summary = run_generate(p, tiles, out, progress=progress, finetune_dir=finetune)
     typer.echo(
-        f"{out}: {summary['tiles']} tile(s) generated in {summary['seconds']:.1f} s ({summary['tiles_per_s']:.2f} tiles/s)",
+        f"{out}: {summary['tiles']} tile(s) generated in {summary['seconds']:.1f} s ({summary['tiles_per_s']:.2f} "
+        "tiles/s)",
         err=True,
     )

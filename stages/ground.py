@@ -41,7 +41,8 @@ def main(
 
     if input_ not in INPUTS:
         raise GacError(
-            f"--input '{input_}' is not known; use v2 (opt_v2.zarr -> opt_v3.zarr) or v1 (opt_v1.zarr -> opt_v3_on_v1.zarr)"
+            f"--input '{input_}' is not known; use v2 (opt_v2.zarr -> opt_v3.zarr) or v1 (opt_v1.zarr -> "
+            "opt_v3_on_v1.zarr)"
         )
     p = load_torch_params(params)
     from gac.ground.infer import ground

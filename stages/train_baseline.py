@@ -42,6 +42,7 @@ def main(
     record = train_baseline(p.baseline, p.seed, tiles, out, live, checkpoints)
     if record["exported"]:
         typer.echo(
-            f"{out}: best val L1 {record['best_val_loss']}, {record['global_step']} step(s), {record['parameters']['total']} parameters",
+            f"{out}: best val L1 {record['best_val_loss']}, {record['global_step']} step(s), "
+            f"{record['parameters']['total']} parameters",
             err=True,
         )

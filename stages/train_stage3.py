@@ -36,6 +36,7 @@ def main(
     record = train_adapter(job, p, tiles, out, live, checkpoints)
     counts = record["parameters"]
     typer.echo(
-        f"{out}: {job.stage} adapter, {counts['trainable']} trainable parameters ({100 * counts['trainable_share']:.4f}%), "
+        f"{out}: {job.stage} adapter, {counts['trainable']} trainable parameters "
+        f"({100 * counts['trainable_share']:.4f}%), "
         f"best {record['selected_by']['monitor']} {record['selected_by']['best']}, weights {record['weights']}"
     )

@@ -86,7 +86,8 @@ def main(
         "data/tiles.zarr"
     ),
 ) -> None:
-    """Translate Sentinel-1 scenes into Sentinel-2 L2A images: 12-band uint16 COGs on the input's grid, with quicklooks."""
+    """Translate Sentinel-1 scenes into Sentinel-2 L2A images: 12-band uint16 COGs on the input's grid, with
+    quicklooks."""
     from gac.errors import GacError
     from gac.translate.params import STAGES
 
@@ -134,6 +135,7 @@ def main(
     for summary in translate(p, scenes, out, options):
         rate = summary["km2"] / summary["seconds"] if summary["seconds"] else float("nan")
         typer.echo(
-            f"{summary['out']}: {summary['km2']:.2f} km2, {summary['tile_runs']} tile run(s) in {summary['seconds']:.1f} s ({rate:.3f} km2/s)",
+            f"{summary['out']}: {summary['km2']:.2f} km2, {summary['tile_runs']} tile run(s) in "
+            f"{summary['seconds']:.1f} s ({rate:.3f} km2/s)",
             err=True,
         )

@@ -65,7 +65,8 @@ def run_gac(
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print the float spreads measured between kernel paths (tests/test_kernel_paths.py): the figures behind the bounds."""
+    """Print the float spreads measured between kernel paths (tests/test_kernel_paths.py): the figures behind the
+    bounds."""
     lines = [
         f"{name}: {value}"
         for report in terminalreporter.stats.get("passed", [])

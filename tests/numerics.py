@@ -30,7 +30,8 @@ def _array(values) -> np.ndarray:
 
 
 def band_scale(reference) -> float:
-    """The reference's pooled standard deviation within bands (axis -3): how much its pixels vary, not its bands' levels."""
+    """The reference's pooled standard deviation within bands (axis -3): how much its pixels vary, not its bands'
+    levels."""
     values = _array(reference)
     bands = np.moveaxis(values, -3, 0).reshape(values.shape[-3], -1)
     return float(np.sqrt(np.nanmean(np.nanvar(bands, axis=1))))

@@ -1,7 +1,10 @@
-"""The supervised baseline on demo tiles: it learns (val loss falls, it beats the per-band mean image on the test split),
-a killed run resumes, the store keeps the tiles' grid, `load_baseline` gives back the same network, and bad inputs are one line.
+"""The supervised baseline on demo tiles: it learns (val loss falls, it beats the per-band mean image on the test
+split),
+a killed run resumes, the store keeps the tiles' grid, `load_baseline` gives back the same network, and bad inputs are
+one line.
 
-One training run per module (U-Net of 8 channels, depth 2, 64 px tiles), killed after 4 steps (inside epoch 2) and resumed.
+One training run per module (U-Net of 8 channels, depth 2, 64 px tiles), killed after 4 steps (inside epoch 2) and
+resumed.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def test_validation_loss_falls(trained):
 
 
 def test_beats_the_per_band_mean_image_on_the_test_split(trained, tiles_store):
-    """The untrained U-Net predicts the train split's per-band mean (its last layer starts at zero); training must beat that."""
+    """The untrained U-Net predicts the train split's per-band mean (its last layer starts at zero); training must beat
+    that."""
     from gac.metrics import psnr, unit_reflectance
 
     tiles = open_store(tiles_store, need=("s2",))

@@ -171,7 +171,8 @@ def test_metrics_record_provenance_and_shout_about_random_weights(evaluated):
 
 
 def test_tokenizer_ceiling_on_random_weights_is_flat(evaluated):
-    """The tokenizer's diffusion UNet ends in a zero-initialised conv, so random weights decode every image to the band means."""
+    """The tokenizer's diffusion UNet ends in a zero-initialised conv, so random weights decode every image to the band
+    means."""
     metrics, out, _ = evaluated
     ceiling = metrics["tokenizer_ceiling"]
     assert ceiling["sar_edge"] == pytest.approx(0.0, abs=1e-6)

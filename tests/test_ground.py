@@ -26,7 +26,8 @@ CROSS_ATTN = re.compile(r"sampler\.model\.decoder\.\d+\.cross_attn\.(q|kv|proj)\
 
 
 def _crop_store(src: Path, dst: Path, size: int) -> Path:
-    """The conftest tiles store cut to its top-left `size` px (same tiles, same transforms), one S1 pixel made nodata."""
+    """The conftest tiles store cut to its top-left `size` px (same tiles, same transforms), one S1 pixel made
+    nodata."""
     from gac.data.store import open_store, write_store
 
     ds = open_store(src, need=("s1", "s2")).isel(y=slice(0, size), x=slice(0, size)).load()
@@ -194,7 +195,8 @@ def test_gradient_reaches_every_lora_parameter_and_nothing_frozen(net, batch):
 
 @pytest.fixture
 def unet_on(net):
-    """The tokenizer UNet's output layer set non-zero (upstream zero-initialises it), so the pixel path carries gradient."""
+    """The tokenizer UNet's output layer set non-zero (upstream zero-initialises it), so the pixel path carries
+    gradient."""
     from gac.tuning import differentiable as D
 
     out_conv = D.s2_tokenizer(net.get_base_model()).decoder.out[-1]
@@ -283,7 +285,7 @@ def test_pixel_path_runs_on_every_kth_batch_and_on_a_token_aligned_crop(net, bat
     assert torch.equal(without, ce_only) and not torch.equal(with_pixels, ce_only)
     # the crop: whole 16 px tokens, inside the tile, every position reachable; a crop as large as the tile is the tile
     windows = {D.random_window((64, 48), 32, torch.Generator().manual_seed(s)) for s in range(40)}
-    assert windows == {(t, l, 32, 32) for t in (0, 16, 32) for l in (0, 16)}
+    assert windows == {(top, left, 32, 32) for top in (0, 16, 32) for left in (0, 16)}
     assert D.random_window((32, 32), 32) == D.random_window((32, 32), 0) == (0, 0, 32, 32)
     model = net.get_base_model()
     with torch.no_grad():
@@ -335,7 +337,8 @@ def test_training_lowers_cross_entropy_and_records_what_it_did(trained, net, sto
     assert len(norms) == record["global_step"] and (norms > 0).all()
     ce = np.loadtxt(trained["live"] / "plots" / "metrics" / "train" / "ce_epoch.tsv", skiprows=1, ndmin=2)[:, 1]
     assert ce[-1] < ce[0]
-    # selection follows stage3.monitor (gac_score by default), evaluate's definition: 0.5 SAR-edge + 0.5 clip(PSNR / 40 dB)
+    # selection follows stage3.monitor (gac_score by default), evaluate's definition: 0.5 SAR-edge + 0.5 clip(PSNR / 40
+    # dB)
     val = {
         name: np.loadtxt(trained["live"] / "plots" / "metrics" / "val" / f"{name}.tsv", skiprows=1, ndmin=2)[:, 1]
         for name in ("gac_score", "psnr", "sar_edge", "sam_deg", "ce", "loss", "sar")
@@ -610,7 +613,8 @@ def test_cli_errors_are_one_line_before_any_model_is_built(stores, tmp_path):
 
 
 def test_weights_of_another_terramind_size_are_one_line_and_nothing_is_written(params, stores, net, tmp_path):
-    """stage3.model small with a directory holding tiny's files (named as small's): refused before anything is written."""
+    """stage3.model small with a directory holding tiny's files (named as small's): refused before anything is
+    written."""
     from gac.ground.job import stage3_target
     from gac.terramind import TOKENIZER_FILE, hub_files
     from gac.tuning.train import train_adapter

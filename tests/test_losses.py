@@ -149,7 +149,8 @@ def test_lpips_availability_follows_the_hub_cache(monkeypatch, tmp_path):
 
 
 def test_real_s2_tile_losses(shared_samples):
-    """A real 224 px TerraMesh S2L2A tile: five MS-SSIM scales match pytorch-msssim; SAM ignores brightness, sees band swaps."""
+    """A real 224 px TerraMesh S2L2A tile: five MS-SSIM scales match pytorch-msssim; SAM ignores brightness, sees band
+    swaps."""
     import rasterio
     from pytorch_msssim import ms_ssim as reference
 

@@ -2,7 +2,8 @@
 gives them in training are the numbers the store path and `gac translate` give.
 
 Demo scenes of 64 px whose S1 carries a -inf corner (10*log10 of a zero-filled GRD border) and, in demo_00, S2
-nodata under valid radar; 32 px tiles, so each scene's top-left tile holds the corner. Before the rule was shared, training read
+nodata under valid radar; 32 px tiles, so each scene's top-left tile holds the corner. Before the rule was shared,
+training read
 that corner as 0 dB (the dataset's fill) and inference as the band mean (the models' fill): the U-Net's convolutions
 carried the difference into valid pixels up to its receptive field away.
 """

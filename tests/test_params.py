@@ -87,7 +87,8 @@ def _stage_params(stage: str) -> set[str]:
 
 
 def test_training_stages_list_every_training_key_and_no_inference_key():
-    """train-stage2/3 name their keys one by one: a new training key missing here would not retrain; `infer` must never."""
+    """train-stage2/3 name their keys one by one: a new training key missing here would not retrain; `infer` must
+    never."""
     params = load_params(REPO / "params.yaml")
     for stage, section in (("train-stage2", params.stage2), ("train-stage3", params.stage3)):
         listed = {key.split(".", 1)[1] for key in _stage_params(stage) if key.startswith(stage[-6:] + ".")}
@@ -153,13 +154,15 @@ def test_tuning_monitors_are_checked_with_one_line():
     assert validate_params({"stage3": {"monitor": "sar_edge"}}).stage3.monitor == "sar_edge"
     with pytest.raises(
         GacError,
-        match=r"^params\.yaml: stage3\.monitor: Input should be 'loss', 'gac_score', 'psnr', 'sar_edge', 'sam_deg' or 'ce' \(got 'l1'\)$",
+        match=r"^params\.yaml: stage3\.monitor: Input should be 'loss', 'gac_score', 'psnr', 'sar_edge', 'sam_deg' or "
+        r"'ce' \(got 'l1'\)$",
     ):
         validate_params({"stage3": {"monitor": "l1"}})
 
 
 def test_stage3_plots_show_the_sar_term_and_the_validation_gac_score():
-    """The files the top-level plots name are the ones train-stage3's DVCLive directory holds (tests/test_ground.py checks them)."""
+    """The files the top-level plots name are the ones train-stage3's DVCLive directory holds (tests/test_ground.py
+    checks them)."""
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     live = dvc["stages"]["train-stage3"]["plots"][0]
     root = next(iter(live))

@@ -111,7 +111,8 @@ def stale_after(project, section: str, key: str, value) -> set[str]:
 
 @pytest.fixture(scope="module")
 def experiment(committed):
-    """The reference run committed, then `dvc exp run -S stage2.lora_rank=16`: (project dir, the experiment's output)."""
+    """The reference run committed, then `dvc exp run -S stage2.lora_rank=16`: (project dir, the experiment's
+    output)."""
     return committed, sh("dvc", "exp", "run", "-S", STAGE2_EXPERIMENT, cwd=committed)
 
 

@@ -1,4 +1,5 @@
-"""The foundation's DVC story in a temporary git repo: repro, no-op repro, and exp run -S re-running exactly what depends on it."""
+"""The foundation's DVC story in a temporary git repo: repro, no-op repro, and exp run -S re-running exactly what
+depends on it."""
 
 import re
 import shutil

@@ -19,7 +19,8 @@ from tests.conftest import run_gac
 
 
 def write_opt_v1(tiles, out, drop_first: bool = False):
-    """A stand-in for stage 1's output: the ground truth blurred, dimmed and noised (NaN kept where there is no data)."""
+    """A stand-in for stage 1's output: the ground truth blurred, dimmed and noised (NaN kept where there is no
+    data)."""
     import xarray as xr
     from scipy.ndimage import gaussian_filter
 

@@ -337,7 +337,8 @@ def test_real_terramesh_samples_pass(shared_samples):
 
 
 def test_the_offset_check_tells_offset_and_plain_terramesh_samples_apart(shared_samples):
-    """Sources differ even within TerraMesh: 433D_629L has no value below 969 (offset kept), the others ~50% below 1000."""
+    """Sources differ even within TerraMesh: 433D_629L has no value below 969 (offset kept), the others ~50% below
+    1000."""
     from gac.data.readers import resolve_s2_offset
 
     found = {}

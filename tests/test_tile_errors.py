@@ -241,7 +241,8 @@ def test_s2_on_web_mercator_is_refused_with_its_ground_pixel_size(tmp_path, scen
 
 
 def test_s1_in_linear_power_is_caught_before_reprojection(tmp_path, scenes):
-    """Reprojection takes dB to linear and back: a linear file would turn into nonsense, not an error, if checked after."""
+    """Reprojection takes dB to linear and back: a linear file would turn into nonsense, not an error, if checked
+    after."""
     from affine import Affine
 
     path = scenes / "S1RTC" / "demo_01.tif"

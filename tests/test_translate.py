@@ -152,7 +152,8 @@ def test_cog_keeps_the_inputs_grid_with_bands_nodata_overviews_and_provenance(ar
 
 class ContextChain:
     """A stand-in for a model whose output depends on the whole tile (as TerraMind's tokens and Prithvi's attention do):
-    each pixel is its S1 value plus its tile's mean. Neighbouring tiles disagree, so only the blending can hide the borders."""
+    each pixel is its S1 value plus its tile's mean. Neighbouring tiles disagree, so only the blending can hide the
+    borders."""
 
     def __call__(self, batch):
         s1 = batch.s1
@@ -465,7 +466,7 @@ def test_scene_off_the_10m_grid_is_refused_or_reprojected_to_its_utm_zone(arts, 
     assert (values > 0).mean() > 0.9  # the reprojected footprint is nearly all valid (rotation leaves corners empty)
 
 
-# ----------------------------------------------------------------------------- bad inputs: one line, exit 2, nothing written
+# ------------------------------------------------------------------------ bad inputs: one line, exit 2, nothing written
 
 
 def _bad(tmp_path: Path, make) -> tuple[list[str], str]:

@@ -41,7 +41,8 @@ def _up(cin: int, cout: int, dropout: float) -> nn.Sequential:
 
 
 class BaselineUNet(nn.Module):
-    """pix2pix's generator shape (strided-conv encoder, transposed-conv decoder, skips), sized by `channels` and `depth`.
+    """pix2pix's generator shape (strided-conv encoder, transposed-conv decoder, skips), sized by `channels` and
+    `depth`.
 
     forward(s1_db: (B, 2, H, W) float, dB, NaN = no data) -> (B, 12, H, W) reflectance x 10^4;
     H and W must divide by 2^depth. Pixels where S1 is NaN come back NaN.

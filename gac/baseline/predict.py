@@ -62,7 +62,8 @@ def write_disabled_store(out: Path, attrs: dict[str, Any]) -> None:
 def predict_store(
     model_dir: Path, tiles: Path, out: Path, infer: BaselineInferParams, shard_tiles: int, attrs: dict[str, Any]
 ) -> dict[str, Any]:
-    """Write `out` from tiles.zarr's S1; returns a summary. Resumes an interrupted run with the same model and settings."""
+    """Write `out` from tiles.zarr's S1; returns a summary. Resumes an interrupted run with the same model and
+    settings."""
     from gac.baseline.saved import load_baseline, read_record
     from gac.runner import StoreInputs, start_ranks
     from gac.runner import predict_store as run

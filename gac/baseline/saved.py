@@ -64,7 +64,8 @@ def read_record(model_dir: Path) -> dict[str, Any]:
     path = Path(model_dir) / RECORD_FILE
     if not path.is_file():
         raise GacError(
-            f"{model_dir}: no trained baseline here ({RECORD_FILE} missing); run `gac train-baseline` (dvc repro train-baseline)"
+            f"{model_dir}: no trained baseline here ({RECORD_FILE} missing); run `gac train-baseline` (dvc repro "
+            "train-baseline)"
         )
     try:
         return json.loads(path.read_text())
@@ -85,7 +86,8 @@ def load_baseline(model_dir: Path):
     record = read_record(model_dir)
     if record.get("enabled") is False:
         raise GacError(
-            f"{model_dir}: the baseline was not trained (baseline.enabled is false); set baseline.enabled: true and re-run train-baseline"
+            f"{model_dir}: the baseline was not trained (baseline.enabled is false); set baseline.enabled: true and "
+            "re-run train-baseline"
         )
     weights = model_dir / MODEL_FILE
     if not weights.is_file():

@@ -23,7 +23,8 @@ STAGE = "baseline"
 
 
 def split_statistics(dataset) -> dict[str, list[float]]:
-    """Per-channel mean and std of S1 (dB) and S2 (x 10^4) over the valid pixels of a TileDataset, one tile at a time."""
+    """Per-channel mean and std of S1 (dB) and S2 (x 10^4) over the valid pixels of a TileDataset, one tile at a
+    time."""
     sums = {"s1": np.zeros(2), "s2": np.zeros(12)}
     squares = {"s1": np.zeros(2), "s2": np.zeros(12)}
     count = 0

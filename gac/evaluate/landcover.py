@@ -40,7 +40,8 @@ def class_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
 def per_class(
     preds: Mapping[str, np.ndarray], truth: np.ndarray, codes: np.ndarray, names: Mapping[int, str]
 ) -> dict[str, dict[str, Any]]:
-    """{class name: {variant: metrics}} for every class present in `codes` (N, H, W); unknown (-1) pixels are skipped."""
+    """{class name: {variant: metrics}} for every class present in `codes` (N, H, W); unknown (-1) pixels are
+    skipped."""
     out: dict[str, dict[str, Any]] = {}
     for code in sorted(int(c) for c in np.unique(codes) if c >= 0):
         target = class_pixels(truth, codes, code)

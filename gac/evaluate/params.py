@@ -54,7 +54,8 @@ class EvaluateParams(StrictModel):
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the bootstrap intervals")
     cogs: bool = Field(
         True,
-        description="write every variant's tiles of the split as Cloud-Optimized GeoTIFFs (false: cogs/ holds only a note)",
+        description="write every variant's tiles of the split as Cloud-Optimized GeoTIFFs (false: cogs/ holds only a "
+        "note)",
     )
 
     @field_validator("variants")

@@ -18,7 +18,8 @@ from gac.data.store import S2_BANDS
 
 TRUE_COLOUR = ("B04", "B03", "B02")
 # Error maps: per-pixel mean |prediction - truth| over the 12 bands, in reflectance, on one fixed scale for every
-# tile and variant (0 black .. ERROR_RANGE and above bright yellow, colormap ERROR_CMAP), so maps compare across the sheet.
+# tile and variant (0 black .. ERROR_RANGE and above bright yellow, colormap ERROR_CMAP), so maps compare across the
+# sheet.
 ERROR_RANGE = 0.1
 ERROR_CMAP = "inferno"
 NODATA_RGB = (255, 255, 255)  # error maps: pixels without a prediction or truth
@@ -64,7 +65,8 @@ def _panel_row(
 
 
 def error_rgb(image: np.ndarray, truth: np.ndarray, limit: float = ERROR_RANGE) -> np.ndarray:
-    """(12, H, W) prediction and truth in store units -> (H, W, 3) uint8 map of mean |error| (reflectance) on [0, limit]."""
+    """(12, H, W) prediction and truth in store units -> (H, W, 3) uint8 map of mean |error| (reflectance) on [0,
+    limit]."""
     from matplotlib import colormaps
 
     error = np.mean(np.abs(np.asarray(image, dtype=np.float64) - np.asarray(truth, dtype=np.float64)), axis=0) / 1e4
@@ -127,7 +129,8 @@ def tile_quicklook(
 def contact_sheet(
     path: Path, tiles: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray], np.ndarray]], scale: int = 2
 ) -> Path:
-    """All chosen tiles, each a true-colour row and an error-map row (fixed scale): (tile id, S1, {variant: image}, truth)."""
+    """All chosen tiles, each a true-colour row and an error-map row (fixed scale): (tile id, S1, {variant: image},
+    truth)."""
     rows = []
     for tile_id, s1, panels, truth in tiles:
         rows.append((f"{tile_id} (true colour)", _panel_row(s1, panels, truth, TRUE_COLOUR)))

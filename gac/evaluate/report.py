@@ -113,14 +113,16 @@ def significance_sentence(metrics: dict[str, Any]) -> str:
             if significant(result):
                 better = (result["diff"] < 0) if name in LOWER_IS_BETTER else (result["diff"] > 0)
                 hits.append(
-                    f"{name.replace('_deg', '')} {result['diff']:+.{digits[name]}f} ({'better' if better else 'worse'}, p={result['p']:.3f})"
+                    f"{name.replace('_deg', '')} {result['diff']:+.{digits[name]}f} "
+                    f"({'better' if better else 'worse'}, p={result['p']:.3f})"
                 )
         (found if hits else none).append(
             f"{SHORT_PAIR.get(key, key)}: " + ", ".join(hits) if hits else SHORT_PAIR.get(key, key)
         )
     level = round(100 * float(metrics.get("confidence", 0.95)))
     head = (
-        f"On these {metrics.get('tiles', '?')} {metrics.get('split', 'test')} tiles, the differences that are significant "
+        f"On these {metrics.get('tiles', '?')} {metrics.get('split', 'test')} tiles, the differences that are "
+        "significant "
         f"(Wilcoxon signed-rank p < {ALPHA} and a {level}% bootstrap interval excluding zero, "
         f"{resampled(metrics)}) are "
     )
@@ -130,7 +132,8 @@ def significance_sentence(metrics: dict[str, Any]) -> str:
 
 
 def results_table(metrics: dict[str, Any]) -> str:
-    """Markdown: a row per variant (mean [bootstrap interval]) and the ground truth's SAR-edge and GAC-score reference, then the notes."""
+    """Markdown: a row per variant (mean [bootstrap interval]) and the ground truth's SAR-edge and GAC-score reference,
+    then the notes."""
     header = "| variant | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
     for name in [n for n in ORDER if n in metrics]:
@@ -171,7 +174,8 @@ def results_table(metrics: dict[str, Any]) -> str:
 
 
 def paired_table(metrics: dict[str, Any]) -> str:
-    """Markdown: a row per comparison, a cell per metric: mean difference [interval], p-value (significant ones in bold)."""
+    """Markdown: a row per comparison, a cell per metric: mean difference [interval], p-value (significant ones in
+    bold)."""
     paired = metrics.get("paired") or {}
     if not paired:
         return "No paired comparison: a variant of every pair is missing."
@@ -196,14 +200,17 @@ def landcover_tables(metrics: dict[str, Any], key: str = "landcover") -> list[st
     per_class = metrics.get(key) or {}
     if not per_class:
         return [
-            "No land-cover layer in the tile store (set `data.landcover` to a raster, or use the demo), so no per-class breakdown."
+            "No land-cover layer in the tile store (set `data.landcover` to a raster, or use the demo), so no "
+            "per-class breakdown."
         ]
     classes = list(per_class)
     variants = [n for n in ORDER if any(n in per_class[c] for c in classes)]
     intro = (
         (
-            "Pixel-wise metrics over the split's pixels of each class (PSNR pools squared errors over the class's pixels "
-            "and bands; SAM is the mean angle over them). SSIM, MS-SSIM, LPIPS and SAR-edge are windowed or image-level "
+            "Pixel-wise metrics over the split's pixels of each class (PSNR pools squared errors over the class's "
+            "pixels "
+            "and bands; SAM is the mean angle over them). SSIM, MS-SSIM, LPIPS and SAR-edge are windowed or "
+            "image-level "
             "and are not split by class."
         )
         if key == "landcover"
@@ -253,8 +260,10 @@ def results_report(metrics: dict[str, Any]) -> str:
             "",
             "## Paired comparisons",
             "",
-            f"Mean per-tile difference a − b over the same tiles, its {level}% bootstrap interval, and the two-sided Wilcoxon "
-            f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is better. "
+            f"Mean per-tile difference a − b over the same tiles, its {level}% bootstrap interval, and the two-sided "
+            "Wilcoxon "
+            f"signed-rank p-value; bold where p < {ALPHA} and the interval excludes zero. For SAM and LPIPS lower is "
+            "better. "
             f"Resampled: {resampled(metrics)}; "
             + (
                 "the signed-rank test runs on each one's mean difference, as tiles of one are not independent."
@@ -271,9 +280,12 @@ def results_report(metrics: dict[str, Any]) -> str:
             *(["## Per archive label", "", *landcover_tables(metrics, "labels"), ""] if metrics.get("labels") else []),
             "## Distributions and pictures",
             "",
-            "- `distributions.png`: a box plot per metric, a box per variant (quartiles, whiskers, mean as a triangle), every tile a point.",
-            "- `contact_sheet.png`: per tile, S1 | variants | truth in true colour, then each variant's mean |prediction - truth| over "
-            "the 12 bands on one fixed scale (gac.evaluate.quicklooks.ERROR_RANGE reflectance = brightest; white = no data).",
+            "- `distributions.png`: a box plot per metric, a box per variant (quartiles, whiskers, mean as a "
+            "triangle), every tile a point.",
+            "- `contact_sheet.png`: per tile, S1 | variants | truth in true colour, then each variant's mean "
+            "|prediction - truth| over "
+            "the 12 bands on one fixed scale (gac.evaluate.quicklooks.ERROR_RANGE reflectance = brightest; white = no "
+            "data).",
             "",
             "## Made by",
             "",

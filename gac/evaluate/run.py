@@ -109,7 +109,8 @@ class EvalPaths:
 
 
 def _truth_reference(truth_edges: list[float]) -> dict[str, float | None]:
-    """The ground truth's own scores: its SAR-edge agreement and the GAC score that gives (its PSNR is infinite, counted as 40 dB)."""
+    """The ground truth's own scores: its SAR-edge agreement and the GAC score that gives (its PSNR is infinite, counted
+    as 40 dB)."""
     edge = float(np.nanmean(truth_edges)) if truth_edges else None
     return {"sar_edge": edge, "gac_score": gac_score(math.inf, edge)}
 
@@ -147,7 +148,8 @@ def load_variants(params, tiles, paths: EvalPaths) -> tuple[dict[str, Any], list
         bands = tuple(str(b) for b in store.s2.coords["band"].values) if "band" in store.s2.coords else S2_BANDS
         if bands != S2_BANDS:
             raise GacError(
-                f"{path}: bands are {', '.join(bands)}, expected the 12 S2L2A bands {', '.join(S2_BANDS)}; re-run the stage that made it"
+                f"{path}: bands are {', '.join(bands)}, expected the 12 S2L2A bands {', '.join(S2_BANDS)}; re-run the "
+                "stage that made it"
             )
         stores[name] = store
     return stores, missing
@@ -320,7 +322,8 @@ def evaluate(params, paths: EvalPaths) -> dict[str, Any]:
         preds[CEILING], provenance[CEILING] = tokenizer_ceiling(truth, tile_ids, params.stage1, params.seed)
     if not preds:
         raise GacError(
-            f"no variant to evaluate: every store in evaluate.variants is missing ({', '.join(missing)}) and evaluate.tokenizer_ceiling is false"
+            f"no variant to evaluate: every store in evaluate.variants is missing ({', '.join(missing)}) and "
+            "evaluate.tokenizer_ceiling is false"
         )
 
     lpips = LpipsMetric(enabled=cfg.lpips)

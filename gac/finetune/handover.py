@@ -1,4 +1,5 @@
-"""Stage-1 fine-tuning (`stage1_finetune.enabled`): the job, and the hand-over between `gac finetune-stage1` and `gac generate`.
+"""Stage-1 fine-tuning (`stage1_finetune.enabled`): the job, and the hand-over between `gac finetune-stage1` and `gac
+generate`.
 
 DVC cannot skip a stage by a param, so the fine-tuning stage always runs:
 with `enabled: false` it only writes a record saying so (seconds, no model
@@ -19,7 +20,8 @@ ENABLE = "stage1_finetune.enabled"
 
 
 def stage1_finetune_target(params) -> TuningTarget:
-    """Stage 1's generator (model, weights, S1 input from `stage1`) as a tuning job; its knobs come from `stage1_finetune`."""
+    """Stage 1's generator (model, weights, S1 input from `stage1`) as a tuning job; its knobs come from
+    `stage1_finetune`."""
     s1 = params.stage1
     return TuningTarget("stage1_finetune", s1.model, s1.weights, "stage1.weights", s1.input, None)
 

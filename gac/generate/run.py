@@ -27,7 +27,8 @@ def check_tiles(ds, path: Path, modality: str) -> int:
     have = [str(b) for b in ds.s1_band.values] if "s1_band" in ds.coords else []
     if ds.sizes.get("s1_band") != len(bands):
         raise GacError(
-            f"{path}: s1 has {ds.sizes.get('s1_band')} band(s) {have}; TerraMind {modality} takes {len(bands)} ({', '.join(bands)}); re-tile from S1 with {', '.join(bands)}"
+            f"{path}: s1 has {ds.sizes.get('s1_band')} band(s) {have}; TerraMind {modality} takes {len(bands)} "
+            f"({', '.join(bands)}); re-tile from S1 with {', '.join(bands)}"
         )
     if have and have != list(bands):
         raise GacError(
@@ -37,7 +38,8 @@ def check_tiles(ds, path: Path, modality: str) -> int:
     size_y, size_x = ds.sizes["y"], ds.sizes["x"]
     if size_y != size_x or size_y % 16:
         raise GacError(
-            f"{path}: tiles are {size_y}x{size_x} px; TerraMind takes square tiles a multiple of 16 px; re-tile with tile.size: {max(16, size_y // 16 * 16)}"
+            f"{path}: tiles are {size_y}x{size_x} px; TerraMind takes square tiles a multiple of 16 px; re-tile with "
+            f"tile.size: {max(16, size_y // 16 * 16)}"
         )
     if ds.sizes["tile"] == 0:
         raise GacError(f"{path}: holds no tiles; check tile.max_nodata and the scenes")

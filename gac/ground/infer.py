@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def load_grounding_model(params, adapter_root: Path, tile_size: int, device: str = "cpu"):
-    """The stage-3 TerraMind (S1 + S2L2A inputs) with the trained adapter, frozen; returns (peft model, adapter record)."""
+    """The stage-3 TerraMind (S1 + S2L2A inputs) with the trained adapter, frozen; returns (peft model, adapter
+    record)."""
     from gac.terramind import TARGET, build_generator
     from gac.tuning.lora import STAGE3_ADAPTER, checked_adapter_record, load_adapter
 
@@ -42,7 +43,8 @@ def load_grounding_model(params, adapter_root: Path, tile_size: int, device: str
 def ground(
     params, tiles: Path, optical: Path, adapter_root: Path, out: Path, input_label: str = "v2"
 ) -> dict[str, Any]:
-    """Write `out` (opt_v3) from tiles.zarr's S1 and `optical`'s S2L2A through the one store runner; returns the output attrs."""
+    """Write `out` (opt_v3) from tiles.zarr's S1 and `optical`'s S2L2A through the one store runner; returns the output
+    attrs."""
     from gac.digest import json_digest
     from gac.runner import StoreInputs, predict_store, start_ranks
     from gac.terramind import TARGET, check_s1_product

@@ -1,4 +1,5 @@
-"""The Prithvi-EO-2.0 backbone of stage 2: built by name, weights loaded strictly, frozen, optionally 8-bit, LoRA on top.
+"""The Prithvi-EO-2.0 backbone of stage 2: built by name, weights loaded strictly, frozen, optionally 8-bit, LoRA on
+top.
 
 Upstream honours `ckpt_path` only with `pretrained=True`, and then loads with
 `strict=False` (a wrong file loads nothing, with a warning). So the backbone is
@@ -49,7 +50,8 @@ def _checkpoint_file(source: WeightsSource, name: str) -> Path:
             files = sorted([*path.glob("*.pt"), *path.glob("*.pth"), *path.glob("*.safetensors")])
             if len(files) != 1:
                 raise GacError(
-                    f"{path}: expected exactly one .pt/.pth/.safetensors file for {name} (stage2.weights), found {len(files)}"
+                    f"{path}: expected exactly one .pt/.pth/.safetensors file for {name} (stage2.weights), found "
+                    f"{len(files)}"
                 )
             path = files[0]
         return path

@@ -49,7 +49,8 @@ def checkpointing(config: dict[str, Any]) -> bool:
 
 
 def build_refiner(config: dict[str, Any], adapter_dir: Path | None = None) -> tuple[Refiner, dict[str, Any]]:
-    """The refiner for `config` (Stage2Params.training_dict()); with `adapter_dir`, the LoRA adapter is loaded from there."""
+    """The refiner for `config` (Stage2Params.training_dict()); with `adapter_dir`, the LoRA adapter is loaded from
+    there."""
     backbone, source = build_backbone(config["backbone"], config["weights"], input_channels(config))
     depth, embed_dim = len(backbone.blocks), int(backbone.embed_dim)
     unfrozen = config["unfreeze_last_blocks"]
@@ -106,7 +107,8 @@ def read_record(model_dir: Path) -> dict[str, Any]:
     path = Path(model_dir) / RECORD_FILE
     if not path.is_file():
         raise GacError(
-            f"{model_dir}: no trained stage-2 model here ({RECORD_FILE} missing); run `gac train-stage2` (dvc repro train-stage2)"
+            f"{model_dir}: no trained stage-2 model here ({RECORD_FILE} missing); run `gac train-stage2` (dvc repro "
+            "train-stage2)"
         )
     return json.loads(path.read_text())
 
@@ -119,7 +121,8 @@ def load_refiner(model_dir: Path) -> tuple[Refiner, dict[str, Any]]:
     expected = record["backbone_fingerprint"]
     if not math.isclose(info["backbone_fingerprint"], expected, rel_tol=1e-9, abs_tol=1e-6):
         raise GacError(
-            f"{model_dir}: the {record['config']['backbone']} backbone built now (weights: {info['weights']}) differs from the one "
+            f"{model_dir}: the {record['config']['backbone']} backbone built now (weights: {info['weights']}) differs "
+            "from the one "
             f"this adapter was trained on; use the same weights or re-run train-stage2"
         )
     state = read_state_dict(model_dir / HEAD_FILE)

@@ -56,7 +56,8 @@ def refine_store(
     shard_tiles: int,
     attrs: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write `out` (opt_v2) from `opt_v1`; returns a summary. Resumes an interrupted run with the same model and settings."""
+    """Write `out` (opt_v2) from `opt_v1`; returns a summary. Resumes an interrupted run with the same model and
+    settings."""
     from gac.refine.build import load_refiner, read_record
     from gac.runner import StoreInputs, predict_store, start_ranks
 

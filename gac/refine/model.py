@@ -32,7 +32,8 @@ MLP_BAND_PIXELS = 8192  # pixels (batch x rows x width) per checkpointed band of
 
 
 def normalisation(channels: list[str]) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std: Prithvi-EO-2.0's for its six bands, TerraMind's S2L2A/S1RTC pretraining stats for the rest."""
+    """Per-channel mean/std: Prithvi-EO-2.0's for its six bands, TerraMind's S2L2A/S1RTC pretraining stats for the
+    rest."""
     from gac.refine.backbone import S2_TO_HLS
     from gac.terramind import pretraining_stats
     from gac.upstream import prithvi as upstream_prithvi
@@ -129,7 +130,8 @@ class DenseHead(nn.Module):
 
 
 def feature_indices(depth: int, levels: int) -> list[int]:
-    """`levels` evenly spaced block indices ending at the last block, deepest first (12 blocks, 4 levels: 11, 8, 5, 2)."""
+    """`levels` evenly spaced block indices ending at the last block, deepest first (12 blocks, 4 levels: 11, 8, 5,
+    2)."""
     stride = max(1, depth // levels)
     return [depth - 1 - k * stride for k in range(levels)]
 

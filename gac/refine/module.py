@@ -75,5 +75,6 @@ class RefinerModule(pl.LightningModule):
         missing = sorted(self.trained_names() - set(checkpoint["state_dict"]))
         if missing:
             raise RuntimeError(
-                f"checkpoint lacks {len(missing)} trained tensor(s), e.g. {missing[0]}; it was made by another model config"
+                f"checkpoint lacks {len(missing)} trained tensor(s), e.g. {missing[0]}; it was made by another model "
+                "config"
             )

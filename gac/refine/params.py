@@ -48,8 +48,10 @@ class Stage2Params(TrainingParams):
     backbone_8bit: bool = Field(False, description="frozen backbone Linear layers as bitsandbytes Linear8bitLt")
     activation_checkpointing: bool | Literal["auto"] = Field(
         "auto",
-        description="the memory mode: recompute each backbone block's activations, and the head's MLPs in bands of rows, in "
-        "backward instead of keeping them, and hand the heap each training step frees back to the OS; auto: on with backbone_8bit",
+        description="the memory mode: recompute each backbone block's activations, and the head's MLPs in bands of "
+        "rows, in "
+        "backward instead of keeping them, and hand the heap each training step frees back to the OS; auto: on with "
+        "backbone_8bit",
     )
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)

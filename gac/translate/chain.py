@@ -52,7 +52,8 @@ def dir_digest(path: Path) -> str:
 
 def _mismatch(path: Path, what: str, trained: Any, key: str, now: Any, stage: str) -> GacError:
     return GacError(
-        f"{path}: trained for {what} {trained} but {key} is {now}; set {key}: {trained} or re-train it (dvc repro {stage})"
+        f"{path}: trained for {what} {trained} but {key} is {now}; set {key}: {trained} or re-train it (dvc repro "
+        f"{stage})"
     )
 
 
@@ -93,7 +94,8 @@ def check_artifacts(params, until: str, artifacts: Artifacts) -> dict[str, dict[
         record = read_baseline(root)  # missing or unreadable: one line naming `dvc repro train-baseline`
         if record.get("enabled") is False:
             raise GacError(
-                f"{root}: the baseline was not trained (baseline.enabled: false); set it true and run `dvc repro train-baseline`"
+                f"{root}: the baseline was not trained (baseline.enabled: false); set it true and run `dvc repro "
+                "train-baseline`"
             )
         found["baseline"] = {**record, "digest": dir_digest(root)}
     return found
@@ -131,7 +133,8 @@ class Chain:
             depth = record["config"]["depth"]
             if tile_size % 2**depth:
                 raise GacError(
-                    f"translate.tile_size {tile_size} does not divide by 2^{depth} (the baseline U-Net's depth); use a multiple of {2**depth}"
+                    f"translate.tile_size {tile_size} does not divide by 2^{depth} (the baseline U-Net's depth); use "
+                    f"a multiple of {2**depth}"
                 )
             self.stages.append(BaselinePredictor(net, device))
             self.random_weights["baseline"] = False

@@ -90,7 +90,8 @@ class TileGrid:
     def __post_init__(self) -> None:
         if self.overlap * 2 > self.size:
             raise GacError(
-                f"translate.overlap {self.overlap} is more than half the tile size {self.size}; use at most {self.size // 2}"
+                f"translate.overlap {self.overlap} is more than half the tile size {self.size}; use at most "
+                f"{self.size // 2}"
             )
 
     @cached_property

@@ -41,7 +41,8 @@ class TranslateParams(SamplingParams):
     )
     until: Until = Field(
         "v3",
-        description="last stage run: v1 (stage 1), v2 (+ refiner), v3 (+ grounding, the full pipeline), or baseline (the supervised U-Net alone)",
+        description="last stage run: v1 (stage 1), v2 (+ refiner), v3 (+ grounding, the full pipeline), or baseline "
+        "(the supervised U-Net alone)",
     )
     tile_size: TileSide | None = Field(
         None,
@@ -76,6 +77,7 @@ class TranslateParams(SamplingParams):
     def _overlap_fits(self) -> "TranslateParams":
         if self.tile_size is not None and self.overlap * 2 > self.tile_size:
             raise ValueError(
-                f"overlap {self.overlap} is more than half of tile_size {self.tile_size}; use at most {self.tile_size // 2}"
+                f"overlap {self.overlap} is more than half of tile_size {self.tile_size}; use at most "
+                f"{self.tile_size // 2}"
             )
         return self

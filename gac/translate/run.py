@@ -96,7 +96,8 @@ class Options:
 
 
 def to_uint16(values: np.ndarray) -> np.ndarray:
-    """Reflectance x 10^4 as L2A stores it: rounded, NaN -> 0 (nodata); a valid pixel rounding to 0 becomes 1 so it stays valid."""
+    """Reflectance x 10^4 as L2A stores it: rounded, NaN -> 0 (nodata); a valid pixel rounding to 0 becomes 1 so it
+    stays valid."""
     out = np.nan_to_num(values, nan=0.0)  # one float copy, rounded and clipped in place: a block's, not three
     np.clip(np.rint(out, out=out), 1, 65535, out=out)
     out = out.astype(np.uint16)
@@ -163,7 +164,8 @@ class BlockStore:
 
 
 def _fill_outside(s1: np.ndarray, inside_h: int, inside_w: int) -> np.ndarray:
-    """A scene smaller than one tile: mirror it into the tile (as terratorch's tiled inference pads) rather than feed blanks."""
+    """A scene smaller than one tile: mirror it into the tile (as terratorch's tiled inference pads) rather than feed
+    blanks."""
     pad_h, pad_w = s1.shape[1] - inside_h, s1.shape[2] - inside_w
     if not pad_h and not pad_w:
         return s1
@@ -358,7 +360,8 @@ def compute_scene(
         disable=not progress,
         position=ranks.rank,
         dynamic_ncols=True,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining} ETA, {rate_noinv_fmt}]",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining} ETA, "
+        "{rate_noinv_fmt}]",
     )
     with bar:
         for k in mine:
@@ -483,7 +486,8 @@ def translate(params, inputs: list[Path], out_dir: Path, options: Options) -> li
         for scene in scenes:
             if not scene.month:
                 log.warning(
-                    "%s: no acquisition date in its tags; month unknown to the refiner (as for undated training tiles); pass --date YYYY-MM-DD",
+                    "%s: no acquisition date in its tags; month unknown to the refiner (as for undated training "
+                    "tiles); pass --date YYYY-MM-DD",
                     scene.path,
                 )
         return _run(params, planned, gap_fill, records, reads, out_dir, tile_size, options.progress, options.artifacts)

@@ -130,7 +130,8 @@ class S1Scene:
             self._reader = None
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
-        """(2, height, width) dB for the window at (row, col) of the output grid; NaN outside the scene and at nodata."""
+        """(2, height, width) dB for the window at (row, col) of the output grid; NaN outside the scene and at
+        nodata."""
         from rasterio.transform import Affine
         from rasterio.windows import Window
 

@@ -124,7 +124,8 @@ def decode_x0(
 def random_window(
     size: tuple[int, int], crop: int, generator: torch.Generator | None = None
 ) -> tuple[int, int, int, int]:
-    """(top, left, height, width) in px of a random `crop` px window on the 16 px token grid; the whole image if it is no larger.
+    """(top, left, height, width) in px of a random `crop` px window on the 16 px token grid; the whole image if it is
+    no larger.
 
     Aligned to tokens so the window's soft codes are exactly the tokens that
     cover it: decoding them costs what a `crop` px tile costs, whatever the tile.

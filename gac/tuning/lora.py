@@ -69,7 +69,8 @@ def read_adapter_record(
     record_path = adapter_root / ADAPTER_JSON
     if not (adapter_root / ADAPTER_DIR / "adapter_config.json").is_file() or not record_path.is_file():
         raise GacError(
-            f"{adapter_root}: {kind.missing} there; {fix or f'run `gac {kind.command}` (dvc repro {kind.command}) first'}"
+            f"{adapter_root}: {kind.missing} there; "
+            f"{fix or f'run `gac {kind.command}` (dvc repro {kind.command}) first'}"
         )
     return json.loads(record_path.read_text())
 

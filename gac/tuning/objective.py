@@ -200,14 +200,16 @@ class TuningObjective(nn.Module):
     def _decode(
         self, model, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], window, seeds=None
     ) -> torch.Tensor:
-        """The `window` of the tile decoded from the logits' soft codes, reflectance x 10^4 (noise per tile with `seeds`)."""
+        """The `window` of the tile decoded from the logits' soft codes, reflectance x 10^4 (noise per tile with
+        `seeds`)."""
         size = tuple(batch["s2"].shape[-2:])
         return D.destandardize_s2(D.soft_decode(model, logits, size, self.soft_temperature, window=window, seeds=seeds))
 
     def forward(
         self, model, batch: Mapping[str, torch.Tensor], batch_idx: int | None = None
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Training loss: the pixel path on a random crop, on every `pixel_every`-th batch (`batch_idx` None: always)."""
+        """Training loss: the pixel path on a random crop, on every `pixel_every`-th batch (`batch_idx` None:
+        always)."""
         logits, loss, logs = self._token_terms(model, batch)
         if self.uses_pixels and (batch_idx is None or batch_idx % self.pixel_every == 0):
             window = D.random_window(tuple(batch["s2"].shape[-2:]), self.pixel_crop)

@@ -26,7 +26,8 @@ from gac.tuning.lora import TERRAMIND_LORA_TARGETS
 TUNING_MONITORS = {**VALIDATION_MONITORS, "ce": "min"}
 # Weights of terms computed on the decoded image (the pixel path); `ce` works on tokens.
 PIXEL_TERMS = ("sar", "identity", "l1", "ms_ssim", "spectral", "lpips", "colour")
-# The UNet decodes whole 16 px tokens; the SAR term drops 7 px at each border (gac.sar_edges.margin), so 32 is the least.
+# The UNet decodes whole 16 px tokens; the SAR term drops 7 px at each border (gac.sar_edges.margin), so 32 is the
+# least.
 MIN_PIXEL_CROP = 32
 
 
@@ -39,7 +40,8 @@ class PixelLossParams(StrictModel):
     sar: float = Field(
         0.0,
         ge=0,
-        description="SAR consistency of the decoded image: 1 - mean of its SAR-edge and SAR-texture agreement (gac.sar_edges)",
+        description="SAR consistency of the decoded image: 1 - mean of its SAR-edge and SAR-texture agreement "
+        "(gac.sar_edges)",
     )
     l1: float = Field(0.0, ge=0, description="L1 to the truth, reflectance 0-1")
     ms_ssim: float = Field(0.0, ge=0, description="1 - MS-SSIM against the truth")
@@ -92,7 +94,8 @@ class Stage3Loss(PixelLossParams):
     identity: float = Field(
         0.5,
         ge=0,
-        description="L1 to the input opt_v2, each pixel weighted by how well opt_v2 already agrees with the radar there (gac.sar_edges.agreement_map)",
+        description="L1 to the input opt_v2, each pixel weighted by how well opt_v2 already agrees with the radar "
+        "there (gac.sar_edges.agreement_map)",
     )
     l1: float = Field(1.0, ge=0, description=PixelLossParams.model_fields["l1"].description)
     spectral: float = Field(0.1, ge=0, description=PixelLossParams.model_fields["spectral"].description)
@@ -100,7 +103,8 @@ class Stage3Loss(PixelLossParams):
 
 
 class Stage1FinetuneLoss(PixelLossParams):
-    """The original project's stage-1 fine-tuning loss (L1 1, MS-SSIM 0.5, LPIPS 0.1, colour 0.5), beside the cross-entropy."""
+    """The original project's stage-1 fine-tuning loss (L1 1, MS-SSIM 0.5, LPIPS 0.1, colour 0.5), beside the
+    cross-entropy."""
 
     l1: float = Field(1.0, ge=0, description=PixelLossParams.model_fields["l1"].description)
     ms_ssim: float = Field(0.5, ge=0, description=PixelLossParams.model_fields["ms_ssim"].description)
@@ -120,5 +124,6 @@ class TuningParams(TrainingParams):
     )
     monitor: Literal[tuple(TUNING_MONITORS)] = Field(
         "gac_score",
-        description="validation number for early stopping and the best checkpoint (gac_score: 0.5 SAR-edge + 0.5 PSNR/40 dB)",
+        description="validation number for early stopping and the best checkpoint (gac_score: 0.5 SAR-edge + 0.5 "
+        "PSNR/40 dB)",
     )
