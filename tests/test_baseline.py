@@ -1,6 +1,6 @@
 """The supervised baseline on demo tiles: it learns (val loss falls, it beats the per-band mean image on held-out
-tiles), a killed run resumes, the store keeps the tiles' grid, `load_baseline` gives back the same network, and bad inputs are
-one line.
+tiles), a killed run resumes, the store keeps the tiles' grid, `load_baseline` gives back the same network, and bad
+inputs are one line.
 
 One training run per module (U-Net of 8 channels, depth 2, 64 px tiles), killed after 4 steps (inside epoch 2) and
 resumed.
