@@ -23,3 +23,9 @@ def params_hash(params, sections: list[str] | None = None) -> str:
     if sections is not None:
         dumped = {name: dumped[name] for name in sections}
     return json_digest(dumped)
+
+
+def prediction_hash(infer, record: dict[str, Any], model_keys: tuple[str, ...]) -> str:
+    """What a prediction store depends on: how the model was applied (a validated `infer` block) and which trained
+    model it was (the `model_keys` of the model's record that identify it)."""
+    return json_digest({"infer": infer.model_dump(mode="json"), "model": {k: record.get(k) for k in model_keys}})

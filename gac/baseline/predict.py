@@ -15,14 +15,12 @@ from typing import Any
 
 from gac.baseline.params import BaselineInferParams
 from gac.data.store import partial_path, replace_dir
-from gac.digest import json_digest
+from gac.digest import prediction_hash
 
 log = logging.getLogger(__name__)
 
-
-def output_hash(infer: BaselineInferParams, record: dict[str, Any]) -> str:
-    keys = ("config", "seed", "statistics", "best_val_loss", "global_step")
-    return json_digest({"infer": infer.model_dump(mode="json"), "model": {k: record.get(k) for k in keys}})
+# what identifies a trained baseline in its record (its output store's hash follows them)
+BASELINE_KEYS = ("config", "seed", "statistics", "best_val_loss", "global_step")
 
 
 class BaselinePredictor:
@@ -83,7 +81,7 @@ def predict_store(
             "model": record["model"],
             "weights": record["weights"],
             "random_weights": False,
-            "params_hash": output_hash(infer, record),
+            "params_hash": prediction_hash(infer, record, BASELINE_KEYS),
             "model_dir": str(model_dir),
             "inputs": json.dumps({"tiles": str(tiles)}),
         }

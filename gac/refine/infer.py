@@ -11,16 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gac.digest import json_digest
+from gac.digest import prediction_hash
 from gac.refine.params import Stage2InferParams
 
 log = logging.getLogger(__name__)
 
-
-def output_hash(infer: Stage2InferParams, record: dict[str, Any]) -> str:
-    """What opt_v2 depends on: the inference settings and the trained model (its config, seed and fingerprint)."""
-    keys = ("config", "seed", "backbone_fingerprint", "best_val_loss", "global_step")
-    return json_digest({"infer": infer.model_dump(mode="json"), "model": {k: record.get(k) for k in keys}})
+# what opt_v2 depends on besides the inference settings: the trained refiner (config, seed, fingerprint)
+REFINER_KEYS = ("config", "seed", "backbone_fingerprint", "best_val_loss", "global_step")
 
 
 class RefinerPredictor:
@@ -73,7 +70,7 @@ def refine_store(
             "backbone": record["config"]["backbone"],
             "weights": loaded["weights"],
             "random_weights": loaded["random_weights"],
-            "params_hash": output_hash(infer, record),
+            "params_hash": prediction_hash(infer, record, REFINER_KEYS),
             "model_dir": str(model_dir),
             # opt_v2 inherits opt_v1's content: say whether stage 1 ran on random weights too.
             "opt_v1_random_weights": bool(opened[1].attrs.get("random_weights", False)),
