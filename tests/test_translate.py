@@ -197,8 +197,13 @@ def test_real_model_mosaic_has_no_seams(arts, tmp_path):
 @pytest.mark.kernels
 def test_block_size_does_not_change_the_mosaic_and_tiny_scenes_work(arts, tmp_path):
     scene = write_s1(tmp_path / "odd.tif", smooth_s1(75, 131, seed=2))
-    _translate_lib(arts, scene, tmp_path / "b64", block_size=64)
+    runs = _translate_lib(arts, scene, tmp_path / "b64", block_size=64)[0]["tile_runs"]
     _translate_lib(arts, scene, tmp_path / "b1024", block_size=1024)
+    # 3 x 6 tiles of 32 px (overlap 8) over 2 x 3 blocks of 64 px: each tile runs once, though a tile row and two
+    # tile columns straddle block borders (run once per block that touches them, that was 36 runs)
+    grid = TileGrid(75, 131, TILE, 8, block_size=64)
+    assert (len(grid.rows), len(grid.cols), len(grid.blocks())) == (3, 6, 6)
+    assert runs == grid.n_tiles == 18 and sum(len(grid.tiles_in(b)) for b in grid.blocks()) == 36
     a, b = _read(tmp_path / "b64" / "odd.tif"), _read(tmp_path / "b1024" / "odd.tif")
     assert a.shape == (12, 75, 131)
     # Other blocks batch other tiles together: equal within float kernels' spread, and a wrong ramp is not.

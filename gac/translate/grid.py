@@ -4,9 +4,10 @@ Why not terratorch's `tiled_inference`: it takes the whole scene as one
 in-memory tensor (a full S1 scene is ~1 GB of input and ~5.8 GB of 12-band
 output), so memory would grow with the scene. Here one global tile grid covers
 the scene; the output is computed block by block, each block running exactly
-the tiles of the global grid that touch it. A tile on a block border is run
-for both blocks with the same seed and gives the same values, so the mosaic
-does not depend on the block size and blocks have no seams of their own.
+the tiles of the global grid that touch it. A tile on a block border belongs
+to both blocks with the same seed and values (it runs once and is kept for the
+next block: gac.translate.run.TileCache), so the mosaic does not depend on the
+block size and blocks have no seams of their own.
 
 Blending: each tile's weight ramps from 0 to 1 across the overlap it shares
 with a neighbour (cosine: sin^2, or linear) and is 1 elsewhere, including at
@@ -133,7 +134,3 @@ class TileGrid:
         rows = [i for i, o in enumerate(self.rows) if o < r + h and o + self.size > r]
         cols = [j for j, o in enumerate(self.cols) if o < c + w and o + self.size > c]
         return [(i, j) for i in rows for j in cols]
-
-    def tiles_per_block(self) -> int:
-        """Tile runs over all blocks (tiles on block borders count once per block): the work a run does."""
-        return sum(len(self.tiles_in(b)) for b in self.blocks())

@@ -15,6 +15,11 @@ within float kernels' spread (README, "Reproducibility").
 
 Only when the COG, the uncertainty COG and the quicklook are complete (each
 written under a temporary name and renamed) is the partial directory removed.
+
+Tiles on a block border are run once per rank, not once per block: their
+outputs wait in a `TileCache` for the rank's next block that needs them, so
+the work per km2 does not grow with the number of blocks (a resumed run or
+another rank recomputes such a tile with the same seeds).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import logging
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +200,60 @@ def feather_weights(replace: np.ndarray, feather: int) -> np.ndarray:
     return np.where(replace, 1.0, np.where(distance > feather, 0.0, 1.0 - distance / (feather + 1)))
 
 
+class TileCache:
+    """Each tile of a scene runs once per rank, in a batch fixed by the grid; its output waits for this rank's blocks.
+
+    Why: a tile on a block border touches two to four blocks; run once per
+    block, a 4096 px scene did 9.8% more tile runs per km2 than a 1024 px one.
+    Why batches fixed by the grid: float kernels depend on the batch (README,
+    "Reproducibility"), so a tile always runs beside the same tiles, those its
+    owner block (the first block in raster order it touches) runs first,
+    whichever blocks a resumed run or another torchrun rank still has to do:
+    a resumed run still writes the same bytes. Such a rank re-runs the owner
+    batches of the tiles it needs from other ranks' blocks.
+
+    Memory: tiles a later block of this rank needs are kept until that block is
+    done: about one row of tiles across the scene (the row straddling the border
+    below the current row of blocks) plus one column, per uncertainty sample;
+    with 224 px tiles on a 10980 px scene about 53 tiles of 2.4 MB.
+    """
+
+    def __init__(self, grid: TileGrid, mine: list[tuple[int, int, int, int]], batch_size: int) -> None:
+        from gac.runner import iter_batches
+
+        owner: dict[tuple[int, int], int] = {}
+        self.batches: list[list[tuple[int, int]]] = []
+        self.batch_of: dict[tuple[int, int], int] = {}
+        for k, block in enumerate(grid.blocks()):
+            own = [tile for tile in grid.tiles_in(block) if owner.setdefault(tile, k) == k]
+            for batch in iter_batches(range(len(own)), batch_size):
+                for b in batch:
+                    self.batch_of[own[b]] = len(self.batches)
+                self.batches.append([own[b] for b in batch])
+        self.uses = Counter(tile for block in mine for tile in grid.tiles_in(block))  # this rank's blocks per tile
+        self.kept: dict[tuple[int, int, int], np.ndarray] = {}
+
+    @property
+    def runs(self) -> int:
+        """Tile runs this rank's blocks take: every tile of every batch holding a tile they touch."""
+        return sum(len(self.batches[i]) for i in {self.batch_of[tile] for tile in self.uses})
+
+    def get(self, tile: tuple[int, int], sample: int) -> np.ndarray | None:
+        return self.kept.get((*tile, sample))
+
+    def put(self, tile: tuple[int, int], sample: int, pred: np.ndarray, in_block: bool) -> None:
+        """Keep a tile's output if a block after the current one needs it."""
+        if self.uses[tile] > int(in_block):
+            self.kept[(*tile, sample)] = np.array(pred, copy=True)  # not a view that would keep the whole batch
+
+    def block_done(self, tiles: list[tuple[int, int]], samples: int) -> None:
+        for tile in tiles:
+            self.uses[tile] -= 1
+            if self.uses[tile] <= 0:
+                for k in range(samples):
+                    self.kept.pop((*tile, k), None)
+
+
 @dataclass
 class SceneJob:
     """One scene's translation: the grid, the chain and where it goes."""
@@ -204,63 +264,102 @@ class SceneJob:
     chain: Chain
     samples: int
     gap_fill: GapFill | None = None
+    cache: TileCache | None = None  # set per rank by compute_scene; None runs every tile of each block
 
     def _tile_key(self, i: int, j: int) -> str:
         return f"{self.scene.stem}:{self.grid.rows[i]}:{self.grid.cols[j]}"
 
-    def compute(self, block: tuple[int, int, int, int], bar=None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(12, h, w) blended mean reflectance and its spread over samples (None for one sample), NaN at nodata."""
+    def _run(self, batch: list[tuple[int, int]], sample: int, window) -> np.ndarray:
+        """The chain's outputs for one batch of tiles (indices into the grid) and uncertainty sample.
+
+        `window` (top, left, model_s1) is the block's S1, filled outside the scene; a batch reaching beyond it (a
+        tile owned by another block, see TileCache) reads its own.
+        """
         from gac.data.tiling import tile_centres_lonlat
-        from gac.runner import Batch, iter_batches
+        from gac.runner import Batch
         from gac.terramind import tile_seed
 
-        grid, size, seed = self.grid, self.grid.size, self.params.seed
+        grid, size = self.grid, self.grid.size
+        rows = np.array([grid.rows[i] for i, _ in batch])
+        cols = np.array([grid.cols[j] for _, j in batch])
+        top, left, model_s1 = window
+        if (
+            rows.min() < top
+            or cols.min() < left
+            or rows.max() + size > top + model_s1.shape[1]
+            or (cols.max() + size > left + model_s1.shape[2])
+        ):
+            top, left = int(rows.min()), int(cols.min())
+            height, width = int(rows.max()) + size - top, int(cols.max()) + size - left
+            s1 = self.scene.read(top, left, height, width)
+            model_s1 = _fill_outside(s1, min(height, self.scene.height - top), min(width, self.scene.width - left))
+        crops = np.stack(
+            [model_s1[:, y - top : y - top + size, x - left : x - left + size] for y, x in zip(rows, cols)]
+        )
+        lon, lat = (
+            v.astype(np.float32) for v in tile_centres_lonlat(self.scene.crs, self.scene.transform, rows, cols, size)
+        )
+        keys = [self._tile_key(i, j) for i, j in batch]
+        noise_seeds = [tile_seed(self.params.seed, key) for key in keys]
+        token_seeds = noise_seeds if sample == 0 else [tile_seed(self.params.seed, f"{key}:{sample}") for key in keys]
+        return self.chain(
+            Batch(
+                s1=crops.astype(np.float32, copy=False),
+                month=np.full(len(batch), self.scene.month, dtype=np.int64),
+                lat=lat,
+                lon=lon,
+                token_seeds=token_seeds,
+                noise_seeds=noise_seeds,
+            )
+        )
+
+    def compute(self, block: tuple[int, int, int, int], bar=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(12, h, w) blended mean reflectance and its spread over samples (None for one sample), NaN at nodata."""
+        grid, size = self.grid, self.grid.size
+        if self.cache is None:
+            self.cache = TileCache(grid, [block], self.params.translate.infer.batch_size)
         r, c, h, w = block
         tiles = grid.tiles_in(block)
         top, left = min(grid.rows[i] for i, _ in tiles), min(grid.cols[j] for _, j in tiles)
         bottom, right = max(grid.rows[i] for i, _ in tiles) + size, max(grid.cols[j] for _, j in tiles) + size
         s1 = self.scene.read(top, left, bottom - top, right - left)
-        model_s1 = _fill_outside(s1, min(bottom, self.scene.height) - top, min(right, self.scene.width) - left)
-        rows = np.array([grid.rows[i] for i, _ in tiles])
-        cols = np.array([grid.cols[j] for _, j in tiles])
-        lon, lat = (
-            v.astype(np.float32) for v in tile_centres_lonlat(self.scene.crs, self.scene.transform, rows, cols, size)
+        window = (
+            top,
+            left,
+            _fill_outside(s1, min(bottom, self.scene.height) - top, min(right, self.scene.width) - left),
         )
-        keys = [self._tile_key(i, j) for i, j in tiles]
-        noise_seeds = [tile_seed(seed, key) for key in keys]
+        in_block = set(tiles)
         mean = m2 = None
         for k in range(self.samples):
-            token_seeds = noise_seeds if k == 0 else [tile_seed(seed, f"{key}:{k}") for key in keys]
             total = np.zeros((len(S2_BANDS), h, w), dtype=np.float64)
             weight = np.zeros((h, w), dtype=np.float64)
-            for batch in iter_batches(range(len(tiles)), self.params.translate.infer.batch_size):
-                crops = np.stack(
-                    [
-                        model_s1[:, rows[b] - top : rows[b] - top + size, cols[b] - left : cols[b] - left + size]
-                        for b in batch
-                    ]
-                )
-                pred = self.chain(
-                    Batch(
-                        s1=crops.astype(np.float32, copy=False),
-                        month=np.full(len(batch), self.scene.month, dtype=np.int64),
-                        lat=lat[batch],
-                        lon=lon[batch],
-                        token_seeds=[token_seeds[b] for b in batch],
-                        noise_seeds=[noise_seeds[b] for b in batch],
-                    )
-                )
-                for n, b in enumerate(batch):
-                    i, j = tiles[b]
-                    # the part of this tile inside the block, in block and in tile coordinates
-                    y0, y1 = max(rows[b], r), min(rows[b] + size, r + h)
-                    x0, x1 = max(cols[b], c), min(cols[b] + size, c + w)
-                    part = pred[n][:, y0 - rows[b] : y1 - rows[b], x0 - cols[b] : x1 - cols[b]].astype(np.float64)
-                    wt = grid.weight(i, j)[y0 - rows[b] : y1 - rows[b], x0 - cols[b] : x1 - cols[b]] * np.isfinite(
-                        part[0]
-                    )
-                    total[:, y0 - r : y1 - r, x0 - c : x1 - c] += np.nan_to_num(part) * wt
-                    weight[y0 - r : y1 - r, x0 - c : x1 - c] += wt
+
+            def add(tile: tuple[int, int], tile_pred: np.ndarray) -> None:
+                i, j = tile
+                y, x = grid.rows[i], grid.cols[j]
+                # the part of this tile inside the block, in block and in tile coordinates
+                y0, y1 = max(y, r), min(y + size, r + h)
+                x0, x1 = max(x, c), min(x + size, c + w)
+                part = tile_pred[:, y0 - y : y1 - y, x0 - x : x1 - x].astype(np.float64)
+                wt = grid.weight(i, j)[y0 - y : y1 - y, x0 - x : x1 - x] * np.isfinite(part[0])
+                total[:, y0 - r : y1 - r, x0 - c : x1 - c] += np.nan_to_num(part) * wt
+                weight[y0 - r : y1 - r, x0 - c : x1 - c] += wt
+
+            added: set[tuple[int, int]] = set()
+            for tile in tiles:
+                if tile in added:
+                    continue
+                kept = self.cache.get(tile, k)
+                if kept is not None:
+                    add(tile, kept)
+                    added.add(tile)
+                    continue
+                batch = self.cache.batches[self.cache.batch_of[tile]]
+                for other, pred in zip(batch, self._run(batch, k, window)):
+                    if other in in_block and other not in added:
+                        add(other, pred)
+                        added.add(other)
+                    self.cache.put(other, k, pred, other in in_block)
                 if bar is not None:
                     bar.update(len(batch))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -271,6 +370,7 @@ class SceneJob:
                 delta = sample - mean
                 mean = mean + delta / (k + 1)
                 m2 = m2 + delta * (sample - mean)
+        self.cache.block_done(tiles, self.samples)
         radar_gap = np.isnan(s1[:, r - top : r - top + h, c - left : c - left + w]).any(axis=0)
         mean[:, radar_gap] = np.nan
         spread = None
@@ -350,7 +450,8 @@ def compute_scene(
     ranks.barrier()
     mine = store.pending(len(blocks), ranks.rank, ranks.world)
     ranks.barrier()  # every rank has its list before any marks a block done
-    runs = sum(len(grid.tiles_in(blocks[k])) for k in mine) * job.samples
+    job.cache = TileCache(grid, [blocks[k] for k in mine], job.params.translate.infer.batch_size)
+    runs = job.cache.runs * job.samples
     log.info("rank %d/%d: %s, %d block(s), %d tile run(s)", ranks.rank, ranks.world, scene.stem, len(mine), runs)
     started = time.perf_counter()
     bar = tqdm(
