@@ -26,7 +26,7 @@ def main(
     p = load_params(params)
     reads = {
         "seed": p.seed,
-        "tile": p.tile.model_dump(mode="json"),
+        "tile": p.tile.model_dump(mode="json", exclude={"workers"}),  # speed only: the same store
         "max_tiles": p.data.max_tiles,
         **p.data.model_dump(mode="json", include={"s1_units", "s1_nodata", "s2_offset"}),
     }
