@@ -12,11 +12,16 @@ official`, land cover from the archive's reference maps where it has them).
 A reader is one class (see `Reader`): `scan()` lists the entries, `read(entry)`
 gives the pair on the 10 m grid, plus per-pixel land cover when the archive has
 it. TerraMesh's shards, for example, would be one more class registered in
-READERS, not one more pipeline.
+READERS, not one more pipeline. gac.data.archive_tiles tiles an archive in
+worker processes, two streaming passes, resumable.
 
-The catalogue records the archive's metadata file's size and modification time
-(the metadata.parquet of v2, the folders of v1) rather than hashes of tens of GB
-of rasters: re-run `dvc repro -f synth` after editing files inside the archive.
+DVC sees the archive through the catalogue, not its files: the catalogue records
+the reader's fingerprint (v2: metadata.parquet's size, modification time and
+MD5; the top folders' entry counts and latest modification times) rather than
+hashes of tens of GB of rasters. DVC does not watch the archive itself: after
+changing it, `dvc repro -f -s synth` re-scans it (seconds), and the tile stage
+re-runs on the next `dvc repro` only if the catalogue changed. A raster
+rewritten in place changes no fingerprint: `dvc repro -f -s tile` then.
 """
 
 from __future__ import annotations

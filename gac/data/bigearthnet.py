@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -139,10 +140,23 @@ class BigEarthNet:
         return self._scan_v2() if self.version == "v2" else self._scan_v1()
 
     def fingerprint(self) -> dict[str, Any]:
+        """What changes in the catalogue when the archive changes, without hashing its rasters: the metadata
+        file's size, modification time and MD5 (v2), and for each top folder the number of its entries and their
+        latest modification time (a tile or patch folder added, removed or renamed changes it). A raster rewritten
+        in place changes none of these."""
+        listing = {}
+        for top in (S1_DIR, S2_DIR, MAPS_DIR):
+            folder = self.root / top
+            if folder.is_dir():
+                with os.scandir(folder) as found:
+                    times = [entry.stat().st_mtime_ns for entry in found]
+                listing[top] = {"entries": len(times), "latest_mtime_ns": max([folder.stat().st_mtime_ns, *times])}
         if self.version == "v2":
             path = self.root / METADATA
-            return {"file": METADATA, "bytes": path.stat().st_size, "md5": _md5(path)}
-        return {"folders": f"{S1_DIR}/, {S2_DIR}/ (their patch names and metadata are in the entries)"}
+            stat = path.stat()
+            return {"file": METADATA, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "md5": _md5(path),
+                    "folders": listing}
+        return {"folders": listing}
 
     def _scan_v2(self) -> list[Entry]:
         import pyarrow.parquet as pq
