@@ -334,3 +334,23 @@ def test_the_catalogue_changes_when_the_archive_does(reben, tmp_path):
     (tile_folder / "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_99_99").mkdir()  # a patch added
     os.utime(tile_folder, ns=(0, tile_folder.stat().st_mtime_ns + 10**9))  # file systems with coarse times
     assert reader.fingerprint()["folders"] != touched["folders"]
+
+
+def test_generated_archives_for_benchmarks_read_as_reben(tmp_path):
+    """tests/reben_fixture.generate_reben (bench/bench_ingest.py's archives): every file distinct, where it says."""
+    from tests.reben_fixture import generate_reben
+
+    rows = generate_reben(tmp_path, 3)
+    reader = BigEarthNet(tmp_path)
+    entries = reader.scan()
+    assert reader.version == "v2" and [e.name for e in entries] == sorted(r["patch_id"] for r in rows)
+    entry = next(e for e in entries if e.name.endswith("_2_0"))  # the third patch: 2 x 1.2 km east of the first
+    scene, landcover = reader.read(entry)
+    assert scene.transform == (10.0, 0.0, 402400.0, 0.0, -10.0, 5400000.0) and scene.crs == "EPSG:32633"
+    folder = tmp_path / "BigEarthNet-S2" / entry.name.rsplit("_", 2)[0] / entry.name
+    with rasterio.open(folder / f"{entry.name}_B02.tif") as b02:
+        assert np.array_equal(scene.s2[S2_BANDS.index("B02")], b02.read(1).astype(np.float32))
+    assert 100 <= np.nanmin(scene.s2) and np.nanmax(scene.s2) < 4000 and -25 <= scene.s1.min() < scene.s1.max() < -5
+    other, _ = reader.read(entries[0])
+    assert not np.array_equal(other.s2, scene.s2)  # distinct pixels, not copies
+    assert set(np.unique(landcover)) <= set(range(1, 20)) and names(entry.labels) == rows[2]["labels"]
