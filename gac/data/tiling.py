@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 
 from gac.data.landcover import UNKNOWN
+from gac.data.params import TileParams
 from gac.data.readers import Inputs
 from gac.data.scenes import Scene, ScenePair, find_pairs, read_pair
 from gac.data.splits import SPLITS, Footprint, footprint_grids, split_tiles
 from gac.data.store import S1_BANDS, S2_BANDS, tile_coords, write_store
 from gac.errors import GacError
-from gac.data.params import TileParams
 
 log = logging.getLogger(__name__)
 
@@ -133,33 +134,40 @@ def plan_windows(
         placed, grids, block, tile.val_fraction, tile.test_fraction, tile.split_gap, seed, scene_splits
     )
     dropped.update(split_dropped)
+    kept = [
+        (c, transform, split, block_id)
+        for c, (_, transform, _), (split, block_id) in zip(candidates, placed, splits)
+        if split is not None
+    ]
     records = []
-    for (scene, row, col), (_, transform, _), (split, block_id) in zip(candidates, placed, splits):
-        if split is None:
-            continue
-        lon, lat = tile_centres_lonlat(scene.crs, scene.transform, [row], [col], tile.size)
-        records.append(
-            {
-                "tile": f"{scene.name}_r{row:05d}_c{col:05d}",
-                "scene": scene.name,
-                "row_off": row,
-                "col_off": col,
-                "crs": scene.crs,
-                "transform": transform,
-                "month": scene.month,
-                "split": split,
-                "block": block_id,
-                "lat": float(lat[0]),
-                "lon": float(lon[0]),
-            }
-        )
+    for scene, group in groupby(kept, key=lambda k: k[0][0]):  # one lon/lat call per scene, not per tile
+        group = list(group)
+        rows, cols = [row for (_, row, _), *_ in group], [col for (_, _, col), *_ in group]
+        lon, lat = tile_centres_lonlat(scene.crs, scene.transform, rows, cols, tile.size)
+        for i, ((_, row, col), transform, split, block_id) in enumerate(group):
+            records.append(
+                {
+                    "tile": f"{scene.name}_r{row:05d}_c{col:05d}",
+                    "scene": scene.name,
+                    "row_off": row,
+                    "col_off": col,
+                    "crs": scene.crs,
+                    "transform": transform,
+                    "month": scene.month,
+                    "split": split,
+                    "block": block_id,
+                    "lat": float(lat[i]),
+                    "lon": float(lon[i]),
+                }
+            )
     return records, dropped
 
 
 def tile_centres_lonlat(
     crs, scene_transform: tuple[float, ...], rows, cols, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Longitude and latitude (degrees, float64) of the centres of `size` px tiles at pixel offsets (rows, cols) of a scene.
+    """Longitude and latitude (degrees, float64) of the centres of `size` px tiles at pixel offsets (rows, cols) of a
+    scene.
 
     The refiner is conditioned on them: tiles.zarr for training and `gac translate` for new scenes both come here,
     so a tile at the same place gets the same location either way.
