@@ -186,6 +186,40 @@ def _planned(partial: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return [str(s) for s in group["scene"][:]], group["row_off"][:], group["col_off"][:]
 
 
+def _new_store(catalogue, entries, out, tile, seed, attrs, max_tiles, s2_offset, key, pool, ahead):
+    """Pass 1, planning, and the partial store created from the plan: (store, each tile's scene, rows, cols).
+    The records are dropped on return: pass 2 needs only where each tile lies."""
+    records, dropped, scenes = _plan(catalogue, entries, tile, seed, max_tiles, s2_offset, pool, ahead)
+    attrs = {
+        **attrs,
+        **key,
+        "s1_product": open_reader(catalogue["kind"], Path(catalogue["root"])).s1_product,
+        "tile_size": tile.size,
+        "tile_stride": tile.stride,
+        "scenes": [s.name for s in scenes],
+        "source": f"{catalogue['kind']} {catalogue['version']}",
+        "split_rule": "official" if catalogue["official_split"] else "map blocks",
+        **{f"dropped_{k}": v for k, v in dropped.items()},
+    }
+    pixel_vars = ("s1", "s2")
+    if any(s.has_landcover for s in scenes):
+        classes = sorted(catalogue["landcover_classes"].items(), key=lambda kv: int(kv[0]))
+        attrs["landcover_classes"] = {str(k): v for k, v in classes}
+        pixel_vars += ("landcover",)
+    labels = {e.name: e.labels for e in entries}
+    hot = np.zeros((len(records), len(catalogue["label_names"])), dtype=bool)
+    for i, record in enumerate(records):
+        hot[i, list(labels[record["scene"]])] = True
+    store = ShardedStore(out, len(records), tile.shard_tiles, key)
+    store.open(
+        lambda partial: _create(
+            partial, records, attrs, hot, catalogue["label_names"], tile.size, pixel_vars, store.shard_tiles
+        )
+    )
+    rows, cols = (np.array([r[name] for r in records], dtype=np.int32) for name in ("row_off", "col_off"))
+    return store, [r["scene"] for r in records], rows, cols
+
+
 def make_archive_tiles(
     catalogue: dict,
     out: Path,
@@ -202,7 +236,6 @@ def make_archive_tiles(
 
     out = Path(out)
     kind, root = catalogue["kind"], Path(catalogue["root"])
-    reader = open_reader(kind, root)
     entries = catalogue_entries(catalogue)
     by_name = {e.name: e for e in entries}
     key = {"plan_digest": plan_digest(catalogue, tile, seed, max_tiles, s2_offset, attrs)}
@@ -212,47 +245,15 @@ def make_archive_tiles(
         if ShardedStore.resumable(out, key):
             scene_of, rows, cols = _planned(partial_path(out))
             store = ShardedStore(out, len(scene_of), tile.shard_tiles, key)
-            create = None
-            log.info(
-                "resuming %s: %d of %d shard(s) already written",
-                store.partial,
-                store.n_shards - len(store.pending_shards()),
-                store.n_shards,
-            )
+            store.open(None)
+            done = store.n_shards - len(store.pending_shards())
+            log.info("resuming %s: %d of %d shard(s) already written", store.partial, done, store.n_shards)
         else:
             if partial_path(out).exists():
                 log.info("%s: left by a run planned from another catalogue or params; starting over", partial_path(out))
-            records, dropped, scenes = _plan(catalogue, entries, tile, seed, max_tiles, s2_offset, pool, ahead)
-            scene_splits = catalogue["official_split"]
-            full = {
-                **attrs,
-                **key,
-                "s1_product": reader.s1_product,
-                "tile_size": tile.size,
-                "tile_stride": tile.stride,
-                "scenes": [s.name for s in scenes],
-                "source": f"{kind} {catalogue['version']}",
-                "split_rule": "official" if scene_splits else "map blocks",
-                **{f"dropped_{k}": v for k, v in dropped.items()},
-            }
-            pixel_vars = ("s1", "s2")
-            if any(s.has_landcover for s in scenes):
-                full["landcover_classes"] = {
-                    str(k): v for k, v in sorted(catalogue["landcover_classes"].items(), key=lambda kv: int(kv[0]))
-                }
-                pixel_vars += ("landcover",)
-            hot = np.zeros((len(records), len(catalogue["label_names"])), dtype=bool)
-            for i, record in enumerate(records):
-                hot[i, list(by_name[record["scene"]].labels)] = True
-            store = ShardedStore(out, len(records), tile.shard_tiles, key)
-            scene_of = [r["scene"] for r in records]
-            rows = np.array([r["row_off"] for r in records])
-            cols = np.array([r["col_off"] for r in records])
-
-            def create(partial: Path) -> None:
-                _create(partial, records, full, hot, catalogue["label_names"], tile.size, pixel_vars, store.shard_tiles)
-
-        store.open(create)
+            store, scene_of, rows, cols = _new_store(
+                catalogue, entries, out, tile, seed, attrs, max_tiles, s2_offset, key, pool, ahead
+            )
         pixel_vars = tuple(n for n in PIXEL_DIMS if (store.partial / n).is_dir())
 
         def jobs():
