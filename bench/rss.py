@@ -13,18 +13,28 @@ import psutil
 
 
 class PeakRSS:
-    """`with PeakRSS() as peak: ...` then `peak.bytes` is the highest RSS seen inside the block."""
+    """`with PeakRSS() as peak: ...` then `peak.bytes` is the highest RSS seen inside the block.
 
-    def __init__(self, interval_s: float = 0.005):
+    `pid`: watch another process (a stage run as a subprocess) instead of this one; `peak.child_bytes` is then
+    the highest RSS any one of its child processes (e.g. worker processes) reached.
+    """
+
+    def __init__(self, interval_s: float = 0.005, pid: int | None = None):
         self.interval_s = interval_s
         self.bytes = 0
-        self._process = psutil.Process()
+        self.child_bytes = 0
+        self._process = psutil.Process(pid)
         self._running = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while self._running.is_set():
-            self.bytes = max(self.bytes, self._process.memory_info().rss)
+            try:
+                self.bytes = max(self.bytes, self._process.memory_info().rss)
+                for child in self._process.children(recursive=True):
+                    self.child_bytes = max(self.child_bytes, child.memory_info().rss)
+            except psutil.Error:  # the process or one of its children ended between listing and reading
+                pass
             time.sleep(self.interval_s)
 
     def __enter__(self) -> "PeakRSS":
@@ -35,7 +45,10 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._running.clear()
         self._thread.join()
-        self.bytes = max(self.bytes, self._process.memory_info().rss)
+        try:
+            self.bytes = max(self.bytes, self._process.memory_info().rss)
+        except psutil.Error:  # a watched process that has ended
+            pass
 
 
 def cpu_model() -> str:

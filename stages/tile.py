@@ -24,14 +24,18 @@ def main(
     from gac.digest import json_digest
 
     p = load_params(params)
-    reads = {
-        "seed": p.seed,
-        "tile": p.tile.model_dump(mode="json"),
-        "max_tiles": p.data.max_tiles,
-        **p.data.model_dump(mode="json", include={"s1_units", "s1_nodata", "s2_offset"}),
-    }
-    attrs = {"gac_version": __version__, "stage": "tile", "params_hash": json_digest(reads), "source": str(scenes)}
+    attrs = {"gac_version": __version__, "stage": "tile", "params_hash": json_digest(reads(p)), "source": str(scenes)}
     summary = make_tiles(
         scenes, out, p.tile, p.seed, attrs, max_tiles=p.data.max_tiles, inputs=Inputs.from_params(p.data)
     )
     typer.echo(f"{out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
+def reads(p) -> dict:
+    """The params the tile store follows from (its params_hash): not tile.workers, which changes only the speed."""
+    return {
+        "seed": p.seed,
+        "tile": p.tile.model_dump(mode="json", exclude={"workers"}),
+        "max_tiles": p.data.max_tiles,
+        **p.data.model_dump(mode="json", include={"s1_units", "s1_nodata", "s2_offset"}),
+    }

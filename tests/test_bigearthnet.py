@@ -164,3 +164,193 @@ def test_per_label_metrics_pool_the_pixels_of_the_tiles_that_carry_each_label():
     assert result["Pastures"]["opt_v1"]["psnr"] == pytest.approx(-10 * np.log10((0.01**2 + 0.02**2) / 2), rel=1e-4)
     table = "\n".join(landcover_tables({"labels": result}, "labels"))
     assert "| count | 512 | 512 |" in table and "| opt_v1 | 0.0100 | 0.0158 |" in table
+
+
+# --------------------------------------------------------------- ingest at archive scale (gac.data.archive_tiles)
+
+
+def in_memory_store(catalogue, out, tile, seed):
+    """The oracle: the archive tiled as before ingest streamed, every pair in memory, planned and written at once."""
+    from gac.data.archive import OFFICIAL_SPLITS, catalogue_entries, open_reader
+    from gac.data.store import write_store
+    from gac.data.tiling import plan_tiles, tiles_dataset
+
+    reader = open_reader(catalogue["kind"], catalogue["root"])
+    entries = catalogue_entries(catalogue)
+    scenes, landcover = [], {}
+    for entry in entries:
+        scene, codes = reader.read(entry)
+        scenes.append(scene)
+        if codes is not None:
+            landcover[scene.name] = codes
+    splits = {e.name: OFFICIAL_SPLITS[e.split] for e in entries} if catalogue["official_split"] else None
+    records, _ = plan_tiles(scenes, tile, seed, splits)
+    ds = tiles_dataset(scenes, records, tile, {}, landcover or None)
+    labels = {e.name: e.labels for e in entries}
+    hot = np.zeros((len(records), len(catalogue["label_names"])), dtype=bool)
+    for i, record in enumerate(records):
+        hot[i, list(labels[record["scene"]])] = True
+    ds["labels"] = (("tile", "label"), hot)
+    ds = ds.assign_coords(label=np.array(catalogue["label_names"], dtype=object))
+    ds["labels"].attrs.update(
+        long_name=f"the archive's multi-label land cover of the tile's patch ({len(LABELS_19)} classes)"
+    )
+    write_store(ds, out, tile.shard_tiles)
+
+
+def store_files(store) -> dict[str, bytes]:
+    """Every file of a store but the group's own metadata (its attributes) and the consolidated copy of it."""
+    return {
+        str(p.relative_to(store)): p.read_bytes()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and str(p.relative_to(store)) != "zarr.json"
+    }
+
+
+@pytest.fixture(scope="module")
+def catalogued(reben, tmp_path_factory):
+    from gac.data.archive import read_catalogue
+    from gac.data.ingest import prepare_scenes
+    from gac.params import validate_params
+
+    root, rows = reben
+    scenes = tmp_path_factory.mktemp("catalogue") / "scenes"
+    prepare_scenes(validate_params({"data": {"source": f"bigearthnet:{root}", "split": "official"}}), scenes)
+    return scenes, read_catalogue(scenes)
+
+
+def ingest(scenes, out, seed=0, max_tiles=None, **tile):
+    from gac.data.tiling import make_tiles
+
+    params = small_tile_params(**{"size": 64, "stride": 56, "shard_tiles": 5, "workers": 1, **tile})
+    return make_tiles(scenes, out, params, seed=seed, attrs={"stage": "tile"}, max_tiles=max_tiles)
+
+
+def test_streamed_ingest_equals_the_in_memory_store_for_any_worker_count(catalogued, tmp_path):
+    scenes, catalogue = catalogued
+    in_memory_store(catalogue, tmp_path / "memory.zarr", small_tile_params(size=64, stride=56, shard_tiles=5), 0)
+    one = ingest(scenes, tmp_path / "one.zarr", workers=1)
+    two = ingest(scenes, tmp_path / "two.zarr", workers=2)
+    assert (
+        one
+        == two
+        == {
+            "tiles": 24,
+            "train": 12,
+            "val": 4,
+            "test": 8,
+            "dropped_nodata": 0,
+            "dropped_split_border": 0,
+            "dropped_split_gap": 0,
+            "dropped_official_shared_blocks": 0,
+        }
+    )
+    memory, streamed = (open_store(tmp_path / n, need=("s1", "s2", "landcover")) for n in ("memory.zarr", "one.zarr"))
+    assert set(memory.variables) == set(streamed.variables)
+    for name in memory.variables:  # pixels, labels and every coordinate, in the same order
+        assert np.array_equal(memory[name].values, streamed[name].values, equal_nan=memory[name].dtype.kind == "f")
+    # the same arrays byte for byte (metadata, 5 shards of 5 tiles a file), whichever path or worker count wrote them
+    files = store_files(tmp_path / "one.zarr")
+    assert sum(name.startswith("s2/c/") for name in files) == 5
+    assert store_files(tmp_path / "memory.zarr") == files == store_files(tmp_path / "two.zarr")
+    assert streamed.attrs["split_rule"] == "official" and len(streamed.attrs["scenes"]) == 6
+    assert len(streamed.attrs["plan_digest"]) == 16
+
+
+class Interrupted(Exception):
+    pass
+
+
+def counting(monkeypatch, name, stop_after=None):
+    """Calls of gac.data.archive_tiles.<name> (pass 1 `_scan`, pass 2 `_write`), raising after `stop_after`."""
+    import gac.data.archive_tiles as archive_tiles
+
+    calls, real = [], getattr(archive_tiles, name)
+
+    def wrapper(job):
+        if stop_after is not None and len(calls) == stop_after:
+            raise Interrupted
+        calls.append(job)
+        return real(job)
+
+    monkeypatch.setattr(archive_tiles, name, wrapper)
+    return calls
+
+
+def test_an_interrupted_ingest_resumes_with_the_shards_it_had_written(catalogued, tmp_path, monkeypatch):
+    scenes, _ = catalogued
+    out = tmp_path / "tiles.zarr"
+    with monkeypatch.context() as patch:
+        counting(patch, "_write", stop_after=2)
+        with pytest.raises(Interrupted):
+            ingest(scenes, out)
+    partial, progress = tmp_path / "tiles.zarr.partial", tmp_path / "tiles.zarr.progress"
+    assert not out.exists() and sorted(p.name for p in progress.iterdir()) == ["000000.done", "000001.done"]
+    pixels = [p for name in ("s1", "s2", "landcover") for p in (partial / name / "c").glob("[01]/**/*") if p.is_file()]
+    done = {p: p.stat().st_mtime_ns for p in pixels}
+    assert len(done) == 6  # shards 0 and 1 of s1, s2 and landcover
+    scans, writes = counting(monkeypatch, "_scan"), counting(monkeypatch, "_write")
+    summary = ingest(scenes, out)
+    assert summary["tiles"] == 24 and scans == [] and [job[6] for job in writes] == [2, 3, 4]  # no pass 1 again
+    assert {p: (out / p.relative_to(partial)).stat().st_mtime_ns for p in done} == done  # the done shards untouched
+    assert not partial.exists() and not progress.exists()
+    ingest(scenes, tmp_path / "clean.zarr")
+    assert store_files(out) == store_files(tmp_path / "clean.zarr")
+
+
+def test_a_partial_store_planned_otherwise_is_started_over(catalogued, tmp_path, monkeypatch, caplog):
+    scenes, _ = catalogued
+    out = tmp_path / "tiles.zarr"
+    with monkeypatch.context() as patch:
+        counting(patch, "_write", stop_after=2)
+        with pytest.raises(Interrupted):
+            ingest(scenes, out)
+    scans, writes = counting(monkeypatch, "_scan"), counting(monkeypatch, "_write")
+    with caplog.at_level("INFO", logger="gac.data.archive_tiles"):
+        summary = ingest(scenes, out, max_tiles=12)  # another plan: data.max_tiles
+    assert "planned from another catalogue or params; starting over" in caplog.text
+    assert summary["tiles"] == 12 and len(scans) == 1 and [job[6] for job in writes] == [0, 1, 2]
+    ingest(scenes, tmp_path / "clean.zarr", max_tiles=12)
+    assert store_files(out) == store_files(tmp_path / "clean.zarr")
+
+
+def test_the_catalogue_changes_when_the_archive_does(reben, tmp_path):
+    import os
+    import shutil
+
+    root, rows = reben
+    archive = tmp_path / "archive"
+    shutil.copytree(root, archive)
+    reader = BigEarthNet(archive)
+    first = reader.fingerprint()
+    tile_folders = {r["patch_id"].rsplit("_", 2)[0] for r in rows}  # one per S2 tile and date: 5 for 6 patches
+    assert first["folders"]["BigEarthNet-S2"]["entries"] == len(tile_folders) == 5 and first["bytes"] > 0
+    assert reader.fingerprint() == first  # nothing changed, nothing to re-run
+    metadata = archive / "metadata.parquet"
+    os.utime(metadata, ns=(metadata.stat().st_atime_ns, metadata.stat().st_mtime_ns + 10**9))
+    touched = reader.fingerprint()
+    assert touched["mtime_ns"] != first["mtime_ns"] and touched["md5"] == first["md5"]
+    tile_folder = next((archive / "BigEarthNet-S2").iterdir())
+    (tile_folder / "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_99_99").mkdir()  # a patch added
+    os.utime(tile_folder, ns=(0, tile_folder.stat().st_mtime_ns + 10**9))  # file systems with coarse times
+    assert reader.fingerprint()["folders"] != touched["folders"]
+
+
+def test_generated_archives_for_benchmarks_read_as_reben(tmp_path):
+    """tests/reben_fixture.generate_reben (bench/bench_ingest.py's archives): every file distinct, where it says."""
+    from tests.reben_fixture import generate_reben
+
+    rows = generate_reben(tmp_path, 3)
+    reader = BigEarthNet(tmp_path)
+    entries = reader.scan()
+    assert reader.version == "v2" and [e.name for e in entries] == sorted(r["patch_id"] for r in rows)
+    entry = next(e for e in entries if e.name.endswith("_2_0"))  # the third patch: 2 x 1.2 km east of the first
+    scene, landcover = reader.read(entry)
+    assert scene.transform == (10.0, 0.0, 402400.0, 0.0, -10.0, 5400000.0) and scene.crs == "EPSG:32633"
+    folder = tmp_path / "BigEarthNet-S2" / entry.name.rsplit("_", 2)[0] / entry.name
+    with rasterio.open(folder / f"{entry.name}_B02.tif") as b02:
+        assert np.array_equal(scene.s2[S2_BANDS.index("B02")], b02.read(1).astype(np.float32))
+    assert 100 <= np.nanmin(scene.s2) and np.nanmax(scene.s2) < 4000 and -25 <= scene.s1.min() < scene.s1.max() < -5
+    other, _ = reader.read(entries[0])
+    assert not np.array_equal(other.s2, scene.s2)  # distinct pixels, not copies
+    assert set(np.unique(landcover)) <= set(range(1, 20)) and names(entry.labels) == rows[2]["labels"]

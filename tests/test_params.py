@@ -106,6 +106,19 @@ def test_training_stages_list_every_training_key_and_no_inference_key():
     assert "stage1_finetune.enabled" in _stage_params("generate")
 
 
+def test_the_tile_stage_lists_every_tile_key_but_the_worker_count():
+    """tile.workers only says how many processes read an archive (the store's bytes are the same): it must not
+    re-run the tile stage, nor enter the params_hash the store records; every other tile key must."""
+    from gac.data.params import TileParams
+
+    listed = {key.split(".", 1)[1] for key in _stage_params("tile") if key.startswith("tile.")}
+    assert listed == set(TileParams.model_fields) - {"workers"} and "tile" not in _stage_params("tile")
+    from stages.tile import reads
+
+    one, two = (validate_params({"tile": {"workers": n}}) for n in (1, 2))
+    assert reads(one) == reads(two) and reads(one) != reads(validate_params({"tile": {"shard_tiles": 8}}))
+
+
 def test_stage2_monitor_is_checked_with_one_line():
     from gac.errors import GacError
     from gac.params import validate_params

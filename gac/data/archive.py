@@ -12,11 +12,16 @@ official`, land cover from the archive's reference maps where it has them).
 A reader is one class (see `Reader`): `scan()` lists the entries, `read(entry)`
 gives the pair on the 10 m grid, plus per-pixel land cover when the archive has
 it. TerraMesh's shards, for example, would be one more class registered in
-READERS, not one more pipeline.
+READERS, not one more pipeline. gac.data.archive_tiles tiles an archive in
+worker processes, two streaming passes, resumable.
 
-The catalogue records the archive's metadata file's size and modification time
-(the metadata.parquet of v2, the folders of v1) rather than hashes of tens of GB
-of rasters: re-run `dvc repro -f synth` after editing files inside the archive.
+DVC sees the archive through the catalogue, not its files: the catalogue records
+the reader's fingerprint (v2: metadata.parquet's size, modification time and
+MD5; the top folders' entry counts and latest modification times) rather than
+hashes of tens of GB of rasters. DVC does not watch the archive itself: after
+changing it, `dvc repro -f -s synth` re-scans it (seconds), and the tile stage
+re-runs on the next `dvc repro` only if the catalogue changed. A raster
+rewritten in place changes no fingerprint: `dvc repro -f -s tile` then.
 """
 
 from __future__ import annotations
@@ -84,8 +89,9 @@ def open_reader(kind: str, root: Path, **options) -> Reader:
 def write_catalogue(params, tmp: Path, kind: str, root: Path) -> tuple[list[str], str]:
     """Scan the archive named by data.source into tmp/catalogue.json; returns (pair names, source description)."""
     if params.data.landcover:
-        raise GacError(f"data.landcover: {kind} archives bring their own land cover (reference maps); "
-                       "set data.landcover: null")
+        raise GacError(
+            f"data.landcover: {kind} archives bring their own land cover (reference maps); set data.landcover: null"
+        )
     reader = open_reader(kind, root)
     entries = reader.scan()
     if not entries:
@@ -94,12 +100,20 @@ def write_catalogue(params, tmp: Path, kind: str, root: Path) -> tuple[list[str]
     if official:
         lacking = [e.name for e in entries if e.split is None]
         if lacking:
-            raise GacError(f"{root}: data.split is official but {kind} {reader.version} gives no split for "
-                           f"{len(lacking)} patch(es) (e.g. {lacking[0]}); use data.split: blocks or the v2 archive")
-    catalogue = {"kind": kind, "root": str(Path(root).resolve()), "version": reader.version,
-                 "official_split": official, "label_names": list(reader.label_names),
-                 "landcover_classes": {str(k): v for k, v in sorted(reader.landcover_classes.items())},
-                 "fingerprint": reader.fingerprint(), "entries": [asdict(e) for e in entries]}
+            raise GacError(
+                f"{root}: data.split is official but {kind} {reader.version} gives no split for "
+                f"{len(lacking)} patch(es) (e.g. {lacking[0]}); use data.split: blocks or the v2 archive"
+            )
+    catalogue = {
+        "kind": kind,
+        "root": str(Path(root).resolve()),
+        "version": reader.version,
+        "official_split": official,
+        "label_names": list(reader.label_names),
+        "landcover_classes": {str(k): v for k, v in sorted(reader.landcover_classes.items())},
+        "fingerprint": reader.fingerprint(),
+        "entries": [asdict(e) for e in entries],
+    }
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / CATALOGUE).write_text(json.dumps(catalogue, separators=(",", ":")) + "\n")
     return [e.name for e in entries], f"{kind} {reader.version} at {catalogue['root']}"
@@ -112,45 +126,5 @@ def read_catalogue(scene_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def make_archive_tiles(catalogue: dict[str, Any], out: Path, tile, seed: int, attrs: dict,
-                       max_tiles: int | None = None, s2_offset: int | str = "auto") -> dict:
-    """tiles.zarr from a catalogued archive: the same planning, subset and store as gac.data.tiling.make_tiles,
-    plus the archive's labels per tile (`labels`, tile x label, with the `label` names) and its split when
-    `data.split: official`."""
-    from gac.data.store import write_store
-    from gac.data.tiling import SPLITS, plan_tiles, subset_tiles, tiles_dataset
-
-    reader = open_reader(catalogue["kind"], Path(catalogue["root"]))
-    entries = [Entry(**{**e, "labels": tuple(e["labels"])}) for e in catalogue["entries"]]
-    scenes, landcover = [], {}
-    for entry in entries:  # every pair in memory: fine for thousands of patches, not yet for a whole archive
-        scene, codes = reader.read(entry, s2_offset)
-        scenes.append(scene)
-        if codes is not None:
-            landcover[scene.name] = codes
-    scene_splits = {e.name: OFFICIAL_SPLITS[e.split] for e in entries} if catalogue["official_split"] else None
-    records, dropped = plan_tiles(scenes, tile, seed, scene_splits)
-    if max_tiles is not None:
-        records = subset_tiles(records, max_tiles, seed)
-    counts = {split: sum(r["split"] == split for r in records) for split in SPLITS}
-    attrs = {**attrs, "s1_product": reader.s1_product, "tile_size": tile.size, "tile_stride": tile.stride,
-             "scenes": [s.name for s in scenes], "source": f"{catalogue['kind']} {catalogue['version']}",
-             "split_rule": "official" if scene_splits else "map blocks",
-             **{f"dropped_{k}": v for k, v in dropped.items()}}
-    classes = {int(k): v for k, v in catalogue["landcover_classes"].items()}
-    if landcover:
-        attrs["landcover_classes"] = {str(k): v for k, v in sorted(classes.items())}
-    ds = tiles_dataset(scenes, records, tile, attrs, landcover or None)
-    by_name = {e.name: e for e in entries}
-    names = catalogue["label_names"]
-    hot = np.zeros((len(records), len(names)), dtype=bool)
-    for i, record in enumerate(records):
-        hot[i, list(by_name[record["scene"]].labels)] = True
-    ds["labels"] = (("tile", "label"), hot)
-    ds = ds.assign_coords(label=np.array(names, dtype=object))
-    ds["labels"].attrs.update(long_name=f"the archive's multi-label land cover of the tile's patch "
-                                        f"({len(names)} classes)")
-    write_store(ds, out, tile.shard_tiles)
-    summary = {"tiles": len(records), **counts, **{f"dropped_{k}": v for k, v in dropped.items()}}
-    log.info("wrote %s from %s: %s", out, attrs["source"], summary)
-    return summary
+def catalogue_entries(catalogue: dict[str, Any]) -> list[Entry]:
+    return [Entry(**{**e, "labels": tuple(e["labels"])}) for e in catalogue["entries"]]

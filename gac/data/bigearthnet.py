@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -47,41 +48,75 @@ from gac.data.store import S2_BANDS
 from gac.errors import GacError
 
 LABELS_19 = (
-    "Urban fabric", "Industrial or commercial units", "Arable land", "Permanent crops", "Pastures",
+    "Urban fabric",
+    "Industrial or commercial units",
+    "Arable land",
+    "Permanent crops",
+    "Pastures",
     "Complex cultivation patterns",
     "Land principally occupied by agriculture, with significant areas of natural vegetation",
-    "Agro-forestry areas", "Broad-leaved forest", "Coniferous forest", "Mixed forest",
-    "Natural grassland and sparsely vegetated areas", "Moors, heathland and sclerophyllous vegetation",
-    "Transitional woodland, shrub", "Beaches, dunes, sands", "Inland wetlands", "Coastal wetlands", "Inland waters",
+    "Agro-forestry areas",
+    "Broad-leaved forest",
+    "Coniferous forest",
+    "Mixed forest",
+    "Natural grassland and sparsely vegetated areas",
+    "Moors, heathland and sclerophyllous vegetation",
+    "Transitional woodland, shrub",
+    "Beaches, dunes, sands",
+    "Inland wetlands",
+    "Coastal wetlands",
+    "Inland waters",
     "Marine waters",
 )
 # CORINE Land Cover level-3 codes and BigEarthNet v1's names for them -> the 19-class name (None: no counterpart)
 CLC: dict[int, tuple[str, str | None]] = {
-    111: ("Continuous urban fabric", "Urban fabric"), 112: ("Discontinuous urban fabric", "Urban fabric"),
+    111: ("Continuous urban fabric", "Urban fabric"),
+    112: ("Discontinuous urban fabric", "Urban fabric"),
     121: ("Industrial or commercial units", "Industrial or commercial units"),
-    122: ("Road and rail networks and associated land", None), 123: ("Port areas", None), 124: ("Airports", None),
-    131: ("Mineral extraction sites", None), 132: ("Dump sites", None), 133: ("Construction sites", None),
-    141: ("Green urban areas", None), 142: ("Sport and leisure facilities", None),
-    211: ("Non-irrigated arable land", "Arable land"), 212: ("Permanently irrigated land", "Arable land"),
-    213: ("Rice fields", "Arable land"), 221: ("Vineyards", "Permanent crops"),
-    222: ("Fruit trees and berry plantations", "Permanent crops"), 223: ("Olive groves", "Permanent crops"),
-    231: ("Pastures", "Pastures"), 241: ("Annual crops associated with permanent crops", "Permanent crops"),
+    122: ("Road and rail networks and associated land", None),
+    123: ("Port areas", None),
+    124: ("Airports", None),
+    131: ("Mineral extraction sites", None),
+    132: ("Dump sites", None),
+    133: ("Construction sites", None),
+    141: ("Green urban areas", None),
+    142: ("Sport and leisure facilities", None),
+    211: ("Non-irrigated arable land", "Arable land"),
+    212: ("Permanently irrigated land", "Arable land"),
+    213: ("Rice fields", "Arable land"),
+    221: ("Vineyards", "Permanent crops"),
+    222: ("Fruit trees and berry plantations", "Permanent crops"),
+    223: ("Olive groves", "Permanent crops"),
+    231: ("Pastures", "Pastures"),
+    241: ("Annual crops associated with permanent crops", "Permanent crops"),
     242: ("Complex cultivation patterns", "Complex cultivation patterns"),
-    243: ("Land principally occupied by agriculture, with significant areas of natural vegetation",
-          "Land principally occupied by agriculture, with significant areas of natural vegetation"),
-    244: ("Agro-forestry areas", "Agro-forestry areas"), 311: ("Broad-leaved forest", "Broad-leaved forest"),
-    312: ("Coniferous forest", "Coniferous forest"), 313: ("Mixed forest", "Mixed forest"),
+    243: (
+        "Land principally occupied by agriculture, with significant areas of natural vegetation",
+        "Land principally occupied by agriculture, with significant areas of natural vegetation",
+    ),
+    244: ("Agro-forestry areas", "Agro-forestry areas"),
+    311: ("Broad-leaved forest", "Broad-leaved forest"),
+    312: ("Coniferous forest", "Coniferous forest"),
+    313: ("Mixed forest", "Mixed forest"),
     321: ("Natural grassland", "Natural grassland and sparsely vegetated areas"),
     322: ("Moors and heathland", "Moors, heathland and sclerophyllous vegetation"),
     323: ("Sclerophyllous vegetation", "Moors, heathland and sclerophyllous vegetation"),
     324: ("Transitional woodland/shrub", "Transitional woodland, shrub"),
-    331: ("Beaches, dunes, sands", "Beaches, dunes, sands"), 332: ("Bare rock", None),
-    333: ("Sparsely vegetated areas", "Natural grassland and sparsely vegetated areas"), 334: ("Burnt areas", None),
-    335: ("Glaciers and perpetual snow", None), 411: ("Inland marshes", "Inland wetlands"),
-    412: ("Peatbogs", "Inland wetlands"), 421: ("Salt marshes", "Coastal wetlands"),
-    422: ("Salines", "Coastal wetlands"), 423: ("Intertidal flats", None), 511: ("Water courses", "Inland waters"),
-    512: ("Water bodies", "Inland waters"), 521: ("Coastal lagoons", "Marine waters"),
-    522: ("Estuaries", "Marine waters"), 523: ("Sea and ocean", "Marine waters"),
+    331: ("Beaches, dunes, sands", "Beaches, dunes, sands"),
+    332: ("Bare rock", None),
+    333: ("Sparsely vegetated areas", "Natural grassland and sparsely vegetated areas"),
+    334: ("Burnt areas", None),
+    335: ("Glaciers and perpetual snow", None),
+    411: ("Inland marshes", "Inland wetlands"),
+    412: ("Peatbogs", "Inland wetlands"),
+    421: ("Salt marshes", "Coastal wetlands"),
+    422: ("Salines", "Coastal wetlands"),
+    423: ("Intertidal flats", None),
+    511: ("Water courses", "Inland waters"),
+    512: ("Water bodies", "Inland waters"),
+    521: ("Coastal lagoons", "Marine waters"),
+    522: ("Estuaries", "Marine waters"),
+    523: ("Sea and ocean", "Marine waters"),
 }
 V1_TO_19 = {old: new for old, new in CLC.values()}
 S1_DIR, S2_DIR, MAPS_DIR, METADATA = "BigEarthNet-S1", "BigEarthNet-S2", "Reference_Maps", "metadata.parquet"
@@ -99,8 +134,10 @@ def label_indices(names, source) -> tuple[int, ...]:
             if V1_TO_19[name] is not None:
                 out.add(LABELS_19.index(V1_TO_19[name]))
         else:
-            raise GacError(f"{source}: unknown BigEarthNet label '{name}'; expected the 19-class or the 43-class "
-                           "CORINE nomenclature")
+            raise GacError(
+                f"{source}: unknown BigEarthNet label '{name}'; expected the 19-class or the 43-class "
+                "CORINE nomenclature"
+            )
     return tuple(sorted(out))
 
 
@@ -129,8 +166,10 @@ class BigEarthNet:
     def __init__(self, root: Path):
         self.root = Path(root)
         if not (self.root / S2_DIR).is_dir() or not (self.root / S1_DIR).is_dir():
-            raise GacError(f"{self.root}: not a BigEarthNet archive (expected {S1_DIR}/ and {S2_DIR}/ inside); "
-                           "set data.source to bigearthnet:<the folder that holds them>")
+            raise GacError(
+                f"{self.root}: not a BigEarthNet archive (expected {S1_DIR}/ and {S2_DIR}/ inside); "
+                "set data.source to bigearthnet:<the folder that holds them>"
+            )
         self.version = "v2" if (self.root / METADATA).is_file() else "v1"
 
     # --------------------------------------------------------------- catalogue
@@ -139,10 +178,28 @@ class BigEarthNet:
         return self._scan_v2() if self.version == "v2" else self._scan_v1()
 
     def fingerprint(self) -> dict[str, Any]:
+        """What changes in the catalogue when the archive changes, without hashing its rasters: the metadata
+        file's size, modification time and MD5 (v2), and for each top folder the number of its entries and their
+        latest modification time (a tile or patch folder added, removed or renamed changes it). A raster rewritten
+        in place changes none of these."""
+        listing = {}
+        for top in (S1_DIR, S2_DIR, MAPS_DIR):
+            folder = self.root / top
+            if folder.is_dir():
+                with os.scandir(folder) as found:
+                    times = [entry.stat().st_mtime_ns for entry in found]
+                listing[top] = {"entries": len(times), "latest_mtime_ns": max([folder.stat().st_mtime_ns, *times])}
         if self.version == "v2":
             path = self.root / METADATA
-            return {"file": METADATA, "bytes": path.stat().st_size, "md5": _md5(path)}
-        return {"folders": f"{S1_DIR}/, {S2_DIR}/ (their patch names and metadata are in the entries)"}
+            stat = path.stat()
+            return {
+                "file": METADATA,
+                "bytes": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+                "md5": _md5(path),
+                "folders": listing,
+            }
+        return {"folders": listing}
 
     def _scan_v2(self) -> list[Entry]:
         import pyarrow.parquet as pq
@@ -155,16 +212,26 @@ class BigEarthNet:
             raise GacError(f"{path}: not a readable Parquet file ({type(exc).__name__}); download it again") from None
         missing = [c for c in wanted if c not in table.column_names]
         if missing:
-            raise GacError(f"{path}: lacks column(s) {', '.join(missing)}; it has {', '.join(table.column_names)}; "
-                           "use reBEN's metadata.parquet")
+            raise GacError(
+                f"{path}: lacks column(s) {', '.join(missing)}; it has {', '.join(table.column_names)}; "
+                "use reBEN's metadata.parquet"
+            )
         entries = []
         for row in table.select(wanted).to_pylist():
             if row["split"] not in ("train", "validation", "test"):
-                raise GacError(f"{path}: patch {row['patch_id']} has split '{row['split']}'; expected train, "
-                               "validation or test")
-            entries.append(Entry(row["patch_id"], row["s1_name"], month_of(row["patch_id"]), row["split"],
-                                 label_indices(row["labels"] or [], f"{path} ({row['patch_id']})"),
-                                 {"country": row["country"]}))
+                raise GacError(
+                    f"{path}: patch {row['patch_id']} has split '{row['split']}'; expected train, validation or test"
+                )
+            entries.append(
+                Entry(
+                    row["patch_id"],
+                    row["s1_name"],
+                    month_of(row["patch_id"]),
+                    row["split"],
+                    label_indices(row["labels"] or [], f"{path} ({row['patch_id']})"),
+                    {"country": row["country"]},
+                )
+            )
         return sorted(entries, key=lambda e: e.name)
 
     def _scan_v1(self) -> list[Entry]:
@@ -173,17 +240,24 @@ class BigEarthNet:
             s1_meta = self._json(s1_dir / f"{s1_dir.name}_labels_metadata.json")
             s2_name = s1_meta.get("corresponding_s2_patch")
             if not s2_name:
-                raise GacError(f"{s1_dir / (s1_dir.name + '_labels_metadata.json')}: no corresponding_s2_patch; "
-                               "use BigEarthNet-S1 v1.0 metadata (it names each patch's S2 partner)")
+                raise GacError(
+                    f"{s1_dir / (s1_dir.name + '_labels_metadata.json')}: no corresponding_s2_patch; "
+                    "use BigEarthNet-S1 v1.0 metadata (it names each patch's S2 partner)"
+                )
             s2_dir = self.root / S2_DIR / s2_name
             s2_meta_path = s2_dir / f"{s2_name}_labels_metadata.json"
             if not s2_meta_path.is_file():
-                raise GacError(f"{s1_dir}: its S2 partner {s2_name} is not in {self.root / S2_DIR}; add that patch "
-                               "or remove this S1 patch")
+                raise GacError(
+                    f"{s1_dir}: its S2 partner {s2_name} is not in {self.root / S2_DIR}; add that patch "
+                    "or remove this S1 patch"
+                )
             s2_meta = self._json(s2_meta_path)
             date = str(s2_meta.get("acquisition_date") or s2_name)
-            entries.append(Entry(s2_name, s1_dir.name, month_of(date), None,
-                                 label_indices(s2_meta.get("labels", []), s2_meta_path)))
+            entries.append(
+                Entry(
+                    s2_name, s1_dir.name, month_of(date), None, label_indices(s2_meta.get("labels", []), s2_meta_path)
+                )
+            )
         return sorted(entries, key=lambda e: e.name)
 
     @staticmethod
@@ -191,8 +265,9 @@ class BigEarthNet:
         try:
             return json.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise GacError(f"{path}: missing; every BigEarthNet v1 patch folder holds its "
-                           "_labels_metadata.json") from None
+            raise GacError(
+                f"{path}: missing; every BigEarthNet v1 patch folder holds its _labels_metadata.json"
+            ) from None
         except json.JSONDecodeError:
             raise GacError(f"{path}: not valid JSON; download the patch again") from None
 
@@ -228,8 +303,9 @@ class BigEarthNet:
         counterpart), or None."""
         for path in (*self.s2_files(entry), *self.s1_files(entry)):
             if not path.is_file():
-                raise GacError(f"{path}: missing; a BigEarthNet patch needs every band file "
-                               f"({', '.join(S2_BANDS)}, VV, VH)")
+                raise GacError(
+                    f"{path}: missing; a BigEarthNet patch needs every band file ({', '.join(S2_BANDS)}, VV, VH)"
+                )
         s2_files = S2Files(entry.name, tuple(self.s2_files(entry)))
         s1_files = S1Files(entry.s1, tuple(self.s1_files(entry)))
         pair = ScenePair(entry.name, s1_files, s2_files, "S1GRD")
@@ -247,8 +323,10 @@ def read_reference_map(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
     with open_raster(path) as src:
         if (src.height, src.width) != tuple(shape):
-            raise GacError(f"{path}: {src.height}x{src.width} px, but its patch is {shape[0]}x{shape[1]}; "
-                           "download the reference map again")
+            raise GacError(
+                f"{path}: {src.height}x{src.width} px, but its patch is {shape[0]}x{shape[1]}; "
+                "download the reference map again"
+            )
         codes = src.read(1).astype(np.int32)
     lookup = {code: LABELS_19.index(new) + 1 for code, (_, new) in CLC.items() if new is not None}
     out = np.full(codes.shape, UNKNOWN, dtype=np.int16)

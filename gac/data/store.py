@@ -169,13 +169,17 @@ def open_store(path: Path, need: Iterable[str] = ("s2",), what: str = "tile stor
             warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
             ds = xr.open_zarr(path)
     except Exception as exc:  # zarr raises several types for a store it cannot parse
-        raise GacError(f"{path}: not a readable Zarr store ({type(exc).__name__}); delete it and re-run the stage that makes it") from None
+        raise GacError(
+            f"{path}: not a readable Zarr store ({type(exc).__name__}); delete it and re-run the stage that makes it"
+        ) from None
     # Zarr v3 strings come back as numpy's StringDType, which `.astype(str)` cannot cast: use plain objects.
     strings = {name: coord.astype(object) for name, coord in ds.coords.items() if coord.dtype.kind == "T"}
     ds = ds.assign_coords(strings)
     missing = [name for name in need if name not in ds.data_vars]
     if missing:
-        raise GacError(f"{path}: {what} lacks variable(s) {', '.join(missing)}; it holds {', '.join(ds.data_vars) or 'nothing'}")
+        raise GacError(
+            f"{path}: {what} lacks variable(s) {', '.join(missing)}; it holds {', '.join(ds.data_vars) or 'nothing'}"
+        )
     return ds
 
 
@@ -187,7 +191,9 @@ def check_aligned(reference, other, reference_path: Path, other_path: Path) -> N
         extra = sorted(set(ids) - set(ref_ids))[:3]
         lacking = sorted(set(ref_ids) - set(ids))[:3]
         detail = f"missing {lacking}" if lacking else f"unknown {extra}" if extra else "in a different order"
-        raise GacError(f"{other_path}: tile ids disagree with {reference_path} ({detail}); re-run the stage that made {other_path.name}")
+        raise GacError(
+            f"{other_path}: tile ids disagree with {reference_path} ({detail}); re-run the stage that made {other_path.name}"
+        )
     if reference.sizes.get("y") != other.sizes.get("y") or reference.sizes.get("x") != other.sizes.get("x"):
         raise GacError(
             f"{other_path}: tiles are {other.sizes.get('y')}x{other.sizes.get('x')} px but {reference_path} has "
@@ -196,62 +202,50 @@ def check_aligned(reference, other, reference_path: Path, other_path: Path) -> N
     if not np.array_equal(reference.transform.values, other.transform.values) or not np.array_equal(
         reference.crs.values.astype(str), other.crs.values.astype(str)
     ):
-        raise GacError(f"{other_path}: tile georeference disagrees with {reference_path}; re-run the stage that made {other_path.name}")
+        raise GacError(
+            f"{other_path}: tile georeference disagrees with {reference_path}; re-run the stage that made {other_path.name}"
+        )
 
 
-class PredictionStore:
-    """An output store (opt_v1/v2/v3) written shard by shard, resumable, renamed into place when whole.
+class ShardedStore:
+    """A store written shard by shard, by one process or several, resumable, renamed into place when whole.
 
     Work is done in whole shards: a shard file is only ever written once per
     run, in one piece, and a marker (beside the store, not inside it) records it
     afterwards, so a run killed at any moment leaves every marked shard intact
-    and the rest to redo. Processes
-    (DDP ranks) take disjoint shards and never write the same file.
+    and the rest to redo. Processes (DDP ranks, ingest workers) take disjoint
+    shards and never write the same file. A partial store is resumed only when
+    its attributes hold `key` (what it was planned from); else it is started over.
     """
 
-    def __init__(self, path: Path, like, attrs: dict[str, Any], shard_tiles: int, bands: Iterable[str] = S2_BANDS):
+    def __init__(self, path: Path, n_tiles: int, shard_tiles: int, key: dict[str, Any]):
         self.path = Path(path)
         self.partial = partial_path(self.path)
         self.progress = self.path.with_name(self.path.name + ".progress")
-        self.like = like
-        self.attrs = dict(attrs)
-        self.bands = tuple(bands)
-        self.n_tiles = like.sizes["tile"]
-        self.shard_tiles = max(1, min(shard_tiles, self.n_tiles))
-        self.n_shards = -(-self.n_tiles // self.shard_tiles)
+        self.key = dict(key)
+        self.n_tiles = n_tiles
+        self.shard_tiles = max(1, min(shard_tiles, n_tiles))
+        self.n_shards = -(-n_tiles // self.shard_tiles)
 
-    def _resumable(self) -> bool:
-        meta = self.partial / "zarr.json"
-        if not meta.is_file() or not self.progress.is_dir():
+    @classmethod
+    def resumable(cls, path: Path, key: dict[str, Any]) -> bool:
+        """Whether an interrupted run left a partial store at `path` made for `key`."""
+        partial = partial_path(Path(path))
+        meta = partial / "zarr.json"
+        if not meta.is_file() or not Path(path).with_name(Path(path).name + ".progress").is_dir():
             return False
         attrs = json.loads(meta.read_text()).get("attributes", {})
-        return attrs.get("params_hash") == self.attrs.get("params_hash") and attrs.get("n_tiles") == self.n_tiles
+        return all(attrs.get(name) == value for name, value in key.items())
 
-    def open(self) -> int:
-        """Create the partial store, or keep one from an interrupted run with the same params. Returns shards already done."""
-        import xarray as xr
-        import zarr
-
-        if self._resumable():
+    def open(self, create) -> int:
+        """Keep a partial store from an interrupted run with the same key, or `create(partial)` a new one (its
+        attributes must hold the key). Returns the shards already done."""
+        if self.resumable(self.path, self.key):
             return self.n_shards - len(self.pending_shards())
         for stale in (self.partial, self.progress):
             if stale.exists():
                 shutil.rmtree(stale)
-        coords = {name: self.like[name] for name in ("tile", *TILE_COORDS) if name in self.like.coords}
-        skeleton = xr.Dataset(coords=coords, attrs={**self.attrs, "n_tiles": self.n_tiles})
-        skeleton = skeleton.assign_coords(band=_strings(self.bands))
-        skeleton.to_zarr(self.partial, mode="w", zarr_format=3, consolidated=False)
-        group = zarr.open_group(self.partial, mode="a")
-        size_y, size_x = self.like.sizes["y"], self.like.sizes["x"]
-        group.create_array(
-            "s2",
-            shape=(self.n_tiles, len(self.bands), size_y, size_x),
-            chunks=(1, len(self.bands), size_y, size_x),
-            shards=(self.shard_tiles, len(self.bands), size_y, size_x),
-            dtype="float32",
-            fill_value=np.nan,
-            dimension_names=["tile", "band", "y", "x"],
-        )
+        create(self.partial)
         self.progress.mkdir()
         return 0
 
@@ -265,15 +259,20 @@ class PredictionStore:
         pending = [k for k in range(self.n_shards) if not self._marker(k).exists()]
         return pending[rank::world_size]
 
-    def write_shard(self, shard: int, values: np.ndarray) -> None:
+    def write_shard(self, shard: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write one shard of each named array, then mark it done (after its files are on disk)."""
         import zarr
 
         window = self.shard_slice(shard)
-        expected = (window.stop - window.start, len(self.bands), self.like.sizes["y"], self.like.sizes["x"])
-        if values.shape != expected:
-            raise ValueError(f"shard {shard}: got shape {values.shape}, expected {expected}")
-        zarr.open_array(self.partial / "s2", mode="r+")[window] = values.astype(np.float32, copy=False)
-        mark_done(self._marker(shard), chunk_files(self.partial / "s2", (window,)))
+        written = []
+        for name, values in arrays.items():
+            target = zarr.open_array(self.partial / name, mode="r+")
+            expected = (window.stop - window.start, *target.shape[1:])
+            if values.shape != expected:
+                raise ValueError(f"shard {shard} of {name}: got shape {values.shape}, expected {expected}")
+            target[window] = values.astype(target.dtype, copy=False)
+            written += chunk_files(self.partial / name, (window,))
+        mark_done(self._marker(shard), written)
 
     def finalize(self) -> Path:
         pending = self.pending_shards()
@@ -283,3 +282,43 @@ class PredictionStore:
         replace_dir(self.partial, self.path)
         shutil.rmtree(self.progress)
         return self.path
+
+
+class PredictionStore(ShardedStore):
+    """An output store (opt_v1/v2/v3): the `s2` of the tiles of `like`, written shard by shard (ShardedStore);
+    an interrupted run is resumed when it had the same params_hash and tile count."""
+
+    def __init__(self, path: Path, like, attrs: dict[str, Any], shard_tiles: int, bands: Iterable[str] = S2_BANDS):
+        n_tiles = like.sizes["tile"]
+        super().__init__(path, n_tiles, shard_tiles, {"params_hash": attrs.get("params_hash"), "n_tiles": n_tiles})
+        self.like = like
+        self.attrs = dict(attrs)
+        self.bands = tuple(bands)
+
+    def open(self) -> int:
+        """Create the partial store, or keep one from an interrupted run with the same params. Returns shards
+        already done."""
+        return super().open(self._create)
+
+    def _create(self, partial: Path) -> None:
+        import xarray as xr
+        import zarr
+
+        coords = {name: self.like[name] for name in ("tile", *TILE_COORDS) if name in self.like.coords}
+        skeleton = xr.Dataset(coords=coords, attrs={**self.attrs, "n_tiles": self.n_tiles})
+        skeleton = skeleton.assign_coords(band=_strings(self.bands))
+        skeleton.to_zarr(partial, mode="w", zarr_format=3, consolidated=False)
+        group = zarr.open_group(partial, mode="a")
+        size_y, size_x = self.like.sizes["y"], self.like.sizes["x"]
+        group.create_array(
+            "s2",
+            shape=(self.n_tiles, len(self.bands), size_y, size_x),
+            chunks=(1, len(self.bands), size_y, size_x),
+            shards=(self.shard_tiles, len(self.bands), size_y, size_x),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=["tile", "band", "y", "x"],
+        )
+
+    def write_shard(self, shard: int, values: np.ndarray) -> None:
+        super().write_shard(shard, {"s2": values})

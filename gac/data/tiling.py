@@ -5,18 +5,33 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 
+from gac.data.landcover import UNKNOWN
+from gac.data.params import TileParams
 from gac.data.readers import Inputs
 from gac.data.scenes import Scene, ScenePair, find_pairs, read_pair
 from gac.data.splits import SPLITS, Footprint, footprint_grids, split_tiles
 from gac.data.store import S1_BANDS, S2_BANDS, tile_coords, write_store
 from gac.errors import GacError
-from gac.data.params import TileParams
 
 log = logging.getLogger(__name__)
+
+
+# the per-pixel variables of a tiles store: their dimensions, type and attributes (every writer uses these)
+PIXEL_DIMS = {"s1": ("tile", "s1_band", "y", "x"), "s2": ("tile", "band", "y", "x"), "landcover": ("tile", "y", "x")}
+PIXEL_DTYPES = {"s1": np.float32, "s2": np.float32, "landcover": np.int16}
+PIXEL_ATTRS = {
+    "s1": {"units": "dB", "long_name": "Sentinel-1 backscatter (VV, VH)"},
+    "s2": {"units": "reflectance x 10^4", "long_name": "Sentinel-2 L2A surface reflectance"},
+    "landcover": {
+        "long_name": "land-cover class code (names in the store's landcover_classes attribute)",
+        "nodata": UNKNOWN,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -44,51 +59,115 @@ def _block_size(tile: TileParams) -> int:
     return max(tile.split_block, tile.size)
 
 
-def plan_tiles(scenes: list[Scene], tile: TileParams, seed: int,
-               scene_splits: dict[str, str] | None = None) -> tuple[list[dict], dict[str, int]]:
+@dataclass(frozen=True)
+class SceneWindows:
+    """What planning needs of one scene, without its pixels: where it lies, its month, and the windows (row, col)
+    that pass the nodata rule. Archive ingest (gac.data.archive_tiles) gathers these from worker processes."""
+
+    name: str
+    crs: str
+    transform: tuple[float, ...]
+    height: int
+    width: int
+    month: int
+    windows: tuple[tuple[int, int], ...]
+    dropped_nodata: int
+    has_landcover: bool = False
+
+
+def scene_windows(scene: Scene, tile: TileParams, has_landcover: bool = False) -> SceneWindows:
+    """The scene's tile windows with at most `tile.max_nodata` nodata (NaN in S1 or S2)."""
+    height, width = scene.s2.shape[1:]
+    if tile.size > min(height, width):
+        raise GacError(
+            f"tile.size {tile.size} is larger than scene '{scene.name}' ({height}x{width} px); "
+            f"use tile.size <= {min(height, width) // 16 * 16}"
+        )
+    windows, dropped = [], 0
+    for row in tile_offsets(height, tile.size, tile.stride):
+        for col in tile_offsets(width, tile.size, tile.stride):
+            window = (slice(None), slice(row, row + tile.size), slice(col, col + tile.size))
+            invalid = np.isnan(scene.s1[window]).any(0) | np.isnan(scene.s2[window]).any(0)
+            if invalid.mean() > tile.max_nodata:
+                dropped += 1
+            else:
+                windows.append((row, col))
+    return SceneWindows(
+        scene.name,
+        scene.crs,
+        tuple(scene.transform),
+        height,
+        width,
+        scene.month,
+        tuple(windows),
+        dropped,
+        has_landcover,
+    )
+
+
+def plan_tiles(
+    scenes: list[Scene], tile: TileParams, seed: int, scene_splits: dict[str, str] | None = None
+) -> tuple[list[dict], dict[str, int]]:
     """Per-tile records (geometry, split, block, metadata) for the tiles that survive the nodata and split rules.
 
     `scene_splits` ({scene: split}) is an archive's own split (`data.split: official`); else blocks of the map
     are drawn (gac.data.splits).
     """
-    candidates: list[tuple[Scene, int, int]] = []
-    dropped = {"nodata": 0}
-    for scene in scenes:
-        height, width = scene.s2.shape[1:]
-        if tile.size > min(height, width):
-            raise GacError(f"tile.size {tile.size} is larger than scene '{scene.name}' ({height}x{width} px); use tile.size <= {min(height, width) // 16 * 16}")
-        for row in tile_offsets(height, tile.size, tile.stride):
-            for col in tile_offsets(width, tile.size, tile.stride):
-                window = (slice(None), slice(row, row + tile.size), slice(col, col + tile.size))
-                invalid = np.isnan(scene.s1[window]).any(0) | np.isnan(scene.s2[window]).any(0)
-                if invalid.mean() > tile.max_nodata:
-                    dropped["nodata"] += 1
-                    continue
-                candidates.append((scene, row, col))
+    return plan_windows([scene_windows(scene, tile) for scene in scenes], tile, seed, scene_splits)
+
+
+def plan_windows(
+    scenes: list[SceneWindows], tile: TileParams, seed: int, scene_splits: dict[str, str] | None = None
+) -> tuple[list[dict], dict[str, int]]:
+    """plan_tiles from the scenes' windows (no pixels needed): the splits, blocks and per-tile records."""
+    candidates = [(scene, row, col) for scene in scenes for row, col in scene.windows]
+    dropped = {"nodata": sum(scene.dropped_nodata for scene in scenes)}
     if not candidates:
-        raise GacError(f"tile: no tile has at most {tile.max_nodata:.0%} nodata; check the scenes' nodata or raise tile.max_nodata")
+        raise GacError(
+            f"tile: no tile has at most {tile.max_nodata:.0%} nodata; check the scenes' nodata or raise tile.max_nodata"
+        )
 
     block = _block_size(tile)
-    grids = footprint_grids([Footprint.of(s.name, s.crs, s.transform, *s.s2.shape[1:]) for s in scenes], block)
+    grids = footprint_grids([Footprint.of(s.name, s.crs, s.transform, s.height, s.width) for s in scenes], block)
     placed = [(scene.name, tile_transform(scene.transform, row, col), tile.size) for scene, row, col in candidates]
-    splits, split_dropped = split_tiles(placed, grids, block, tile.val_fraction, tile.test_fraction, tile.split_gap,
-                                        seed, scene_splits)
+    splits, split_dropped = split_tiles(
+        placed, grids, block, tile.val_fraction, tile.test_fraction, tile.split_gap, seed, scene_splits
+    )
     dropped.update(split_dropped)
+    kept = [
+        (c, transform, split, block_id)
+        for c, (_, transform, _), (split, block_id) in zip(candidates, placed, splits)
+        if split is not None
+    ]
     records = []
-    for (scene, row, col), (_, transform, _), (split, block_id) in zip(candidates, placed, splits):
-        if split is None:
-            continue
-        lon, lat = tile_centres_lonlat(scene.crs, scene.transform, [row], [col], tile.size)
-        records.append({
-            "tile": f"{scene.name}_r{row:05d}_c{col:05d}", "scene": scene.name, "row_off": row, "col_off": col,
-            "crs": scene.crs, "transform": transform, "month": scene.month, "split": split, "block": block_id,
-            "lat": float(lat[0]), "lon": float(lon[0]),
-        })
+    for scene, group in groupby(kept, key=lambda k: k[0][0]):  # one lon/lat call per scene, not per tile
+        group = list(group)
+        rows, cols = [row for (_, row, _), *_ in group], [col for (_, _, col), *_ in group]
+        lon, lat = tile_centres_lonlat(scene.crs, scene.transform, rows, cols, tile.size)
+        for i, ((_, row, col), transform, split, block_id) in enumerate(group):
+            records.append(
+                {
+                    "tile": f"{scene.name}_r{row:05d}_c{col:05d}",
+                    "scene": scene.name,
+                    "row_off": row,
+                    "col_off": col,
+                    "crs": scene.crs,
+                    "transform": transform,
+                    "month": scene.month,
+                    "split": split,
+                    "block": block_id,
+                    "lat": float(lat[i]),
+                    "lon": float(lon[i]),
+                }
+            )
     return records, dropped
 
 
-def tile_centres_lonlat(crs, scene_transform: tuple[float, ...], rows, cols, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Longitude and latitude (degrees, float64) of the centres of `size` px tiles at pixel offsets (rows, cols) of a scene.
+def tile_centres_lonlat(
+    crs, scene_transform: tuple[float, ...], rows, cols, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude and latitude (degrees, float64) of the centres of `size` px tiles at pixel offsets (rows, cols) of a
+    scene.
 
     The refiner is conditioned on them: tiles.zarr for training and `gac translate` for new scenes both come here,
     so a tile at the same place gets the same location either way.
@@ -104,7 +183,17 @@ def tile_centres_lonlat(crs, scene_transform: tuple[float, ...], rows, cols, siz
     return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
 
 
-def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, attrs: dict, landcover: dict | None = None):
+def tiles_coords(records: list[dict]) -> dict:
+    """A tiles store's coordinates: the per-tile ones (gac.data.store.tile_coords) and the band names."""
+    coords = tile_coords(records)
+    coords["band"] = np.array(S2_BANDS, dtype=object)
+    coords["s1_band"] = np.array(S1_BANDS, dtype=object)
+    return coords
+
+
+def tiles_dataset(
+    scenes: list[Scene], records: list[dict], tile: TileParams, attrs: dict, landcover: dict | None = None
+):
     """The tiles as one xarray Dataset in the store layout of gac.data.store.
 
     `landcover` ({scene name: (H, W) int16 codes}, from gac.data.landcover) adds
@@ -121,16 +210,10 @@ def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, at
 
     s1 = np.stack([cut(r, "s1") for r in records]).astype(np.float32)
     s2 = np.stack([cut(r, "s2") for r in records]).astype(np.float32)
-    coords = tile_coords(records)
-    coords["band"] = np.array(S2_BANDS, dtype=object)
-    coords["s1_band"] = np.array(S1_BANDS, dtype=object)
     ds = xr.Dataset(
-        {"s1": (("tile", "s1_band", "y", "x"), s1), "s2": (("tile", "band", "y", "x"), s2)},
-        coords=coords,
-        attrs=attrs,
+        {"s1": (PIXEL_DIMS["s1"], s1), "s2": (PIXEL_DIMS["s2"], s2)}, coords=tiles_coords(records), attrs=attrs
     )
     if landcover:
-        from gac.data.landcover import UNKNOWN
 
         def cover(record: dict) -> np.ndarray:
             codes = landcover.get(record["scene"])
@@ -139,9 +222,8 @@ def tiles_dataset(scenes: list[Scene], records: list[dict], tile: TileParams, at
             return codes[record["row_off"] : record["row_off"] + size, record["col_off"] : record["col_off"] + size]
 
         ds["landcover"] = (("tile", "y", "x"), np.stack([cover(r) for r in records]).astype(np.int16))
-        ds["landcover"].attrs.update(long_name="land-cover class code (names in the store's landcover_classes attribute)", nodata=UNKNOWN)
-    ds["s1"].attrs.update(units="dB", long_name="Sentinel-1 backscatter (VV, VH)")
-    ds["s2"].attrs.update(units="reflectance x 10^4", long_name="Sentinel-2 L2A surface reflectance")
+    for name in ds.data_vars:
+        ds[name].attrs.update(PIXEL_ATTRS[name])
     return ds
 
 
@@ -184,15 +266,23 @@ def _scene_landcover(scene_dir: Path, scenes: list[Scene]) -> tuple[dict, dict[i
     return layers, classes
 
 
-def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: dict, max_tiles: int | None = None,
-               inputs: Inputs = Inputs()) -> dict:
+def make_tiles(
+    scene_dir: Path,
+    out: Path,
+    tile: TileParams,
+    seed: int,
+    attrs: dict,
+    max_tiles: int | None = None,
+    inputs: Inputs = Inputs(),
+) -> dict:
     """Scene pairs -> tiles.zarr (written atomically). Returns a summary for the log.
 
     `max_tiles` (`data.max_tiles`) keeps a fixed subset for quick runs (subset_tiles);
     `inputs` (the `data` params) says how the rasters are read: S1 units and nodata, the S2 offset
     (decided per scene and recorded in the store's `s2_offsets` attribute).
     """
-    from gac.data.archive import make_archive_tiles, read_catalogue
+    from gac.data.archive import read_catalogue
+    from gac.data.archive_tiles import make_archive_tiles
 
     catalogue = read_catalogue(scene_dir)
     if catalogue is not None:  # an archive read where it lies (gac.data.archive)
@@ -204,9 +294,16 @@ def make_tiles(scene_dir: Path, out: Path, tile: TileParams, seed: int, attrs: d
     if max_tiles is not None:
         records = subset_tiles(records, max_tiles, seed)
     counts = {split: sum(r["split"] == split for r in records) for split in SPLITS}
-    attrs = {**attrs, "s1_product": products.pop(), "tile_size": tile.size, "tile_stride": tile.stride,
-             "scenes": [s.name for s in scenes], "s2_offsets": {s.name: s.s2_offset for s in scenes},
-             "dropped_nodata": dropped["nodata"], "dropped_split_border": dropped["split_border"]}
+    attrs = {
+        **attrs,
+        "s1_product": products.pop(),
+        "tile_size": tile.size,
+        "tile_stride": tile.stride,
+        "scenes": [s.name for s in scenes],
+        "s2_offsets": {s.name: s.s2_offset for s in scenes},
+        "dropped_nodata": dropped["nodata"],
+        "dropped_split_border": dropped["split_border"],
+    }
     landcover, classes = _scene_landcover(scene_dir, scenes)
     if classes:
         attrs["landcover_classes"] = {str(k): v for k, v in sorted(classes.items())}
