@@ -308,9 +308,11 @@ def run_phase(name: str, argv: list[str], *extra: str) -> dict:
 
 
 def median_of(rounds: list[dict]) -> dict:
-    """The median round (by seconds) of one method: a real round's figures, not a mix."""
+    """One method's median round: tiles/s and seconds are medians over the rounds, RSS the median round's."""
     ordered = sorted(rounds, key=lambda r: r["seconds"])
-    return ordered[(len(ordered) - 1) // 2] | {"tiles_per_s": statistics.median(r["tiles_per_s"] for r in rounds)}
+    return ordered[(len(ordered) - 1) // 2] | {
+        key: statistics.median(r[key] for r in rounds) for key in ("tiles_per_s", "seconds")
+    }
 
 
 def print_quality(q: dict) -> None:
