@@ -89,12 +89,27 @@ def test_output_keeps_tiles_georeference_and_records_provenance(small_tiles, tmp
     assert opt.attrs["model"] == "terramind_v1_tiny_generate" and opt.attrs["weights"] == "random"
     assert opt.attrs["random_weights"] is True and opt.attrs["stage"] == "generate"
     assert opt.attrs["params_hash"] == params_hash(params, ["seed", "tile", "stage1"])
+    # params ask for bf16 (the default); a CPU without native bf16 (conftest caps oneDNN below it) runs float32
+    assert params.stage1.infer.precision == "bf16" and opt.attrs["compute_dtype"] == "float32"
     s2 = opt.s2.values
     assert np.isnan(s2[1, :, :4, :4]).all() and np.isfinite(s2[1, :, 4:, 4:]).all()  # no radar, no prediction
     # Random weights: the UNet's output conv is zero, so every pixel is the band's pre-training mean.
     mean = destandardize(torch.zeros(1, 12, 1, 1)).numpy()[0, :, 0, 0]
     assert np.allclose(np.nanmean(s2, axis=(0, 2, 3)), mean, atol=0.05)
     assert not out.with_name(out.name + ".partial").exists()
+
+
+def test_the_store_records_bf16_where_the_cpu_runs_it(small_tiles, tmp_path, monkeypatch):
+    import gac.device
+    from gac.generate.run import run_generate
+
+    monkeypatch.setattr(gac.device, "cpu_native_bf16", lambda *a, **k: True)  # as on an AMX CPU
+    raw = yaml.safe_load(write_params(tmp_path / "params.yaml").read_text())
+    run_generate(validate_params(raw), small_tiles, tmp_path / "bf16.zarr", progress=False)
+    assert open_store(tmp_path / "bf16.zarr").attrs["compute_dtype"] == "bfloat16"
+    raw["stage1"]["infer"]["precision"] = "32"
+    run_generate(validate_params(raw), small_tiles, tmp_path / "fp32.zarr", progress=False)
+    assert open_store(tmp_path / "fp32.zarr").attrs["compute_dtype"] == "float32"
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(small_tiles, tiles_store, lively_weights, tmp_path):

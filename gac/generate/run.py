@@ -46,7 +46,9 @@ def check_tiles(ds, path: Path, modality: str) -> int:
     return size_y
 
 
-def output_attrs(params, model) -> dict[str, Any]:
+def output_attrs(params, model, device) -> dict[str, Any]:
+    from gac.device import run_dtype
+
     stage1 = params.stage1
     return {
         "gac_version": gac_version,
@@ -60,6 +62,7 @@ def output_attrs(params, model) -> dict[str, Any]:
         "units": "reflectance x 10^4",
         "capped_decoder": stage1.capped_decoder,
         "finetuned": params.stage1_finetune.enabled,
+        "compute_dtype": run_dtype(device, stage1.infer.precision),  # what ran, not what precision asked for
     }
 
 
@@ -89,7 +92,7 @@ def run_generate(
             predict,
             inputs,
             out_path,
-            output_attrs(params, model),
+            output_attrs(params, model, device),
             ranks=ranks,
             seed=params.seed,
             batch_size=stage1.infer.batch_size,

@@ -57,6 +57,7 @@ def ground(
     # a missing or mismatched adapter is named before torch is even imported
     checked_adapter_record(adapter_root, STAGE3_ADAPTER, params.stage3.model, [params.stage1.input, TARGET])
 
+    from gac.device import run_dtype
     from gac.terramind import Decoding, TerraMindPredictor
 
     s3 = params.stage3
@@ -83,6 +84,7 @@ def ground(
             "adapter_params_hash": record.get("params_hash"),
             **model.gac_weights.provenance(),
             "decoding": str(decoding),
+            "compute_dtype": run_dtype(device, infer.precision),  # what ran, not what precision asked for
         }
         predict = TerraMindPredictor(model, params.stage1.input, decoding, infer.precision)
         predict_store(
