@@ -102,7 +102,7 @@ class InferParams(StrictModel):
         "auto", description="auto: this rank's CUDA GPU when present, else Apple MPS, else CPU (gac.device)"
     )
     precision: Precision = Field(
-        "bf16",
+        "auto",
         description="autocast dtype: bf16, 16, 32 or auto. CUDA: as named (auto = bf16). CPU: bf16 only where the CPU "
         "has native bf16 (AVX512-BF16/AMX), else float32 with one log line (emulated bf16 is many times slower); auto "
         "= bf16 there only within gac.device's measured quality bound; 16 runs float32. MPS: float32 (gac.device)",

@@ -14,11 +14,6 @@ SHARED_SAMPLES = REPO.parent / "shared" / "data" / "terramesh-samples"
 GAC = Path(sys.executable).with_name("gac")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# params default to precision bf16, which gac.device honours on a CPU with native bf16 (AMX), while tests compare CPU
-# outputs with float32 references within float kernels' spread (tests/numerics.py). oneDNN capped below its bf16
-# instructions is a CPU without native bf16 to gac.device, here and in every `gac` this suite starts, on any CI CPU;
-# float32 kernels are the same under this cap. Tests of the bf16 path switch it on themselves.
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
 # `dvc` and the `gac` it runs for each stage live beside this interpreter (the project's venv), activated or not.
 os.environ["PATH"] = f"{GAC.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
