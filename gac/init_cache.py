@@ -163,10 +163,17 @@ def _slots(model):
 @contextmanager
 def _empty_parameters():
     """Parameters registered while this runs are put on the meta device (no memory; init functions do nothing on
-    them); buffers are made as usual. One parameter registered on several modules stays one (meta) parameter."""
+    them); buffers are made as usual. One parameter registered on several modules stays one (meta) parameter.
+
+    Deterministic mode's filling of uninitialised memory (`torch.empty` writes NaNs) is off meanwhile: the
+    parameters are created empty before they move to the meta device, and would otherwise all be written once; every
+    parameter and buffer is then replaced by the cached one.
+    """
     import torch
+    import torch.utils.deterministic
 
     register = torch.nn.Module.register_parameter
+    fills = torch.utils.deterministic.fill_uninitialized_memory
     on_meta: dict[int, tuple] = {}  # id(parameter) -> (the parameter, kept so its id is not reused; its meta twin)
 
     def register_on_meta(module, name, param):
@@ -177,10 +184,12 @@ def _empty_parameters():
         register(module, name, param)
 
     torch.nn.Module.register_parameter = register_on_meta
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.nn.Module.register_parameter = register
+        torch.utils.deterministic.fill_uninitialized_memory = fills
 
 
 def _read(path: Path) -> dict:

@@ -62,6 +62,24 @@ def test_a_cached_toy_is_the_plain_one_shared_parameters_and_all(cache):
     assert torch.equal(second.b(second.a(x)), plain.b(plain.a(x)))
 
 
+def test_deterministic_mode_neither_changes_a_cached_build_nor_stays_changed(cache):
+    """In deterministic mode torch.empty fills memory with NaNs: the meta build turns that off while it runs (it would
+    write every parameter once) and back on after."""
+    import torch.utils.deterministic
+
+    identity = {"name": "toy", "seed": 0}
+    init_cache.cached_build(seeded_toy(), identity)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert torch.utils.deterministic.fill_uninitialized_memory
+        with init_cache._empty_parameters():
+            assert not torch.utils.deterministic.fill_uninitialized_memory  # no NaNs written into parameters-to-be
+        assert_same_tensors(init_cache.cached_build(seeded_toy(), identity), seeded_toy()())
+        assert torch.utils.deterministic.fill_uninitialized_memory
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def test_other_identity_other_file_and_the_switch_writes_nothing(cache, monkeypatch):
     paths = {init_cache.cache_path({"name": "toy", "seed": s, "width": w}) for s in (0, 1) for w in (4, 8)}
     assert len(paths) == 4
