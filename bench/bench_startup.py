@@ -145,6 +145,7 @@ def main() -> None:
             f"{command:<28}"
             + "".join(f"{med[(command, v)]:>12.2f}{med[(command, v)] / torch_s:>9.2f}" for v in variants)
         )
+    print("rounds (s): " + "; ".join(f"{c} {v}: {', '.join(f'{x:.1f}' for x in t)}" for (c, v), t in times.items()))
     print(f"load average (uptime) at end: {load()}")
 
 
