@@ -1,16 +1,22 @@
-"""Benchmark: a stage's start-up, process start to its first model call, fast vs plain terratorch import.
+"""Benchmark: a stage's start-up, process start to its first model call, in the ways GAC can start.
 
 Every stage logs `first model call (...) X s after process start` once
 (gac.startup). This runs `gac generate`, `gac translate --until v2` and
 `gac train-stage2` on a tiny demo (2 scenes of 128 px, 4 tiles of 64 px, one
-DDIM step, one training step), each with GAC's fast terratorch import (the
-default) and with the plain one (`GAC_PLAIN_TERRATORCH=1`: `import
-terratorch`, what GAC did before), alternating, for --rounds rounds. The
-baseline, timed the same way in every round, is `python -c "import torch"`,
-the part of the start-up no stage can avoid. Medians; ratios are between
-figures of the same run, which survive a busy machine better than seconds.
+DDIM step, one training step), each in every --variants way, the order
+rotating between rounds, for --rounds rounds:
 
-    python bench/bench_startup.py [--rounds 3]
+- default: as a user runs it (fast terratorch import, initial states read
+  from the cache, which untimed runs before the rounds have written);
+- no-cache: `GAC_INIT_CACHE=0`, every model initialised in the process;
+- plain: `GAC_PLAIN_TERRATORCH=1` as well (`import terratorch` whole).
+
+The baseline, timed the same way in every round, is `python -c "import
+torch"`, the part of the start-up no stage can avoid. Medians; ratios are
+between figures of the same run, which survive a busy machine better than
+seconds. The cache lives in the run's temporary directory.
+
+    python bench/bench_startup.py [--rounds 3] [--variants default no-cache plain]
 """
 
 from __future__ import annotations
@@ -55,7 +61,11 @@ COMMANDS = {
         "data/ckpt_{run}",
     ],
 }
-SWITCH = "GAC_PLAIN_TERRATORCH"
+VARIANTS = {
+    "default": {},
+    "no-cache": {"GAC_INIT_CACHE": "0"},
+    "plain": {"GAC_INIT_CACHE": "0", "GAC_PLAIN_TERRATORCH": "1"},
+}
 
 
 def tiny_params(work: Path) -> None:
@@ -68,20 +78,20 @@ def tiny_params(work: Path) -> None:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def run(args: list[str], work: Path, plain: bool = False) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    env.pop(SWITCH, None)
-    if plain:
-        env[SWITCH] = "1"
+def run(args: list[str], work: Path, variant: str = "default") -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "GAC_CACHE_DIR": str(work / "cache")}
+    for switch in ("GAC_INIT_CACHE", "GAC_PLAIN_TERRATORCH"):
+        env.pop(switch, None)
+    env.update(VARIANTS[variant])
     done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(map(str, args))} failed:\n{done.stderr[-3000:]}")
     return done.stdout + done.stderr
 
 
-def startup(command: str, work: Path, plain: bool, run_id: str) -> float:
+def startup(command: str, work: Path, variant: str, run_id: str) -> float:
     args = [str(GAC)] + [a.format(run=run_id) for a in COMMANDS[command]]
-    found = FIRST_CALL.findall(run(args, work, plain))
+    found = FIRST_CALL.findall(run(args, work, variant))
     if not found:
         raise SystemExit(f"{command}: no first-model-call line in its log")
     return float(found[0][1])
@@ -100,34 +110,42 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default", "no-cache"])
     args = parser.parse_args()
+    variants = args.variants
     print(f"CPU: {machine()}; load average (uptime) at start: {load()}", flush=True)
-    times: dict[tuple[str, bool], list[float]] = {}
+    times: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tiny_params(work)
-        for setup in (["synth"], ["tile"], ["generate", "--no-progress"], ["train-stage2"]):  # inputs of the timed runs
-            run([str(GAC), *setup], work)
+        setups = (
+            ["synth"],
+            ["tile"],
+            ["generate", "--no-progress"],
+            ["train-stage2"],
+            COMMANDS["gac translate --until v2"],
+        )
+        for setup in setups:  # the timed runs' inputs, and the initial-state cache written
+            run([str(GAC), *[a.format(run="setup") for a in setup]], work)
         for r in range(args.rounds):
-            times.setdefault(("import torch", False), []).append(float(run(TORCH, work).split()[-1]))
+            times.setdefault(("import torch", "default"), []).append(float(run(TORCH, work).split()[-1]))
             for command in COMMANDS:
-                for plain in (False, True) if r % 2 == 0 else (True, False):  # alternate which goes first
-                    seconds = startup(command, work, plain, f"{r}{'p' if plain else 'f'}")
-                    times.setdefault((command, plain), []).append(seconds)
+                for k in range(len(variants)):  # rotate which goes first
+                    variant = variants[(k + r) % len(variants)]
+                    seconds = startup(command, work, variant, f"{r}{variant}")
+                    times.setdefault((command, variant), []).append(seconds)
             print(f"round {r + 1}/{args.rounds} done, load {load()}", flush=True)
     med = {key: statistics.median(values) for key, values in times.items()}
-    torch_s = med[("import torch", False)]
-    print(
-        f"\nstart-up = process start to first model call, median of {args.rounds}; "
-        f"fast = GAC's terratorch import, plain = {SWITCH}=1 (import terratorch)"
-    )
-    print(f"{'':<28}{'fast s':>8}{'x torch':>9}{'plain s':>9}{'x torch':>9}{'plain/fast':>12}")
-    print(f"{'python -c import torch':<28}{torch_s:>8.2f}{1:>9.2f}")
+    torch_s = med[("import torch", "default")]
+    print(f"\nstart-up = process start to first model call, median of {args.rounds} (s, and x import torch)")
+    print(f"{'':<28}" + "".join(f"{v:>12}{'x torch':>9}" for v in variants))
+    print(f"{'python -c import torch':<28}{torch_s:>12.2f}{1:>9.2f}")
     for command in COMMANDS:
-        fast, plain = med[(command, False)], med[(command, True)]
         print(
-            f"{command:<28}{fast:>8.2f}{fast / torch_s:>9.2f}{plain:>9.2f}{plain / torch_s:>9.2f}{plain / fast:>12.2f}"
+            f"{command:<28}"
+            + "".join(f"{med[(command, v)]:>12.2f}{med[(command, v)] / torch_s:>9.2f}" for v in variants)
         )
+    print("rounds (s): " + "; ".join(f"{c} {v}: {', '.join(f'{x:.1f}' for x in t)}" for (c, v), t in times.items()))
     print(f"load average (uptime) at end: {load()}")
 
 

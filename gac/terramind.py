@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from gac.errors import GacError
+from gac.init_cache import cached_build, source_digest
 from gac.startup import first_model_call
 from gac.upstream import terramind, terramind_statistics
 from gac.weights import WeightsSource, load_strict, read_state_dict, resolve_weights
@@ -155,6 +156,10 @@ def build_generator(
     encoder; the upstream generate model leaves it out). Random weights are
     seeded with `seed`, so every process builds the same model.
 
+    The seeded initial state is built once per machine and then read from a
+    cache (`gac.init_cache`): the same bytes, without initialising 1.2 GB of
+    weights (tiny) in every process. Weights from a file are loaded on top.
+
     The returned model carries `gac_weights` (a WeightsSource) for provenance.
     The diffusion UNet (nearly all of generation's time) holds its conv
     weights channels-last, so oneDNN (CPU) and cuDNN (GPU) run its
@@ -174,15 +179,27 @@ def build_generator(
     if source.kind == "local":
         local_files(name, source.path)  # fail before the (slow) build
     build = terramind().build  # imported before seeding, as the model's randomness starts there
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = build(
-            name, modalities=inputs, output_modalities=[TARGET], pretrained=False, img_size=tile_size, standardize=False
-        )
-        _add_token_feedback(model, tile_size)
-    finally:
-        torch.random.set_rng_state(state)
+
+    def seeded():
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            model = build(
+                name,
+                modalities=inputs,
+                output_modalities=[TARGET],
+                pretrained=False,
+                img_size=tile_size,
+                standardize=False,
+            )
+            _add_token_feedback(model, tile_size)
+        finally:
+            torch.random.set_rng_state(state)
+        model.tokenizer[TOKENS_KEY].decoder.to(memory_format=torch.channels_last)
+        return model
+
+    identity = {"name": name, "inputs": inputs, "tile_size": tile_size, "seed": seed, "code": source_digest(__file__)}
+    model = cached_build(seeded, identity)
     model.gac_weights = source
     model.gac_name = name
     model.gac_inputs = tuple(inputs)
@@ -190,7 +207,6 @@ def build_generator(
         load_hf(model, name)
     elif source.kind == "local":
         load_local(model, name, source.path)
-    model.tokenizer[TOKENS_KEY].decoder.to(memory_format=torch.channels_last)
     return model.eval()
 
 

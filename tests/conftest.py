@@ -14,6 +14,9 @@ SHARED_SAMPLES = REPO.parent / "shared" / "data" / "terramesh-samples"
 GAC = Path(sys.executable).with_name("gac")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Models are built plainly unless a test turns the initial-state cache on (tests/test_init_cache.py): a cache file per
+# model, tile size and seed would leave gigabytes in the user's cache.
+os.environ.setdefault("GAC_INIT_CACHE", "0")
 # `dvc` and the `gac` it runs for each stage live beside this interpreter (the project's venv), activated or not.
 os.environ["PATH"] = f"{GAC.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from gac.errors import GacError
+from gac.init_cache import cached_build, source_digest
 from gac.upstream import prithvi
 from gac.weights import WeightsSource, hf_cached_file, load_strict, read_state_dict, resolve_weights
 
@@ -76,9 +77,11 @@ def build_backbone(name: str, weights: str, channels: list[str]) -> tuple[nn.Mod
     bands = model_bands(channels)
     # Seeded: random weights, and the patch-embedding channels a checkpoint lacks (bands Prithvi never saw,
     # S1), must come out the same at refine time as in training.
+    identity = {"name": name, "bands": bands, "num_frames": 1, "seed": BACKBONE_SEED, "code": source_digest(__file__)}
     with torch.random.fork_rng():
         torch.manual_seed(BACKBONE_SEED)
-        model = upstream.build(name, pretrained=False, bands=bands, num_frames=1)
+        build = functools.partial(upstream.build, name, pretrained=False, bands=bands, num_frames=1)
+        model = cached_build(build, identity, continues_rng=True)  # the filter below draws the new bands' channels
         if path is not None:
             state = upstream.vit.checkpoint_filter_fn_vit(
                 read_state_dict(path), model, list(upstream.vit.PRETRAINED_BANDS), bands
