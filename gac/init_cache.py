@@ -22,6 +22,9 @@ detected (the file is not checksummed, which would read all of it).
 
 Where: `$GAC_CACHE_DIR`, else `$XDG_CACHE_HOME/gac`, else `~/.cache/gac`,
 in `init/`. `GAC_INIT_CACHE=0` turns the cache off (every build plain).
+The files a machine has not used for longest are removed once they hold more
+than `GAC_INIT_CACHE_GB` (default 8; TerraMind tiny's state is ~1.2 GB), so
+seeds, tile sizes and upgrades do not fill the disk.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 SWITCH = "GAC_INIT_CACHE"
+LIMIT = "GAC_INIT_CACHE_GB"  # the cache's size cap in GiB (least recently used files go first)
 FORMAT = 1  # bump when what a cache file holds changes
 
 
@@ -99,6 +103,7 @@ def cached_build(
             with _empty_parameters():
                 model = build()
             saved = _read(path)
+            os.utime(path)  # used now: the last file the size cap removes
             materialise(model, saved["tensors"])
             if continues_rng:
                 torch.random.set_rng_state(saved["rng"])
@@ -212,6 +217,29 @@ def _write(model: "nn.Module", rng, path: Path) -> None:
         os.replace(tmp, path)
         size = path.stat().st_size / 2**30
         log.info("cached the initial state of %s (%.2f GiB) in %s; %s=0 turns this off", path.stem, size, path, SWITCH)
+        prune(path.parent, keep=path)
     except OSError as exc:
         log.warning("could not cache an initial state in %s (%s); later builds initialise again", path.parent, exc)
         tmp.unlink(missing_ok=True)
+
+
+def prune(directory: Path, keep: Path) -> list[Path]:
+    """Remove the least recently used cache files until the rest fit in `GAC_INIT_CACHE_GB`; `keep` stays."""
+    limit = float(os.environ.get(LIMIT) or 8) * 2**30
+    files = sorted((f for f in directory.glob("*.pt") if f != keep), key=lambda f: f.stat().st_mtime, reverse=True)
+    total = keep.stat().st_size if keep.is_file() else 0
+    removed = []
+    for file in files:  # newest first: the oldest are the ones past the cap
+        total += file.stat().st_size
+        if total > limit:
+            file.unlink(missing_ok=True)
+            removed.append(file)
+    if removed:
+        log.info(
+            "removed %d least recently used initial state(s) from %s (over %s GiB, %s)",
+            len(removed),
+            directory,
+            limit / 2**30,
+            LIMIT,
+        )
+    return removed

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,9 +17,11 @@ SHARED_SAMPLES = REPO.parent / "shared" / "data" / "terramesh-samples"
 GAC = Path(sys.executable).with_name("gac")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Models are built plainly unless a test turns the initial-state cache on (tests/test_init_cache.py): a cache file per
-# model, tile size and seed would leave gigabytes in the user's cache.
-os.environ.setdefault("GAC_INIT_CACHE", "0")
+# Initial states are cached as a user's runs cache them (gac.init_cache), but in a directory of this session's own,
+# removed at the end, not in the user's cache: every `gac` process the suite starts shares it.
+if not os.environ.get("GAC_CACHE_DIR"):
+    os.environ["GAC_CACHE_DIR"] = tempfile.mkdtemp(prefix="gac-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["GAC_CACHE_DIR"], True)
 # `dvc` and the `gac` it runs for each stage live beside this interpreter (the project's venv), activated or not.
 os.environ["PATH"] = f"{GAC.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 

@@ -167,3 +167,21 @@ def test_cached_prithvi_equals_the_plain_build_with_a_band_it_never_saw(cache, m
     x = torch.linspace(0, 1, 7 * 32 * 32).reshape(1, 7, 1, 32, 32)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(hit(x), plain(x)))
+
+
+def test_the_size_cap_removes_the_least_recently_used_states_first(cache, monkeypatch):
+    """Three Toy states of ~1 KiB each under a cap of 2.5 of them: writing the third removes the one used longest
+    ago (the second: the first was read after the second was written), never the one just written."""
+    import os
+
+    paths = []
+    for width in (16, 17, 18):
+        torch.manual_seed(0)
+        init_cache.cached_build(lambda: Toy(width), {"name": "toy", "width": width})
+        paths.append(init_cache.cache_path({"name": "toy", "width": width}))
+        os.utime(paths[-1], (1000 + width, 1000 + width))  # distinct ages, oldest first
+        if width == 17:
+            first = paths[0].stat().st_size
+            monkeypatch.setenv(init_cache.LIMIT, str(2.5 * first / 2**30))
+            init_cache.cached_build(lambda: Toy(16), {"name": "toy", "width": 16})  # read: the first is now newest
+    assert paths[0].exists() and not paths[1].exists() and paths[2].exists()
