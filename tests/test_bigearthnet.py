@@ -277,13 +277,18 @@ def counting(monkeypatch, name, stop_after=None):
     return calls
 
 
-def test_an_interrupted_ingest_resumes_with_the_shards_it_had_written(catalogued, tmp_path, monkeypatch):
-    scenes, _ = catalogued
-    out = tmp_path / "tiles.zarr"
+def interrupt_after_two_shards(scenes, out, monkeypatch) -> None:
+    """An ingest stopped (as by a kill) once it has written two shards."""
     with monkeypatch.context() as patch:
         counting(patch, "_write", stop_after=2)
         with pytest.raises(Interrupted):
             ingest(scenes, out)
+
+
+def test_an_interrupted_ingest_resumes_with_the_shards_it_had_written(catalogued, tmp_path, monkeypatch):
+    scenes, _ = catalogued
+    out = tmp_path / "tiles.zarr"
+    interrupt_after_two_shards(scenes, out, monkeypatch)
     partial, progress = tmp_path / "tiles.zarr.partial", tmp_path / "tiles.zarr.progress"
     assert not out.exists() and sorted(p.name for p in progress.iterdir()) == ["000000.done", "000001.done"]
     pixels = [p for name in ("s1", "s2", "landcover") for p in (partial / name / "c").glob("[01]/**/*") if p.is_file()]
@@ -301,10 +306,7 @@ def test_an_interrupted_ingest_resumes_with_the_shards_it_had_written(catalogued
 def test_a_partial_store_planned_otherwise_is_started_over(catalogued, tmp_path, monkeypatch, caplog):
     scenes, _ = catalogued
     out = tmp_path / "tiles.zarr"
-    with monkeypatch.context() as patch:
-        counting(patch, "_write", stop_after=2)
-        with pytest.raises(Interrupted):
-            ingest(scenes, out)
+    interrupt_after_two_shards(scenes, out, monkeypatch)
     scans, writes = counting(monkeypatch, "_scan"), counting(monkeypatch, "_write")
     with caplog.at_level("INFO", logger="gac.data.archive_tiles"):
         summary = ingest(scenes, out, max_tiles=12)  # another plan: data.max_tiles
