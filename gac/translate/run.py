@@ -269,11 +269,24 @@ class SceneJob:
     def _tile_key(self, i: int, j: int) -> str:
         return f"{self.scene.stem}:{self.grid.rows[i]}:{self.grid.cols[j]}"
 
+    def _s1_window(self, tiles: list[tuple[int, int]]) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """(top, left, S1 as read with NaN at nodata, S1 as the models take it) of the window under `tiles`."""
+        grid, size = self.grid, self.grid.size
+        top, left = min(grid.rows[i] for i, _ in tiles), min(grid.cols[j] for _, j in tiles)
+        bottom, right = max(grid.rows[i] for i, _ in tiles) + size, max(grid.cols[j] for _, j in tiles) + size
+        s1 = self.scene.read(top, left, bottom - top, right - left)
+        return (
+            top,
+            left,
+            s1,
+            _fill_outside(s1, min(bottom, self.scene.height) - top, min(right, self.scene.width) - left),
+        )
+
     def _run(self, batch: list[tuple[int, int]], sample: int, window) -> np.ndarray:
         """The chain's outputs for one batch of tiles (indices into the grid) and uncertainty sample.
 
-        `window` (top, left, model_s1) is the block's S1, filled outside the scene; a batch reaching beyond it (a
-        tile owned by another block, see TileCache) reads its own.
+        `window` is the block's `_s1_window`; a batch reaching beyond it (a tile owned by another block, see
+        TileCache) reads its own.
         """
         from gac.data.tiling import tile_centres_lonlat
         from gac.runner import Batch
@@ -282,17 +295,14 @@ class SceneJob:
         grid, size = self.grid, self.grid.size
         rows = np.array([grid.rows[i] for i, _ in batch])
         cols = np.array([grid.cols[j] for _, j in batch])
-        top, left, model_s1 = window
+        top, left, _, model_s1 = window
         if (
             rows.min() < top
             or cols.min() < left
             or rows.max() + size > top + model_s1.shape[1]
             or (cols.max() + size > left + model_s1.shape[2])
         ):
-            top, left = int(rows.min()), int(cols.min())
-            height, width = int(rows.max()) + size - top, int(cols.max()) + size - left
-            s1 = self.scene.read(top, left, height, width)
-            model_s1 = _fill_outside(s1, min(height, self.scene.height - top), min(width, self.scene.width - left))
+            top, left, _, model_s1 = self._s1_window(batch)
         crops = np.stack(
             [model_s1[:, y - top : y - top + size, x - left : x - left + size] for y, x in zip(rows, cols)]
         )
@@ -316,18 +326,12 @@ class SceneJob:
     def compute(self, block: tuple[int, int, int, int], bar=None) -> tuple[np.ndarray, np.ndarray | None]:
         """(12, h, w) blended mean reflectance and its spread over samples (None for one sample), NaN at nodata."""
         grid, size = self.grid, self.grid.size
-        if self.cache is None:
-            self.cache = TileCache(grid, [block], self.params.translate.infer.batch_size)
+        # outside compute_scene (a block on its own) a cache of this block alone: every tile runs once
+        cache = self.cache or TileCache(grid, [block], self.params.translate.infer.batch_size)
         r, c, h, w = block
         tiles = grid.tiles_in(block)
-        top, left = min(grid.rows[i] for i, _ in tiles), min(grid.cols[j] for _, j in tiles)
-        bottom, right = max(grid.rows[i] for i, _ in tiles) + size, max(grid.cols[j] for _, j in tiles) + size
-        s1 = self.scene.read(top, left, bottom - top, right - left)
-        window = (
-            top,
-            left,
-            _fill_outside(s1, min(bottom, self.scene.height) - top, min(right, self.scene.width) - left),
-        )
+        window = self._s1_window(tiles)
+        top, left, s1, _ = window
         in_block = set(tiles)
         mean = m2 = None
         for k in range(self.samples):
@@ -349,17 +353,17 @@ class SceneJob:
             for tile in tiles:
                 if tile in added:
                     continue
-                kept = self.cache.get(tile, k)
+                kept = cache.get(tile, k)
                 if kept is not None:
                     add(tile, kept)
                     added.add(tile)
                     continue
-                batch = self.cache.batches[self.cache.batch_of[tile]]
+                batch = cache.batches[cache.batch_of[tile]]
                 for other, pred in zip(batch, self._run(batch, k, window)):
                     if other in in_block and other not in added:
                         add(other, pred)
                         added.add(other)
-                    self.cache.put(other, k, pred, other in in_block)
+                    cache.put(other, k, pred, other in in_block)
                 if bar is not None:
                     bar.update(len(batch))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -370,7 +374,7 @@ class SceneJob:
                 delta = sample - mean
                 mean = mean + delta / (k + 1)
                 m2 = m2 + delta * (sample - mean)
-        self.cache.block_done(tiles, self.samples)
+        cache.block_done(tiles, self.samples)
         radar_gap = np.isnan(s1[:, r - top : r - top + h, c - left : c - left + w]).any(axis=0)
         mean[:, radar_gap] = np.nan
         spread = None
